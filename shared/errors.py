@@ -1,0 +1,193 @@
+"""Every error the package raises on purpose, and what each means to a caller.
+
+Each error knows how it surfaces: ``http_status`` for the HTTP adapter (``application/problem+json``)
+and ``transient`` for the queue adapter (raise so the host retries, or write a ``rejected`` result).
+Messages never carry a secret, a token or a refresh token.
+"""
+
+from __future__ import annotations
+
+
+class ProductUpgradeError(Exception):
+    """Base of all errors of this package."""
+
+    #: Stable, machine-readable name, used as ``error.code`` in result messages and in problem ``type``.
+    code = "internal_error"
+    title = "Internal error"
+    http_status = 500
+    #: True when retrying the same request later may succeed (the queue worker raises for a retry).
+    transient = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def partner_center_error_code(self) -> str | None:
+        return None
+
+    @property
+    def retry_after(self) -> int | None:
+        """Whole seconds a caller should wait before trying again, when known."""
+        return None
+
+
+class SettingError(ProductUpgradeError):
+    """A required setting is missing or malformed. The operator must act; the message names the setting."""
+
+    code = "configuration_error"
+    title = "Configuration error"
+    http_status = 500
+    transient = True
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"setting {name} {problem}")
+        self.name = name
+
+
+class MissingSettingError(SettingError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "is required but not set")
+
+
+class InvalidSettingError(SettingError):
+    def __init__(self, name: str, expected: str) -> None:
+        # The value itself is left out: a misplaced secret must not travel into a log.
+        super().__init__(name, f"is malformed: expected {expected}")
+
+
+class ValidationError(ProductUpgradeError):
+    """The caller's request is not acceptable; nothing was sent to Partner Center."""
+
+    code = "invalid_request"
+    title = "Invalid request"
+    http_status = 400
+
+
+class CredentialError(ProductUpgradeError):
+    """Our own credentials failed: Key Vault, the token endpoint, or Partner Center refusing our token."""
+
+    code = "credential_error"
+    title = "Partner Center credentials failed"
+    http_status = 502
+    transient = True
+
+
+class SecretStoreError(CredentialError):
+    code = "secret_store_error"
+    title = "Secrets could not be read"
+
+
+class TokenError(CredentialError):
+    """The token endpoint refused to issue an App+User token (``invalid_grant``, ``invalid_client``, ...)."""
+
+    code = "token_error"
+    title = "Partner Center token could not be acquired"
+
+    def __init__(self, message: str, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class UpstreamUnavailableError(ProductUpgradeError):
+    """An outbound call failed for transport reasons (connection, TLS, timeout) after bounded retries."""
+
+    code = "upstream_unavailable"
+    title = "Upstream service unavailable"
+    http_status = 502
+    transient = True
+
+
+class UpstreamTimeoutError(UpstreamUnavailableError):
+    code = "upstream_timeout"
+    title = "Upstream service too slow"
+    http_status = 504
+
+
+class PartnerCenterError(ProductUpgradeError):
+    """Partner Center answered with an HTTP error.
+
+    Carries the HTTP ``status``, Partner Center's ``error_code`` (a string: the API documents it as one,
+    some responses carry a number), its ``description``, the ``Retry-After`` it sent and the ids of the
+    call, for support cases.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        error_code: str | None,
+        description: str,
+        *,
+        retry_after: int | None = None,
+        correlation_id: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        detail = f"Partner Center answered {status}"
+        if error_code:
+            detail += f" with error {error_code}"
+        if description:
+            detail += f": {description}"
+        super().__init__(detail)
+        self.status = status
+        self.error_code = error_code
+        self.description = description
+        self._retry_after = retry_after
+        self.correlation_id = correlation_id
+        self.request_id = request_id
+
+    @property
+    def partner_center_error_code(self) -> str | None:
+        return self.error_code
+
+    @property
+    def retry_after(self) -> int | None:
+        return self._retry_after
+
+    @property
+    def token_rejected(self) -> bool:
+        """401, or 403 without a Partner Center error code: our token, not the customer, was refused."""
+        return self.status == 401 or (self.status == 403 and not self.error_code)
+
+    @property
+    def http_status(self) -> int:  # type: ignore[override]
+        if self.status == 429:
+            return 503
+        if self.status >= 500 or self.token_rejected:
+            return 502
+        if self.status == 403:
+            return 422
+        if self.status in (400, 404, 409):
+            return self.status
+        # Any other 4xx speaks of the request, not of us: pass the caller a 400.
+        return 400 if self.status < 500 else 502
+
+    @property
+    def transient(self) -> bool:  # type: ignore[override]
+        return self.status == 429 or self.status >= 500 or self.status == 408 or self.token_rejected
+
+    @property
+    def code(self) -> str:  # type: ignore[override]
+        if self.status == 429:
+            return "throttled"
+        if self.token_rejected:
+            return "partner_center_token_rejected"
+        if self.status >= 500:
+            return "partner_center_unavailable"
+        if self.status == 404:
+            return "not_found"
+        if self.status == 409:
+            return "conflict"
+        if self.status == 403:
+            return "not_eligible"
+        return "partner_center_rejected"
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return {
+            "throttled": "Partner Center is throttling requests",
+            "partner_center_token_rejected": "Partner Center rejected our credentials",
+            "partner_center_unavailable": "Partner Center is unavailable",
+            "not_found": "Not found at Partner Center",
+            "conflict": "Conflict at Partner Center",
+            "not_eligible": "Partner Center refused the upgrade",
+        }.get(self.code, "Partner Center rejected the request")

@@ -1,0 +1,184 @@
+"""Every setting the app reads, with its default, typed; read on first use, never at import.
+
+The names here are the contract (``../shared/contract.md``): the README's table, ``local.settings.sample.json``
+and the Bicep app settings mirror :data:`ALL_SETTINGS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from shared.errors import InvalidSettingError, MissingSettingError
+
+KEY_VAULT_URL_SETTING = "KEY_VAULT_URL"
+APP_ID_SECRET_NAME_SETTING = "PARTNER_CENTER_APP_ID_SECRET_NAME"
+APP_SECRET_SECRET_NAME_SETTING = "PARTNER_CENTER_APP_SECRET_SECRET_NAME"
+REFRESH_TOKEN_SECRET_NAME_SETTING = "PARTNER_CENTER_REFRESH_TOKEN_SECRET_NAME"
+APP_ID_SETTING = "PARTNER_CENTER_APP_ID"
+APP_SECRET_SETTING = "PARTNER_CENTER_APP_SECRET"
+REFRESH_TOKEN_SETTING = "PARTNER_CENTER_REFRESH_TOKEN"
+TENANT_ID_SETTING = "PARTNER_CENTER_TENANT_ID"
+AUTHORITY_HOST_SETTING = "PARTNER_CENTER_AUTHORITY_HOST"
+BASE_URL_SETTING = "PARTNER_CENTER_BASE_URL"
+REQUESTS_QUEUE_SETTING = "PRODUCT_UPGRADE_REQUESTS_QUEUE"
+RESULTS_QUEUE_SETTING = "PRODUCT_UPGRADE_RESULTS_QUEUE"
+TABLE_SETTING = "PRODUCT_UPGRADE_TABLE"
+MAX_ATTEMPTS_SETTING = "PRODUCT_UPGRADE_MAX_ATTEMPTS"
+STORAGE_SETTING = "AzureWebJobsStorage"
+
+#: Defaults of the contract; a setting absent here has none.
+DEFAULTS: Mapping[str, str] = {
+    APP_ID_SECRET_NAME_SETTING: "partner-center-app-id",
+    APP_SECRET_SECRET_NAME_SETTING: "partner-center-app-secret",
+    REFRESH_TOKEN_SECRET_NAME_SETTING: "partner-center-refresh-token",
+    AUTHORITY_HOST_SETTING: "https://login.microsoftonline.com",
+    BASE_URL_SETTING: "https://api.partnercenter.microsoft.com",
+    REQUESTS_QUEUE_SETTING: "product-upgrade-requests",
+    RESULTS_QUEUE_SETTING: "product-upgrade-results",
+    TABLE_SETTING: "productupgrades",
+    MAX_ATTEMPTS_SETTING: "5",
+}
+
+#: Every setting the code reads, in the contract's order.
+ALL_SETTINGS: tuple[str, ...] = (
+    KEY_VAULT_URL_SETTING,
+    APP_ID_SECRET_NAME_SETTING,
+    APP_SECRET_SECRET_NAME_SETTING,
+    REFRESH_TOKEN_SECRET_NAME_SETTING,
+    APP_ID_SETTING,
+    APP_SECRET_SETTING,
+    REFRESH_TOKEN_SETTING,
+    TENANT_ID_SETTING,
+    AUTHORITY_HOST_SETTING,
+    BASE_URL_SETTING,
+    REQUESTS_QUEUE_SETTING,
+    RESULTS_QUEUE_SETTING,
+    TABLE_SETTING,
+    MAX_ATTEMPTS_SETTING,
+    STORAGE_SETTING,
+)
+
+#: Settings holding secret values: only ever read in environment-fallback mode, never logged or reported.
+SECRET_SETTINGS: frozenset[str] = frozenset({APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING})
+
+#: Identity-based storage connection (``AzureWebJobsStorage__*``), used in Azure instead of a connection string.
+STORAGE_ACCOUNT_NAME_SETTING = f"{STORAGE_SETTING}__accountName"
+STORAGE_QUEUE_URI_SETTING = f"{STORAGE_SETTING}__queueServiceUri"
+STORAGE_TABLE_URI_SETTING = f"{STORAGE_SETTING}__tableServiceUri"
+STORAGE_CREDENTIAL_SETTING = f"{STORAGE_SETTING}__credential"
+STORAGE_CLIENT_ID_SETTING = f"{STORAGE_SETTING}__clientId"
+
+
+@dataclass(frozen=True)
+class StorageConnection:
+    """How to reach the storage account: a connection string, or service URIs plus a managed identity."""
+
+    connection_string: str | None = field(default=None, repr=False)
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    managed_identity_client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's settings, validated. Build with :meth:`from_env`; use :func:`get_settings` in the app."""
+
+    tenant_id: str
+    authority_host: str
+    base_url: str
+    key_vault_url: str | None
+    app_id_secret_name: str
+    app_secret_secret_name: str
+    refresh_token_secret_name: str
+    requests_queue: str
+    results_queue: str
+    table_name: str
+    max_attempts: int
+    storage: StorageConnection | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting; raises :class:`SettingError` naming the first bad one."""
+        env = os.environ if environ is None else environ
+        reader = _Reader(env)
+        key_vault_url = reader.optional(KEY_VAULT_URL_SETTING)
+        return cls(
+            tenant_id=reader.required(TENANT_ID_SETTING),
+            authority_host=reader.https_url(AUTHORITY_HOST_SETTING),
+            base_url=reader.https_url(BASE_URL_SETTING),
+            key_vault_url=_https_url(KEY_VAULT_URL_SETTING, key_vault_url) if key_vault_url else None,
+            app_id_secret_name=reader.required(APP_ID_SECRET_NAME_SETTING),
+            app_secret_secret_name=reader.required(APP_SECRET_SECRET_NAME_SETTING),
+            refresh_token_secret_name=reader.required(REFRESH_TOKEN_SECRET_NAME_SETTING),
+            requests_queue=reader.required(REQUESTS_QUEUE_SETTING),
+            results_queue=reader.required(RESULTS_QUEUE_SETTING),
+            table_name=reader.required(TABLE_SETTING),
+            max_attempts=reader.positive_int(MAX_ATTEMPTS_SETTING),
+            storage=storage_connection(env),
+        )
+
+
+def storage_connection(env: Mapping[str, str]) -> StorageConnection | None:
+    """The storage connection the host uses, or None when none is configured."""
+    connection_string = (env.get(STORAGE_SETTING) or "").strip()
+    if connection_string:
+        return StorageConnection(connection_string=connection_string)
+    account = (env.get(STORAGE_ACCOUNT_NAME_SETTING) or "").strip()
+    queue_uri = (env.get(STORAGE_QUEUE_URI_SETTING) or "").strip()
+    table_uri = (env.get(STORAGE_TABLE_URI_SETTING) or "").strip()
+    if account:
+        queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+        table_uri = table_uri or f"https://{account}.table.core.windows.net"
+    if not (queue_uri or table_uri):
+        return None
+    client_id = (env.get(STORAGE_CLIENT_ID_SETTING) or "").strip() or None
+    return StorageConnection(
+        queue_service_uri=queue_uri or None,
+        table_service_uri=table_uri or None,
+        managed_identity_client_id=client_id,
+    )
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def optional(self, name: str) -> str | None:
+        value = (self._env.get(name) or "").strip()
+        return value or DEFAULTS.get(name)
+
+    def required(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            raise MissingSettingError(name)
+        return value
+
+    def https_url(self, name: str) -> str:
+        return _https_url(name, self.required(name))
+
+    def positive_int(self, name: str) -> int:
+        raw = self.required(name)
+        try:
+            value = int(raw)
+        except ValueError:
+            raise InvalidSettingError(name, "a whole number of at least 1") from None
+        if value < 1:
+            raise InvalidSettingError(name, "a whole number of at least 1")
+        return value
+
+
+def _https_url(name: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise InvalidSettingError(name, "an https:// URL")
+    return value.rstrip("/")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use and kept."""
+    return Settings.from_env()
