@@ -1,0 +1,31 @@
+"""Azure Functions entry point (v2 programming model): triggers and bindings only.
+
+Each function hands over to the shared package in a line; importing this module needs no settings.
+"""
+
+import azure.functions as func
+
+from shared import http_api, queue_worker
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="productupgrades", methods=["POST"])
+def create_product_upgrade(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.create_upgrade(req)
+
+
+@app.route(route="productupgrades/eligibility", methods=["POST"])
+def check_product_upgrade_eligibility(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.check_eligibility(req)
+
+
+@app.route(route="productupgrades/{upgradeId}", methods=["GET"])
+def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.get_status(req)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%PRODUCT_UPGRADE_REQUESTS_QUEUE%", connection="AzureWebJobsStorage")
+@app.queue_output(arg_name="results", queue_name="%PRODUCT_UPGRADE_RESULTS_QUEUE%", connection="AzureWebJobsStorage")
+def product_upgrade_from_queue(msg: func.QueueMessage, results: func.Out[str]) -> None:
+    results.set(queue_worker.handle(msg))

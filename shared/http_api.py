@@ -1,0 +1,217 @@
+"""The HTTP adapter: ``azure.functions.HttpRequest`` in, ``HttpResponse`` out; errors as problem+json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import azure.functions as func
+
+from shared.errors import ProductUpgradeError, ValidationError
+from shared.models import (
+    DEFAULT_PRODUCT_FAMILY,
+    MAX_BODY_BYTES,
+    ProductUpgradeRequest,
+    parse_guid,
+    parse_product_family,
+)
+from shared.retry import time_budget
+from shared.runtime import get_runtime
+from shared.workflow import OperationIds, request_id_for
+
+log = logging.getLogger(__name__)
+
+#: One HTTP invocation gives up within this many seconds in all (Logic Apps waits 120 s, webhooks 30-60 s).
+HTTP_TIME_BUDGET_SECONDS = 45.0
+#: Retry-After we send on 503 when Partner Center gave none.
+DEFAULT_RETRY_AFTER_SECONDS = 30
+PROBLEM_TYPE_BASE = "urn:partner-center-product-upgrades:problem:"
+_UPGRADE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_MAX_HEADER_VALUE = 256
+
+
+def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
+    """``POST /api/productupgrades`` -> 202 with the upgrade id and an absolute ``Location`` to its status."""
+
+    def run(correlation_id: str) -> func.HttpResponse:
+        request = ProductUpgradeRequest.from_json(_json_body(req))
+        ids = OperationIds(_request_id(req), correlation_id)
+        # Validation comes first: a bad request never needs settings, secrets or Partner Center.
+        created = get_runtime().workflow.create(request, ids)
+        body = {
+            "upgradeId": created.upgrade_id,
+            "customerId": created.customer_id,
+            "productFamily": created.product_family,
+            "status": "accepted",
+        }
+        location = status_url(req, created.upgrade_id, request)
+        return _json(202, body, correlation_id, {"Location": location})
+
+    return _handle(req, run)
+
+
+def check_eligibility(req: func.HttpRequest) -> func.HttpResponse:
+    """``POST /api/productupgrades/eligibility`` -> 200 with Partner Center's eligibility answer."""
+
+    def run(correlation_id: str) -> func.HttpResponse:
+        request = ProductUpgradeRequest.from_json(_json_body(req))
+        eligibility = get_runtime().workflow.check_eligibility(request, OperationIds(str(uuid.uuid4()), correlation_id))
+        return _json(200, eligibility.to_json(), correlation_id)
+
+    return _handle(req, run)
+
+
+def get_status(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/productupgrades/{upgradeId}?customerId=`` -> 202 + Retry-After while running, 200 when ended."""
+
+    def run(correlation_id: str) -> func.HttpResponse:
+        upgrade_id = (req.route_params.get("upgradeId") or "").strip()
+        if not _UPGRADE_ID.match(upgrade_id):
+            raise ValidationError("upgradeId in the path must be Partner Center's upgrade id")
+        request = ProductUpgradeRequest(
+            customer_id=parse_guid(req.params.get("customerId"), "customerId"),
+            product_family=parse_product_family(req.params.get("productFamily")),
+        )
+        runtime = get_runtime()
+        status = runtime.workflow.get_status(upgrade_id, request, OperationIds(str(uuid.uuid4()), correlation_id))
+        if status.is_running:
+            body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
+            headers = {
+                "Location": status_url(req, upgrade_id, request),
+                "Retry-After": str(runtime.poll_interval_seconds),
+            }
+            return _json(202, body, correlation_id, headers)
+        body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
+        return _json(200, body, correlation_id)
+
+    return _handle(req, run)
+
+
+def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRequest) -> str:
+    """Absolute URL of an upgrade's status route, from the request's own scheme and host.
+
+    Carries ``customerId`` (and ``productFamily`` when not Azure), and the caller's ``code`` query key when
+    it authenticated that way; a key sent in ``x-functions-key`` is never copied into a URL.
+    """
+    parts = urlsplit(str(req.url))
+    base_path = parts.path.rstrip("/")
+    prefix, _, last = base_path.rpartition("/")
+    if last.lower() == "eligibility" or last == upgrade_id:
+        base_path = prefix
+    query: dict[str, str] = {"customerId": request.customer_id}
+    if request.product_family != DEFAULT_PRODUCT_FAMILY:
+        query["productFamily"] = request.product_family
+    code = req.params.get("code")
+    if code:
+        query["code"] = code
+    return urlunsplit((parts.scheme, parts.netloc, f"{base_path}/{upgrade_id}", urlencode(query), ""))
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    code: str,
+    correlation_id: str,
+    partner_center_error_code: str | None = None,
+    retry_after: int | None = None,
+) -> func.HttpResponse:
+    """An RFC 9457 ``application/problem+json`` response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "correlationId": correlation_id,
+    }
+    if partner_center_error_code is not None:
+        body["partnerCenterErrorCode"] = partner_center_error_code
+    headers = {"MS-CorrelationId": correlation_id}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=headers, mimetype="application/problem+json", charset="utf-8"
+    )
+
+
+def _handle(req: func.HttpRequest, run: Callable[[str], func.HttpResponse]) -> func.HttpResponse:
+    correlation_id = str(uuid.uuid4())
+    try:
+        correlation_id = _header(req, "MS-CorrelationId") or correlation_id
+        with time_budget(HTTP_TIME_BUDGET_SECONDS):
+            return run(correlation_id)
+    except ProductUpgradeError as exc:
+        return _problem_for(exc, correlation_id)
+    except Exception:
+        log.exception("Unexpected failure handling %s %s (correlation %s)", req.method, _path(req), correlation_id)
+        return problem(
+            500,
+            "Internal error",
+            "An unexpected error occurred; quote the correlation id to the operator.",
+            code="internal_error",
+            correlation_id=correlation_id,
+        )
+
+
+def _problem_for(exc: ProductUpgradeError, correlation_id: str) -> func.HttpResponse:
+    status = exc.http_status
+    retry_after = exc.retry_after
+    if status == 503:
+        retry_after = max(1, math.ceil(retry_after)) if retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS
+    log_level = logging.WARNING if status >= 500 else logging.INFO
+    log.log(log_level, "Answering %d (%s): %s (correlation %s)", status, exc.code, exc.message, correlation_id)
+    return problem(
+        status,
+        exc.title,
+        exc.message,
+        code=exc.code,
+        correlation_id=correlation_id,
+        partner_center_error_code=exc.partner_center_error_code,
+        retry_after=retry_after if status == 503 else None,
+    )
+
+
+def _json_body(req: func.HttpRequest) -> object:
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ValidationError(f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
+    if not raw.strip():
+        raise ValidationError("the body is empty; send a JSON object with customerId")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationError("the body is not valid JSON") from None
+
+
+def _request_id(req: func.HttpRequest) -> str:
+    key = _header(req, "Idempotency-Key")
+    return request_id_for("idempotency-key", key) if key else str(uuid.uuid4())
+
+
+def _header(req: func.HttpRequest, name: str) -> str | None:
+    value = (req.headers.get(name) or "").strip()
+    if not value:
+        return None
+    if len(value) > _MAX_HEADER_VALUE or not value.isprintable():
+        raise ValidationError(f"header {name} must be printable and at most {_MAX_HEADER_VALUE} characters")
+    return value
+
+
+def _json(
+    status: int, body: dict[str, Any], correlation_id: str, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
+    all_headers = {"MS-CorrelationId": correlation_id, **(headers or {})}
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=all_headers, mimetype="application/json", charset="utf-8"
+    )
+
+
+def _path(req: func.HttpRequest) -> str:
+    return urlsplit(str(req.url)).path

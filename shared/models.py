@@ -1,0 +1,215 @@
+"""Partner Center's product-upgrade resources, as frozen dataclasses, with the names Partner Center uses."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from shared.errors import ValidationError
+
+DEFAULT_PRODUCT_FAMILY = "Azure"
+
+#: Partner Center status values that mean the upgrade is still under way (compared case-insensitively).
+RUNNING_STATUSES = frozenset({"inprogress", "notstarted", "pending", "queued", "running"})
+
+#: Largest request body or queue message we parse.
+MAX_BODY_BYTES = 64 * 1024
+
+JSONObject = dict[str, Any]
+
+
+def parse_guid(value: object, name: str) -> str:
+    """The canonical lower-case form of a GUID, or :class:`ValidationError` naming the field."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(f"{name} is required and must be a GUID string")
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        raise ValidationError(f"{name} must be a GUID, like 00000000-0000-0000-0000-000000000000") from None
+
+
+def optional_str(data: JSONObject, key: str, *, max_length: int = 256) -> str | None:
+    """An optional string field: absent or null gives None; anything else must be a short string."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(f"{key} must be a string")
+    value = value.strip()
+    if len(value) > max_length:
+        raise ValidationError(f"{key} must be at most {max_length} characters")
+    return value or None
+
+
+@dataclass(frozen=True)
+class ProductUpgradeRequest:
+    """What a caller asks for: upgrade this customer's product family (the body of Partner Center's calls)."""
+
+    customer_id: str
+    product_family: str = DEFAULT_PRODUCT_FAMILY
+
+    @classmethod
+    def from_json(cls, data: object) -> ProductUpgradeRequest:
+        """Validate a decoded JSON body; raises :class:`ValidationError` with a caller-facing message."""
+        if not isinstance(data, dict):
+            raise ValidationError("the body must be a JSON object")
+        obj = cast(JSONObject, data)
+        customer_id = parse_guid(obj.get("customerId"), "customerId")
+        return cls(customer_id=customer_id, product_family=parse_product_family(obj.get("productFamily")))
+
+    def to_json(self) -> JSONObject:
+        return {"customerId": self.customer_id, "productFamily": self.product_family}
+
+
+def parse_product_family(value: object) -> str:
+    if value is None:
+        return DEFAULT_PRODUCT_FAMILY
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("productFamily must be a non-empty string, like Azure")
+    family = value.strip()
+    if len(family) > 64 or not family.replace("_", "").replace("-", "").isalnum():
+        raise ValidationError("productFamily must be a short name of letters and digits, like Azure")
+    return family
+
+
+@dataclass(frozen=True)
+class ProductUpgradeCreated:
+    """Partner Center accepted the upgrade (202): its id, parsed from ``Location``."""
+
+    upgrade_id: str
+    customer_id: str
+    product_family: str
+
+
+@dataclass(frozen=True)
+class ProductUpgradesEligibility:
+    customer_id: str
+    product_family: str
+    is_eligible: bool
+    upgrade_id: str | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_json(cls, data: JSONObject, request: ProductUpgradeRequest) -> ProductUpgradesEligibility:
+        return cls(
+            customer_id=_str_or(data.get("customerId"), request.customer_id),
+            product_family=_str_or(data.get("productFamily"), request.product_family),
+            is_eligible=bool(data.get("isEligible")),
+            upgrade_id=_str_or_none(data.get("upgradeId")),
+            reason=_str_or_none(data.get("reason")),
+        )
+
+    def to_json(self) -> JSONObject:
+        return {
+            "customerId": self.customer_id,
+            "productFamily": self.product_family,
+            "isEligible": self.is_eligible,
+            "upgradeId": self.upgrade_id,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class ErrorDetails:
+    code: str | None
+    description: str | None
+
+    @classmethod
+    def from_json(cls, data: object) -> ErrorDetails | None:
+        if not isinstance(data, dict):
+            return None
+        code = data.get("code")
+        return cls(code=None if code is None else str(code), description=_str_or_none(data.get("description")))
+
+    def to_json(self) -> JSONObject:
+        return {"code": self.code, "description": self.description}
+
+
+@dataclass(frozen=True)
+class UpgradeProduct:
+    id: str | None
+    name: str | None
+
+    @classmethod
+    def from_json(cls, data: object) -> UpgradeProduct | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(id=_str_or_none(data.get("id")), name=_str_or_none(data.get("name")))
+
+    def to_json(self) -> JSONObject:
+        return {"id": self.id, "name": self.name}
+
+
+@dataclass(frozen=True)
+class UpgradesLineItem:
+    source_product: UpgradeProduct | None
+    target_product: UpgradeProduct | None
+    upgraded_date: str | None
+    status: str | None
+    error_details: ErrorDetails | None
+
+    @classmethod
+    def from_json(cls, data: object) -> UpgradesLineItem:
+        obj: JSONObject = data if isinstance(data, dict) else {}
+        return cls(
+            source_product=UpgradeProduct.from_json(obj.get("sourceProduct")),
+            target_product=UpgradeProduct.from_json(obj.get("targetProduct")),
+            upgraded_date=_str_or_none(obj.get("upgradedDate")),
+            status=_str_or_none(obj.get("status")),
+            error_details=ErrorDetails.from_json(obj.get("errorDetails")),
+        )
+
+    def to_json(self) -> JSONObject:
+        return {
+            "sourceProduct": self.source_product.to_json() if self.source_product else None,
+            "targetProduct": self.target_product.to_json() if self.target_product else None,
+            "upgradedDate": self.upgraded_date,
+            "status": self.status,
+            "errorDetails": self.error_details.to_json() if self.error_details else None,
+        }
+
+
+@dataclass(frozen=True)
+class ProductUpgradesStatus:
+    """Partner Center's ProductUpgradesStatus document."""
+
+    id: str
+    product_family: str | None
+    status: str
+    line_items: tuple[UpgradesLineItem, ...] = field(default_factory=tuple)
+    error_details: ErrorDetails | None = None
+
+    @property
+    def is_running(self) -> bool:
+        return self.status.strip().lower() in RUNNING_STATUSES
+
+    @classmethod
+    def from_json(cls, data: JSONObject, upgrade_id: str) -> ProductUpgradesStatus:
+        items = data.get("lineItems")
+        return cls(
+            id=_str_or(data.get("id"), upgrade_id),
+            product_family=_str_or_none(data.get("productFamily")),
+            status=_str_or(data.get("status"), "Unknown"),
+            line_items=tuple(UpgradesLineItem.from_json(item) for item in items) if isinstance(items, list) else (),
+            error_details=ErrorDetails.from_json(data.get("errorDetails")),
+        )
+
+    def to_json(self) -> JSONObject:
+        return {
+            "id": self.id,
+            "productFamily": self.product_family,
+            "status": self.status,
+            "lineItems": [item.to_json() for item in self.line_items],
+            "errorDetails": self.error_details.to_json() if self.error_details else None,
+        }
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def _str_or(value: object, default: str) -> str:
+    return default if value is None or value == "" else str(value)

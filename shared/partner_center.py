@@ -1,0 +1,169 @@
+"""The Partner Center REST client for product upgrades: one method per endpoint, typed results and errors.
+
+It knows the wire (paths, headers, ``Location``, error bodies) and nothing of triggers. Response parsing
+is pure (:func:`parse_location`, :func:`error_from_response`), so it is testable on canned responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import requests
+
+from shared.errors import PartnerCenterError, UpstreamUnavailableError
+from shared.models import (
+    ProductUpgradeCreated,
+    ProductUpgradeRequest,
+    ProductUpgradesEligibility,
+    ProductUpgradesStatus,
+)
+from shared.retry import RetryPolicy, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "partner-center-product-upgrades-functions"
+LOCALE = "en-US"
+_MAX_DESCRIPTION = 500
+
+
+class AccessTokens(Protocol):
+    def get_token(self, *, force_refresh: bool = False, stale_token: str | None = None) -> str: ...
+
+
+class PartnerCenterClient:
+    """Calls ``{base_url}/v1/productUpgrades...`` with an App+User token, under one retry policy."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        session: requests.Session,
+        tokens: AccessTokens,
+        policy: RetryPolicy,
+        application_name: str = APPLICATION_NAME,
+        locale: str = LOCALE,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._session = session
+        self._tokens = tokens
+        self._policy = policy
+        self._application_name = application_name
+        self._locale = locale
+
+    def create_upgrade(
+        self, request: ProductUpgradeRequest, *, request_id: str, correlation_id: str
+    ) -> ProductUpgradeCreated:
+        """``POST /v1/productupgrades``: Partner Center answers 202 and the new upgrade's id in ``Location``."""
+        response = self._send("/v1/productupgrades", request.to_json(), request_id, correlation_id)
+        upgrade_id = parse_location(response.headers.get("Location"))
+        if upgrade_id is None:
+            raise UpstreamUnavailableError(
+                f"Partner Center answered {response.status_code} without a usable Location header "
+                f"(MS-RequestId {request_id})"
+            )
+        return ProductUpgradeCreated(upgrade_id, request.customer_id, request.product_family)
+
+    def check_eligibility(
+        self, request: ProductUpgradeRequest, *, request_id: str, correlation_id: str
+    ) -> ProductUpgradesEligibility:
+        """``POST /v1/productUpgrades/eligibility``."""
+        response = self._send("/v1/productUpgrades/eligibility", request.to_json(), request_id, correlation_id)
+        return ProductUpgradesEligibility.from_json(_json_object(response), request)
+
+    def get_status(
+        self, upgrade_id: str, request: ProductUpgradeRequest, *, request_id: str, correlation_id: str
+    ) -> ProductUpgradesStatus:
+        """``POST /v1/productUpgrades/{upgrade_id}/status`` (a POST, as Partner Center documents it)."""
+        path = f"/v1/productUpgrades/{quote(upgrade_id, safe='')}/status"
+        response = self._send(path, request.to_json(), request_id, correlation_id)
+        return ProductUpgradesStatus.from_json(_json_object(response), upgrade_id)
+
+    def _send(self, path: str, body: dict[str, Any], request_id: str, correlation_id: str) -> requests.Response:
+        """POST with every documented header; one retry with a fresh token when our token is refused."""
+        data = json.dumps(body).encode()
+        url = self._base_url + path
+        token = self._tokens.get_token()
+        for retry_with_fresh_token in (True, False):
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "MS-RequestId": request_id,
+                "MS-CorrelationId": correlation_id,
+                "X-Locale": self._locale,
+                "MS-PartnerCenter-Application": self._application_name,
+            }
+            response = self._post(url, data, headers)
+            if response.status_code < 400:
+                return response
+            error = error_from_response(response, request_id=request_id, correlation_id=correlation_id)
+            if error.token_rejected and retry_with_fresh_token:
+                log.warning("Partner Center refused our token (%d); retrying once with a new one", error.status)
+                token = self._tokens.get_token(force_refresh=True, stale_token=token)
+                continue
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _post(self, url: str, data: bytes, headers: dict[str, str]) -> requests.Response:
+        def attempt(timeout: tuple[float, float]) -> requests.Response:
+            return self._session.post(url, data=data, headers=headers, timeout=timeout)
+
+        return self._policy.send(attempt, service="Partner Center")
+
+
+def parse_location(location: str | None) -> str | None:
+    """The upgrade id from a ``Location`` header: relative (``productUpgrades/<id>``), with a leading slash
+    (``/v1/productUpgrades/<id>``) or absolute. None when there is none to find."""
+    if not location or not location.strip():
+        return None
+    path = urlsplit(location.strip()).path
+    segments = [segment for segment in path.split("/") if segment]
+    for index, segment in enumerate(segments):
+        if segment.lower() == "productupgrades" and index + 1 < len(segments):
+            upgrade_id = segments[index + 1]
+            return upgrade_id if upgrade_id.lower() not in ("eligibility", "status") else None
+    return None
+
+
+def error_from_response(
+    response: requests.Response, *, request_id: str | None = None, correlation_id: str | None = None
+) -> PartnerCenterError:
+    """Partner Center's error, typed: ``{"code", "description"}``, the 429 shape ``{"statusCode", "message"}``,
+    or whatever text came, cut short."""
+    code: str | None = None
+    description = ""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        raw_code = body.get("code")
+        if raw_code is not None and raw_code != "" and not isinstance(raw_code, bool | dict | list):
+            code = str(raw_code)
+        text = body.get("description") or body.get("message") or ""
+        description = str(text)
+    elif response.text:
+        description = response.text.strip()
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return PartnerCenterError(
+        response.status_code,
+        code,
+        description[:_MAX_DESCRIPTION],
+        retry_after=math.ceil(retry_after) if retry_after is not None else None,
+        correlation_id=response.headers.get("MS-CorrelationId") or correlation_id,
+        request_id=response.headers.get("MS-RequestId") or request_id,
+    )
+
+
+def _json_object(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise UpstreamUnavailableError(f"Partner Center answered {response.status_code} with a body that is not JSON")
+    return body

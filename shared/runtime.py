@@ -1,0 +1,115 @@
+"""Process-wide objects (HTTP session, credential, secret and token caches), built lazily, once.
+
+Importing this module needs no settings. :func:`get_runtime` builds everything on first use from
+:func:`shared.settings.get_settings`; tests build their own :class:`Runtime` and :func:`install` it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import requests
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.secrets import SecretClient
+
+from shared.partner_center import PartnerCenterClient
+from shared.retry import RetryPolicy
+from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames, SecretStore
+from shared.settings import Settings, get_settings
+from shared.tokens import TokenProvider
+from shared.workflow import ProductUpgradeWorkflow
+
+#: Seconds a poller is told to wait (``Retry-After``) while an upgrade runs.
+DEFAULT_POLL_INTERVAL_SECONDS = 30
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    session: requests.Session
+    secrets: SecretStore
+    tokens: TokenProvider
+    client: PartnerCenterClient
+    workflow: ProductUpgradeWorkflow
+    policy: RetryPolicy
+    poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        policy: RetryPolicy | None = None,
+        poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS,
+    ) -> Runtime:
+        """Wire every object for ``settings``; no network call happens here."""
+        policy = policy or RetryPolicy()
+        session = requests.Session()  # trusts what requests trusts: REQUESTS_CA_BUNDLE works
+        secrets = _secret_store(settings, policy)
+        tokens = TokenProvider(
+            authority_host=settings.authority_host,
+            tenant_id=settings.tenant_id,
+            secrets=secrets,
+            session=session,
+            policy=policy,
+        )
+        client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
+        return cls(
+            settings=settings,
+            session=session,
+            secrets=secrets,
+            tokens=tokens,
+            client=client,
+            workflow=ProductUpgradeWorkflow(client),
+            policy=policy,
+            poll_interval_seconds=poll_interval_seconds,
+        )
+
+
+def _secret_store(settings: Settings, policy: RetryPolicy) -> SecretStore:
+    if settings.key_vault_url is None:
+        return EnvironmentSecretStore()
+    # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
+    client_id = os.environ.get("AZURE_CLIENT_ID") or (
+        settings.storage.managed_identity_client_id if settings.storage else None
+    )
+    credential = DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+    client = SecretClient(
+        vault_url=settings.key_vault_url,
+        credential=credential,
+        retry_total=policy.max_attempts - 1,
+        retry_backoff_factor=policy.backoff_base,
+        retry_backoff_max=policy.backoff_max,
+        retry_timeout=policy.total_budget,
+        connection_timeout=policy.connect_timeout,
+        read_timeout=policy.read_timeout,
+    )
+    names = SecretNames(
+        app_id=settings.app_id_secret_name,
+        app_secret=settings.app_secret_secret_name,
+        refresh_token=settings.refresh_token_secret_name,
+    )
+    return KeyVaultSecretStore(client, names)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use. Raises :class:`SettingError` while a setting is missing."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.build(get_settings())
+        return _runtime
+
+
+def install(runtime: Runtime | None) -> None:
+    """Replace the process's runtime (tests, or a host that wires its own); None rebuilds on next use."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+    get_settings.cache_clear()

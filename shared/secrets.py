@@ -1,0 +1,143 @@
+"""The three Partner Center secrets: from Key Vault in Azure, or from the environment for local development."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
+from azure.keyvault.secrets import SecretClient
+
+from shared.errors import MissingSettingError, SecretStoreError
+from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartnerCenterCredentials:
+    """The secure app model's three values. Secret fields stay out of ``repr``."""
+
+    app_id: str
+    app_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SecretNames:
+    app_id: str
+    app_secret: str
+    refresh_token: str
+
+
+class SecretStore(Protocol):
+    """Where the credentials live. Implementations cache what they read for the life of the process."""
+
+    def load(self) -> PartnerCenterCredentials:
+        """The credentials; read from the backing store at most once until :meth:`invalidate`."""
+        ...
+
+    def save_refresh_token(self, refresh_token: str) -> None:
+        """Keep a rotated refresh token; raises :class:`SecretStoreError` when it cannot be stored."""
+        ...
+
+    def invalidate(self) -> None:
+        """Forget the cached values, so the next :meth:`load` reads them again (an operator may have fixed them)."""
+        ...
+
+
+class KeyVaultSecretStore:
+    """Reads the secrets from Key Vault with the given ``SecretClient`` (built once per process)."""
+
+    def __init__(self, client: SecretClient, names: SecretNames) -> None:
+        self._client = client
+        self._names = names
+        self._lock = threading.Lock()
+        self._cached: PartnerCenterCredentials | None = None
+
+    def load(self) -> PartnerCenterCredentials:
+        with self._lock:
+            if self._cached is None:
+                self._cached = PartnerCenterCredentials(
+                    app_id=self._get(self._names.app_id),
+                    app_secret=self._get(self._names.app_secret),
+                    refresh_token=self._get(self._names.refresh_token),
+                )
+            return self._cached
+
+    def save_refresh_token(self, refresh_token: str) -> None:
+        name = self._names.refresh_token
+        try:
+            self._client.set_secret(name, refresh_token, content_type="application/vnd.ms-partner-center-refresh-token")
+        except AzureError as exc:
+            raise SecretStoreError(f"Key Vault refused to store secret {name}: {_describe(exc)}") from None
+        with self._lock:
+            if self._cached is not None:
+                self._cached = PartnerCenterCredentials(self._cached.app_id, self._cached.app_secret, refresh_token)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cached = None
+
+    def _get(self, name: str) -> str:
+        try:
+            value = self._client.get_secret(name).value
+        except AzureError as exc:
+            raise SecretStoreError(f"Key Vault secret {name} could not be read: {_describe(exc)}") from None
+        if not value:
+            raise SecretStoreError(f"Key Vault secret {name} is empty")
+        return value
+
+
+class EnvironmentSecretStore:
+    """Local development: the values come from settings; a rotated refresh token is kept in memory only."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env = os.environ if environ is None else environ
+        self._lock = threading.Lock()
+        self._rotated_refresh_token: str | None = None
+
+    def load(self) -> PartnerCenterCredentials:
+        with self._lock:
+            rotated = self._rotated_refresh_token
+        return PartnerCenterCredentials(
+            app_id=self._required(APP_ID_SETTING),
+            app_secret=self._required(APP_SECRET_SETTING),
+            refresh_token=rotated or self._required(REFRESH_TOKEN_SETTING),
+        )
+
+    def save_refresh_token(self, refresh_token: str) -> None:
+        with self._lock:
+            self._rotated_refresh_token = refresh_token
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._rotated_refresh_token = None
+
+    def _required(self, name: str) -> str:
+        value = (self._env.get(name) or "").strip()
+        if not value:
+            # KEY_VAULT_URL unset means these three must be set: say so, naming the one missing.
+            raise MissingSettingError(name)
+        return value
+
+
+def _describe(exc: AzureError) -> str:
+    """A short, secret-free reason: the kind of failure and Key Vault's status, not the SDK's full text."""
+    if isinstance(exc, ResourceNotFoundError):
+        return "not found (404)"
+    if isinstance(exc, ClientAuthenticationError):
+        status = f" ({exc.status_code})" if exc.status_code else ""
+        return f"authentication or authorization failed{status}; check the managed identity and its vault role"
+    if isinstance(exc, HttpResponseError):
+        return f"Key Vault answered {exc.status_code}"
+    return f"Key Vault could not be reached ({type(exc).__name__})"
