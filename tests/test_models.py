@@ -1,0 +1,78 @@
+import pytest
+
+from shared.errors import ValidationError
+from shared.models import (
+    ProductUpgradeRequest,
+    ProductUpgradesEligibility,
+    ProductUpgradesStatus,
+    parse_guid,
+)
+
+CUSTOMER = "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a"
+
+
+def test_request_defaults_to_azure_and_canonicalises_the_guid():
+    request = ProductUpgradeRequest.from_json({"customerId": "{" + CUSTOMER.upper() + "}"})
+    assert request == ProductUpgradeRequest(CUSTOMER, "Azure")
+    assert request.to_json() == {"customerId": CUSTOMER, "productFamily": "Azure"}
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ([], "the body must be a JSON object"),
+        ("x", "the body must be a JSON object"),
+        ({}, "customerId is required and must be a GUID string"),
+        ({"customerId": 12}, "customerId is required and must be a GUID string"),
+        ({"customerId": "not-a-guid"}, "customerId must be a GUID"),
+        ({"customerId": CUSTOMER, "productFamily": 3}, "productFamily must be a non-empty string"),
+        ({"customerId": CUSTOMER, "productFamily": ""}, "productFamily must be a non-empty string"),
+        ({"customerId": CUSTOMER, "productFamily": "Az ure/../"}, "productFamily must be a short name"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(body, message):
+    with pytest.raises(ValidationError) as info:
+        ProductUpgradeRequest.from_json(body)
+    assert str(info.value).startswith(message)
+
+
+def test_parse_guid_names_the_field():
+    with pytest.raises(ValidationError, match="tenant must be a GUID"):
+        parse_guid("abc", "tenant")
+
+
+def test_eligibility_from_partner_center_document():
+    request = ProductUpgradeRequest(CUSTOMER)
+    doc = {"customerId": CUSTOMER, "productFamily": "Azure", "isEligible": False, "upgradeId": "u1", "reason": "busy"}
+    eligibility = ProductUpgradesEligibility.from_json(doc, request)
+    assert eligibility.to_json() == doc
+    empty = ProductUpgradesEligibility.from_json({}, request)
+    assert empty.to_json() == {
+        "customerId": CUSTOMER, "productFamily": "Azure", "isEligible": False, "upgradeId": None, "reason": None,
+    }
+
+
+def test_status_document_round_trip_and_running_states():
+    doc = {
+        "id": "u1",
+        "productFamily": "Azure",
+        "status": "Completed",
+        "lineItems": [
+            {
+                "sourceProduct": {"id": "MS-AZR-0145P", "name": "Azure"},
+                "targetProduct": {"id": "DZH318Z0BCZC", "name": "Azure plan"},
+                "upgradedDate": "2026-11-01T10:00:00Z",
+                "status": "Completed",
+                "errorDetails": None,
+            }
+        ],
+        "errorDetails": {"code": 900120, "description": "x"},
+    }
+    status = ProductUpgradesStatus.from_json(doc, "u1")
+    assert not status.is_running
+    assert status.to_json() == {**doc, "errorDetails": {"code": "900120", "description": "x"}}
+    for running in ("InProgress", "inprogress", "NotStarted", "Pending", "QUEUED", "Running"):
+        assert ProductUpgradesStatus.from_json({"status": running}, "u1").is_running
+    for ended in ("Completed", "Failed", "Cancelled"):
+        assert not ProductUpgradesStatus.from_json({"status": ended}, "u1").is_running
+    assert ProductUpgradesStatus.from_json({"lineItems": "junk"}, "u9").to_json()["id"] == "u9"

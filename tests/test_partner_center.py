@@ -1,0 +1,85 @@
+"""Pure parsing of Partner Center responses; the client against the loopback fake is in test_http_api/test_queue_worker."""
+
+import json
+
+import pytest
+import requests
+
+from shared.errors import PartnerCenterError
+from shared.partner_center import error_from_response, parse_location
+
+
+def response(status, body=b"", headers=None):
+    resp = requests.Response()
+    resp.status_code = status
+    resp._content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp.headers.update(headers or {})
+    return resp
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "productUpgrades/42d075a4-bfe7-43e7-af6d-7c68a57edcb4",
+        "/v1/productUpgrades/42d075a4-bfe7-43e7-af6d-7c68a57edcb4",
+        "https://api.partnercenter.microsoft.com/v1/productupgrades/42d075a4-bfe7-43e7-af6d-7c68a57edcb4",
+        "productUpgrades/42d075a4-bfe7-43e7-af6d-7c68a57edcb4/",
+        " productupgrades/42d075a4-bfe7-43e7-af6d-7c68a57edcb4?x=1 ",
+    ],
+)
+def test_location_in_every_form(location):
+    assert parse_location(location) == "42d075a4-bfe7-43e7-af6d-7c68a57edcb4"
+
+
+@pytest.mark.parametrize("location", [None, "", "  ", "productUpgrades", "/v1/customers/x", "productUpgrades/eligibility"])
+def test_location_without_an_id(location):
+    assert parse_location(location) is None
+
+
+def test_partner_center_error_body():
+    error = error_from_response(
+        response(403, {"code": 900108, "description": "No Azure subscriptions to upgrade.", "data": [], "source": "PC"},
+                 {"MS-CorrelationId": "c1", "MS-RequestId": "r1"}),
+    )
+    assert (error.status, error.error_code, error.description) == (403, "900108", "No Azure subscriptions to upgrade.")
+    assert (error.correlation_id, error.request_id) == ("c1", "r1")
+    assert error.http_status == 422 and not error.transient and error.code == "not_eligible"
+
+
+def test_string_code_and_throttle_body():
+    assert error_from_response(response(409, {"code": "900109", "description": "d"})).error_code == "900109"
+    throttled = error_from_response(
+        response(429, {"statusCode": 429, "message": "Rate limit is exceeded."}, {"Retry-After": "2.2"})
+    )
+    assert throttled.error_code is None and throttled.description == "Rate limit is exceeded."
+    assert throttled.retry_after == 3 and throttled.http_status == 503 and throttled.transient
+
+
+def test_non_json_body_is_cut_short():
+    error = error_from_response(response(502, b"<html>" + b"x" * 5000))
+    assert error.error_code is None and len(error.description) == 500
+    assert error.http_status == 502 and error.transient
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "http_status", "transient"),
+    [
+        (400, "900118", 400, False),
+        (404, "900106", 404, False),
+        (409, "900109", 409, False),
+        (403, "13605", 422, False),
+        (403, "900123", 422, False),
+        (403, None, 502, True),
+        (401, None, 502, True),
+        (401, "123", 502, True),
+        (429, None, 503, True),
+        (500, None, 502, True),
+        (503, "x", 502, True),
+        (422, None, 400, False),
+    ],
+)
+def test_contract_error_table(status, code, http_status, transient):
+    error = PartnerCenterError(status, code, "d")
+    assert error.http_status == http_status
+    assert error.transient is transient
+    assert error.partner_center_error_code == code

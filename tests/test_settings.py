@@ -1,0 +1,116 @@
+import pytest
+
+from shared import settings as s
+from shared.errors import InvalidSettingError, MissingSettingError, SettingError
+
+MINIMAL = {s.TENANT_ID_SETTING: "contoso.onmicrosoft.com"}
+
+
+def test_defaults_are_the_contracts():
+    settings = s.Settings.from_env(MINIMAL)
+    assert settings.tenant_id == "contoso.onmicrosoft.com"
+    assert settings.authority_host == "https://login.microsoftonline.com"
+    assert settings.base_url == "https://api.partnercenter.microsoft.com"
+    assert settings.key_vault_url is None
+    assert (settings.app_id_secret_name, settings.app_secret_secret_name, settings.refresh_token_secret_name) == (
+        "partner-center-app-id",
+        "partner-center-app-secret",
+        "partner-center-refresh-token",
+    )
+    assert (settings.requests_queue, settings.results_queue, settings.table_name) == (
+        "product-upgrade-requests",
+        "product-upgrade-results",
+        "productupgrades",
+    )
+    assert settings.max_attempts == 5
+    assert settings.storage is None
+
+
+def test_missing_tenant_is_named():
+    with pytest.raises(MissingSettingError) as info:
+        s.Settings.from_env({})
+    assert str(info.value) == "setting PARTNER_CENTER_TENANT_ID is required but not set"
+    assert info.value.name == "PARTNER_CENTER_TENANT_ID"
+
+
+def test_blank_value_counts_as_missing_and_falls_back_to_default():
+    settings = s.Settings.from_env({**MINIMAL, s.BASE_URL_SETTING: "  ", s.KEY_VAULT_URL_SETTING: ""})
+    assert settings.base_url == "https://api.partnercenter.microsoft.com"
+    assert settings.key_vault_url is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (s.AUTHORITY_HOST_SETTING, "http://login.example"),
+        (s.BASE_URL_SETTING, "not a url"),
+        (s.KEY_VAULT_URL_SETTING, "ftp://vault"),
+        (s.MAX_ATTEMPTS_SETTING, "five"),
+        (s.MAX_ATTEMPTS_SETTING, "0"),
+    ],
+)
+def test_malformed_values_are_named_without_echoing_the_value(name, value):
+    with pytest.raises(InvalidSettingError) as info:
+        s.Settings.from_env({**MINIMAL, name: value})
+    assert name in str(info.value)
+    assert value not in str(info.value)
+    assert isinstance(info.value, SettingError)
+
+
+def test_urls_lose_trailing_slash_and_custom_values_are_kept():
+    settings = s.Settings.from_env(
+        {
+            **MINIMAL,
+            s.AUTHORITY_HOST_SETTING: "https://login.partner.microsoftonline.cn/",
+            s.BASE_URL_SETTING: "https://partner.partnercenterapi.microsoft.com/",
+            s.KEY_VAULT_URL_SETTING: "https://kv.vault.azure.net/",
+            s.MAX_ATTEMPTS_SETTING: "3",
+            s.REQUESTS_QUEUE_SETTING: "in",
+        }
+    )
+    assert settings.authority_host == "https://login.partner.microsoftonline.cn"
+    assert settings.base_url == "https://partner.partnercenterapi.microsoft.com"
+    assert settings.key_vault_url == "https://kv.vault.azure.net"
+    assert settings.max_attempts == 3
+    assert settings.requests_queue == "in"
+
+
+def test_storage_connection_string_stays_out_of_repr():
+    conn = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0"
+    settings = s.Settings.from_env({**MINIMAL, s.STORAGE_SETTING: conn})
+    assert settings.storage is not None
+    assert settings.storage.connection_string == conn
+    assert "c2VjcmV0" not in repr(settings)
+
+
+def test_identity_based_storage_connection():
+    storage = s.storage_connection(
+        {s.STORAGE_ACCOUNT_NAME_SETTING: "stupgrades", s.STORAGE_CREDENTIAL_SETTING: "managedidentity",
+         s.STORAGE_CLIENT_ID_SETTING: "11111111-1111-1111-1111-111111111111"}
+    )
+    assert storage == s.StorageConnection(
+        queue_service_uri="https://stupgrades.queue.core.windows.net",
+        table_service_uri="https://stupgrades.table.core.windows.net",
+        managed_identity_client_id="11111111-1111-1111-1111-111111111111",
+    )
+    explicit = s.storage_connection({s.STORAGE_TABLE_URI_SETTING: "https://t.example/"})
+    assert explicit is not None and explicit.table_service_uri == "https://t.example/"
+    assert s.storage_connection({}) is None
+
+
+def test_every_setting_is_listed_once_and_secrets_are_a_subset():
+    assert len(set(s.ALL_SETTINGS)) == len(s.ALL_SETTINGS)
+    assert s.SECRET_SETTINGS <= set(s.ALL_SETTINGS)
+    assert set(s.DEFAULTS) <= set(s.ALL_SETTINGS)
+
+
+def test_get_settings_reads_on_first_use_and_caches(monkeypatch):
+    s.get_settings.cache_clear()
+    monkeypatch.delenv(s.TENANT_ID_SETTING, raising=False)
+    with pytest.raises(MissingSettingError):
+        s.get_settings()
+    monkeypatch.setenv(s.TENANT_ID_SETTING, "t1")
+    assert s.get_settings().tenant_id == "t1"
+    monkeypatch.setenv(s.TENANT_ID_SETTING, "t2")
+    assert s.get_settings().tenant_id == "t1"
+    s.get_settings.cache_clear()
