@@ -29,3 +29,8 @@ def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_output(arg_name="results", queue_name="%PRODUCT_UPGRADE_RESULTS_QUEUE%", connection="AzureWebJobsStorage")
 def product_upgrade_from_queue(msg: func.QueueMessage, results: func.Out[str]) -> None:
     results.set(queue_worker.handle(msg))
+
+
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.health(req)

@@ -64,6 +64,18 @@ class ValidationError(ProductUpgradeError):
     http_status = 400
 
 
+class NotEligibleError(ProductUpgradeError):
+    """Partner Center's eligibility check says no; carries its reason."""
+
+    code = "not_eligible"
+    title = "Customer is not eligible for the upgrade"
+    http_status = 422
+
+    def __init__(self, customer_id: str, reason: str | None) -> None:
+        super().__init__(f"customer {customer_id} is not eligible for the upgrade: {reason or 'no reason given'}")
+        self.reason = reason
+
+
 class CredentialError(ProductUpgradeError):
     """Our own credentials failed: Key Vault, the token endpoint, or Partner Center refusing our token."""
 

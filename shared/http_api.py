@@ -14,6 +14,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import azure.functions as func
 
 from shared.errors import ProductUpgradeError, ValidationError
+from shared.health import check_health
 from shared.models import (
     DEFAULT_PRODUCT_FAMILY,
     MAX_BODY_BYTES,
@@ -91,6 +92,12 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
         return _json(200, body, correlation_id)
 
     return _handle(req, run)
+
+
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health`` (anonymous): setting names present or missing, and whether a token can be acquired."""
+    status, body = check_health()
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", charset="utf-8")
 
 
 def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRequest) -> str:

@@ -33,6 +33,7 @@ class QueueRequest:
     request: ProductUpgradeRequest
     request_id: str | None
     correlation_id: str | None
+    check_eligibility: bool = False
 
 
 def handle(msg: func.QueueMessage) -> str:
@@ -61,7 +62,7 @@ def handle(msg: func.QueueMessage) -> str:
         "message_id": message_id,
     }
     try:
-        created = get_runtime().workflow.create(request, ids)
+        created = get_runtime().workflow.create(request, ids, check_eligibility=parsed.check_eligibility)
     except ProductUpgradeError as exc:
         if not exc.transient:
             log.info("Rejecting queue message %s: %s", message_id, exc.message)
@@ -80,10 +81,14 @@ def parse_message(raw: bytes) -> QueueRequest:
     data = _decode(raw)
     request = ProductUpgradeRequest.from_json(data)
     assert isinstance(data, dict)
+    check = data.get("checkEligibility", False)
+    if check is not None and not isinstance(check, bool):
+        raise ValidationError("checkEligibility must be true or false")
     return QueueRequest(
         request=request,
         request_id=optional_str(data, "requestId"),
         correlation_id=optional_str(data, "correlationId"),
+        check_eligibility=bool(check),
     )
 
 

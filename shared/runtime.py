@@ -11,9 +11,11 @@ import threading
 from dataclasses import dataclass
 
 import requests
+from azure.core.credentials import TokenCredential
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
+from shared.idempotency import IdempotencyStore, NoIdempotencyStore, TableIdempotencyStore
 from shared.partner_center import PartnerCenterClient
 from shared.retry import RetryPolicy
 from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames, SecretStore
@@ -47,7 +49,8 @@ class Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         policy = policy or RetryPolicy()
         session = requests.Session()  # trusts what requests trusts: REQUESTS_CA_BUNDLE works
-        secrets = _secret_store(settings, policy)
+        credential = _credential(settings)
+        secrets = _secret_store(settings, policy, credential)
         tokens = TokenProvider(
             authority_host=settings.authority_host,
             tenant_id=settings.tenant_id,
@@ -62,20 +65,32 @@ class Runtime:
             secrets=secrets,
             tokens=tokens,
             client=client,
-            workflow=ProductUpgradeWorkflow(client),
+            workflow=ProductUpgradeWorkflow(client, _idempotency_store(settings, credential)),
             policy=policy,
             poll_interval_seconds=poll_interval_seconds,
         )
 
 
-def _secret_store(settings: Settings, policy: RetryPolicy) -> SecretStore:
-    if settings.key_vault_url is None:
-        return EnvironmentSecretStore()
+def _credential(settings: Settings) -> TokenCredential | None:
+    """One credential for Key Vault and identity-based storage; None when neither is used."""
+    storage = settings.storage
+    if settings.key_vault_url is None and (storage is None or storage.connection_string):
+        return None
     # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
-    client_id = os.environ.get("AZURE_CLIENT_ID") or (
-        settings.storage.managed_identity_client_id if settings.storage else None
-    )
-    credential = DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+    client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
+    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+
+
+def _idempotency_store(settings: Settings, credential: TokenCredential | None) -> IdempotencyStore:
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
+        return NoIdempotencyStore()
+    return TableIdempotencyStore(storage, settings.table_name, credential)
+
+
+def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:
+    if settings.key_vault_url is None or credential is None:
+        return EnvironmentSecretStore()
     client = SecretClient(
         vault_url=settings.key_vault_url,
         credential=credential,

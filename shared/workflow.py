@@ -6,6 +6,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from shared.errors import NotEligibleError, PartnerCenterError
+from shared.idempotency import IdempotencyStore, NoIdempotencyStore
 from shared.models import (
     ProductUpgradeCreated,
     ProductUpgradeRequest,
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 
 #: Namespace of our name-based UUIDs: the same key gives the same id in every process, after restarts.
 ID_NAMESPACE = uuid.UUID("6f1f7a52-3c0e-4f7e-9a39-3a4c8c1e0b5d")
+
+#: Partner Center's "an upgrade is already in progress for this customer".
+UPGRADE_IN_PROGRESS = "900109"
 
 
 def request_id_for(kind: str, key: str) -> str:
@@ -50,26 +55,61 @@ class OperationIds:
     def partner_center_correlation_id(self) -> str:
         return correlation_guid(self.correlation_id)
 
+    @classmethod
+    def new(cls, correlation_id: str) -> OperationIds:
+        """Ids for a read (eligibility, status): a fresh request id, nothing to deduplicate."""
+        return cls(str(uuid.uuid4()), correlation_id)
+
 
 class ProductUpgradeWorkflow:
     """Create, check and track product upgrades for one partner."""
 
-    def __init__(self, client: PartnerCenterClient) -> None:
+    def __init__(self, client: PartnerCenterClient, idempotency: IdempotencyStore | None = None) -> None:
         self._client = client
+        self._idempotency = idempotency or NoIdempotencyStore()
 
-    def create(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradeCreated:
-        created = self._client.create_upgrade(
-            request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
-        )
+    def create(
+        self, request: ProductUpgradeRequest, ids: OperationIds, *, check_eligibility: bool = False
+    ) -> ProductUpgradeCreated:
+        """Create the upgrade once per ``ids.request_id``.
+
+        A request id already recorded returns the recorded upgrade without calling Partner Center. When
+        Partner Center says an upgrade is already in progress (409 900109), the running one is looked up
+        and returned. ``check_eligibility`` asks first and raises :class:`NotEligibleError` with Partner
+        Center's reason instead of creating.
+        """
+        recorded = self._idempotency.get(ids.request_id)
+        if recorded is not None:
+            log.info(
+                "Request %s was already accepted as upgrade %s; not sending it again",
+                ids.request_id,
+                recorded.upgrade_id,
+            )
+            return recorded
+        if check_eligibility:
+            eligibility = self.check_eligibility(request, OperationIds.new(ids.correlation_id))
+            if not eligibility.is_eligible:
+                if eligibility.upgrade_id:
+                    return self._record(ids, self._already_running(request, eligibility.upgrade_id))
+                raise NotEligibleError(request.customer_id, eligibility.reason)
+        try:
+            created = self._client.create_upgrade(
+                request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
+            )
+        except PartnerCenterError as exc:
+            if exc.status != 409 or exc.error_code != UPGRADE_IN_PROGRESS:
+                raise
+            running = self.check_eligibility(request, OperationIds.new(ids.correlation_id)).upgrade_id
+            if not running:
+                raise
+            created = self._already_running(request, running)
         log.info(
-            "Product upgrade %s accepted for customer %s (%s); MS-RequestId %s, correlation %s",
+            "Product upgrade %s accepted for customer %s (%s)",
             created.upgrade_id,
             request.customer_id,
             request.product_family,
-            ids.request_id,
-            ids.correlation_id,
         )
-        return created
+        return self._record(ids, created)
 
     def check_eligibility(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesEligibility:
         return self._client.check_eligibility(
@@ -80,3 +120,12 @@ class ProductUpgradeWorkflow:
         return self._client.get_status(
             upgrade_id, request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
         )
+
+    def _record(self, ids: OperationIds, created: ProductUpgradeCreated) -> ProductUpgradeCreated:
+        self._idempotency.put(ids.request_id, created, ids.correlation_id)
+        return created
+
+    @staticmethod
+    def _already_running(request: ProductUpgradeRequest, upgrade_id: str) -> ProductUpgradeCreated:
+        log.info("An upgrade for customer %s is already in progress: %s", request.customer_id, upgrade_id)
+        return ProductUpgradeCreated(upgrade_id, request.customer_id, request.product_family)
