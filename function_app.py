@@ -5,8 +5,9 @@ Each function hands over to the shared package in a line; importing this module 
 
 import azure.functions as func
 
-from shared import http_api, queue_worker
+from shared import http_api, logs, queue_worker
 
+logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 

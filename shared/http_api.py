@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import azure.functions as func
 
+from shared import logs
 from shared.errors import ProductUpgradeError, ValidationError
 from shared.health import check_health
 from shared.models import (
@@ -43,6 +44,7 @@ def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
     def run(correlation_id: str) -> func.HttpResponse:
         request = ProductUpgradeRequest.from_json(_json_body(req))
         ids = OperationIds(_request_id(req), correlation_id)
+        logs.bind(requestId=ids.request_id)
         # Validation comes first: a bad request never needs settings, secrets or Partner Center.
         created = get_runtime().workflow.create(request, ids)
         body = {
@@ -152,10 +154,11 @@ def _handle(req: func.HttpRequest, run: Callable[[str], func.HttpResponse]) -> f
     correlation_id = str(uuid.uuid4())
     try:
         correlation_id = _header(req, "MS-CorrelationId") or correlation_id
-        with time_budget(HTTP_TIME_BUDGET_SECONDS):
+        with logs.operation(correlationId=correlation_id), time_budget(HTTP_TIME_BUDGET_SECONDS):
             return run(correlation_id)
     except ProductUpgradeError as exc:
-        return _problem_for(exc, correlation_id)
+        with logs.operation(correlationId=correlation_id):
+            return _problem_for(exc, correlation_id)
     except Exception:
         log.exception("Unexpected failure handling %s %s (correlation %s)", req.method, _path(req), correlation_id)
         return problem(

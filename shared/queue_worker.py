@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import azure.functions as func
 
+from shared import logs
 from shared.errors import ProductUpgradeError, SettingError, ValidationError
 from shared.models import MAX_BODY_BYTES, ProductUpgradeRequest, optional_str
 from shared.runtime import get_runtime
@@ -38,6 +39,11 @@ class QueueRequest:
 
 def handle(msg: func.QueueMessage) -> str:
     """Process one request message; the JSON result message to write, or raise to have the host retry."""
+    with logs.operation(messageId=msg.id or None):
+        return _handle(msg)
+
+
+def _handle(msg: func.QueueMessage) -> str:
     message_id = msg.id or ""
     raw = msg.get_body() or b""
     echo = _echo_fields(raw)
@@ -54,6 +60,7 @@ def handle(msg: func.QueueMessage) -> str:
         else request_id_for("queue-message", message_id),
         correlation_id=parsed.correlation_id or request_id_for("queue-correlation", message_id),
     )
+    logs.bind(requestId=ids.request_id, correlationId=ids.correlation_id)
     fields: dict[str, Any] = {
         "customer_id": request.customer_id,
         "product_family": request.product_family,

@@ -18,6 +18,7 @@ from azure.core.exceptions import (
 from azure.keyvault.secrets import SecretClient
 
 from shared.errors import MissingSettingError, SecretStoreError
+from shared.logs import register_secret
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class KeyVaultSecretStore:
             raise SecretStoreError(f"Key Vault secret {name} could not be read: {_describe(exc)}") from None
         if not value:
             raise SecretStoreError(f"Key Vault secret {name} is empty")
+        register_secret(value)
         return value
 
 
@@ -128,6 +130,7 @@ class EnvironmentSecretStore:
         if not value:
             # KEY_VAULT_URL unset means these three must be set: say so, naming the one missing.
             raise MissingSettingError(name)
+        register_secret(value)
         return value
 
 

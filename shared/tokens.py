@@ -17,6 +17,7 @@ import msal
 import requests
 
 from shared.errors import SecretStoreError, TokenError
+from shared.logs import register_secret
 from shared.retry import RetryPolicy
 from shared.secrets import PartnerCenterCredentials, SecretStore
 
@@ -101,10 +102,12 @@ class TokenProvider:
             self._refresh_token = None
             raise _token_error(result)
         self._access_token = str(result["access_token"])
+        register_secret(self._access_token)
         expires_in = float(result.get("expires_in") or 3600)
         self._expires_at = started + max(0.0, expires_in - EXPIRY_MARGIN_SECONDS)
         rotated = result.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != refresh_token:
+            register_secret(rotated)
             self._refresh_token = rotated
             self._store_rotated(rotated)
         log.info("Partner Center access token acquired; valid for %d s", int(expires_in))
