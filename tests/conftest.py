@@ -1,0 +1,124 @@
+"""Shared fixtures: the loopback fakes, the test CA, Azurite.
+
+Every HTTP fake is function-scoped, started on a fresh port and stopped (bounded) in teardown; fixtures that
+serve HTTPS depend on ``ca_env`` so that ``requests`` (and msal, azure-core) trust the test CA and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes import (
+    DEFAULT_SECRETS,
+    MANAGED_IDENTITY_CLIENT_ID,
+    Azurite,
+    FakeEntra,
+    FakeHTTPServer,
+    FakeKeyVault,
+    FakeManagedIdentity,
+    FakePartnerCenter,
+    TLSMaterial,
+    default_tls,
+)
+from tests.fakes.server import stop_all_servers
+from tests.fakes.tls import CA_ENV_VARS
+
+#: Environment variables that would steer DefaultAzureCredential away from the fake managed identity.
+AZURE_IDENTITY_ENV_VARS: tuple[str, ...] = (
+    "AZURE_CLIENT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN",
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    "AZURE_TOKEN_CREDENTIALS",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+)
+
+
+def _no_fake_errors(fake: FakeHTTPServer) -> None:
+    """An exception inside a fake's handler is a bug in the fake: fail the test's teardown loudly."""
+    if fake.errors:
+        pytest.fail(f"{type(fake).__name__} raised while handling a request:\n" + "\n".join(fake.errors))
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> TLSMaterial:
+    """The session's trustme CA and loopback server certificate (``.ca``, ``.ca_bundle``, ``.cert_chain``...)."""
+    return default_tls()
+
+
+@pytest.fixture
+def ca_env(monkeypatch: pytest.MonkeyPatch, tls_ca: TLSMaterial) -> TLSMaterial:
+    """Point REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE and SSL_CERT_FILE at the test CA bundle (only that CA)."""
+    for name in CA_ENV_VARS:
+        monkeypatch.setenv(name, tls_ca.ca_bundle)
+    return tls_ca
+
+
+@pytest.fixture
+def entra(ca_env: TLSMaterial) -> Iterator[FakeEntra]:
+    """Fake Entra tenant TENANT_ID with app APP_ID/APP_SECRET and refresh token REFRESH_TOKEN."""
+    with FakeEntra(tls=ca_env) as fake:
+        yield fake
+    _no_fake_errors(fake)
+
+
+@pytest.fixture
+def partner_center(entra: FakeEntra, ca_env: TLSMaterial) -> Iterator[FakePartnerCenter]:
+    """Fake Partner Center accepting access tokens issued by the ``entra`` fixture."""
+    with FakePartnerCenter(entra, tls=ca_env) as fake:
+        yield fake
+    _no_fake_errors(fake)
+
+
+@pytest.fixture
+def managed_identity(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeManagedIdentity]:
+    """Fake App Service managed identity; sets IDENTITY_ENDPOINT/IDENTITY_HEADER and clears every other
+    variable DefaultAzureCredential would prefer, so it lands on ManagedIdentityCredential."""
+    for name in AZURE_IDENTITY_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    with FakeManagedIdentity(client_id=MANAGED_IDENTITY_CLIENT_ID) as fake:
+        for name, value in fake.env().items():
+            monkeypatch.setenv(name, value)
+        yield fake
+    _no_fake_errors(fake)
+
+
+@pytest.fixture
+def key_vault(managed_identity: FakeManagedIdentity, ca_env: TLSMaterial) -> Iterator[FakeKeyVault]:
+    """Fake Key Vault holding DEFAULT_SECRETS, accepting only tokens from the ``managed_identity`` fixture."""
+    with FakeKeyVault(DEFAULT_SECRETS, managed_identity=managed_identity, tls=ca_env) as fake:
+        yield fake
+    _no_fake_errors(fake)
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """Azurite queue + table services for the whole session (in memory). Raises if `npm ci` was not run."""
+    with Azurite() as instance:
+        yield instance
+
+
+@pytest.fixture
+def azurite_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> Azurite:
+    """Sets AzureWebJobsStorage to Azurite's connection string."""
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    return azurite
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Safety net: no fake server outlives the session, even one a test started by hand and forgot."""
+    stop_all_servers()

@@ -1,0 +1,363 @@
+"""A fake Microsoft Entra ID (login.microsoftonline.com) tenant: OIDC discovery and the v2/v1 token endpoints.
+
+Speaks what msal's ``ConfidentialClientApplication`` (with ``instance_discovery=False``) and a hand-rolled
+``requests.post`` to ``/oauth2/v2.0/token`` or ``/oauth2/token`` need. Errors use Entra's shape:
+``{"error", "error_description": "AADSTSnnnn: ...", "error_codes": [n], "timestamp", "trace_id", "correlation_id",
+"error_uri"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.fakes import APP_ID, APP_SECRET, PARTNER_CENTER_RESOURCE, REFRESH_TOKEN, TENANT_ID, USER_OBJECT_ID
+from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
+from tests.fakes.tls import TLSMaterial
+
+_OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
+
+
+@dataclass
+class IssuedToken:
+    token: str
+    resource: str
+    client_id: str
+    expires_at: float
+    grant_type: str
+
+
+class FakeEntra(FakeHTTPServer):
+    """One Entra tenant with one confidential app and one user's (App+User) refresh-token chain.
+
+    Records: ``requests`` (all), ``token_requests`` (POSTs to a token endpoint, whatever the outcome),
+    ``issued_access_tokens`` (set), ``issued_refresh_tokens`` (list, in order), ``current_refresh_token``
+    (the newest one), ``grants`` (one dict per successful token answer: grant_type, client_id, scope/resource,
+    endpoint version).
+    """
+
+    server_header = "Microsoft-IIS/10.0"
+
+    def __init__(
+        self,
+        tenant_id: str = TENANT_ID,
+        client_id: str = APP_ID,
+        client_secret: str = APP_SECRET,
+        refresh_token: str = REFRESH_TOKEN,
+        *,
+        tls: TLSMaterial | None = None,
+        expires_in: int = 3599,
+        tenant_aliases: Iterable[str] = (),
+        resources: Iterable[str] = (PARTNER_CENTER_RESOURCE,),
+        rotate_refresh_tokens: bool = True,
+    ) -> None:
+        super().__init__(tls=tls)
+        self.tenant_id = tenant_id
+        self.tenant_aliases = {a.lower() for a in tenant_aliases}
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.resources = {r.rstrip("/").lower() for r in resources}
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.token_requests = 0
+        self.issued_access_tokens: set[str] = set()
+        self.issued_refresh_tokens: list[str] = [refresh_token]
+        self.current_refresh_token = refresh_token
+        self.grants: list[dict[str, Any]] = []
+        self._valid_refresh_tokens: set[str] = {refresh_token}
+        self._expired_refresh_tokens: set[str] = set()
+        self._access_tokens: dict[str, IssuedToken] = {}
+
+    # -- control ---------------------------------------------------------------------------------------
+    @property
+    def authority(self) -> str:
+        """``{url}/{tenant}``: what msal takes as ``authority`` (with ``instance_discovery=False``)."""
+        return f"{self.url}/{self.tenant_id}"
+
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.url}/{self.tenant_id}/oauth2/v2.0/token"
+
+    @property
+    def valid_refresh_tokens(self) -> set[str]:
+        with self._lock:
+            return set(self._valid_refresh_tokens)
+
+    def add_refresh_token(self, token: str) -> None:
+        with self._lock:
+            self._valid_refresh_tokens.add(token)
+            self._expired_refresh_tokens.discard(token)
+
+    def expire_refresh_tokens(self) -> None:
+        """Every refresh token issued so far becomes expired (answers ``invalid_grant`` AADSTS70043)."""
+        with self._lock:
+            self._expired_refresh_tokens |= self._valid_refresh_tokens
+            self._valid_refresh_tokens.clear()
+
+    def revoke_access_tokens(self) -> None:
+        """Every access token issued so far stops being valid (the resource server answers 401)."""
+        with self._lock:
+            self._access_tokens.clear()
+
+    def expire_access_tokens(self) -> None:
+        self.revoke_access_tokens()
+
+    def is_valid_access_token(self, token: str, resource: str | None = None) -> bool:
+        with self._lock:
+            issued = self._access_tokens.get(token)
+        if issued is None or issued.expires_at <= time.time():
+            return False
+        return resource is None or issued.resource == resource.rstrip("/").lower()
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.token_requests = 0
+            self.grants.clear()
+
+    # -- wire ------------------------------------------------------------------------------------------
+    def _known_tenant(self, tenant: str) -> bool:
+        return tenant.lower() == self.tenant_id.lower() or tenant.lower() in self.tenant_aliases
+
+    def handle(self, req: RecordedRequest) -> Response:
+        segments = [s for s in req.path.split("/") if s]
+        if len(segments) < 2:
+            return Response(404, b"")
+        tenant, rest = segments[0], [s.lower() for s in segments[1:]]
+        if rest in (["v2.0", ".well-known", "openid-configuration"], [".well-known", "openid-configuration"]):
+            if req.method != "GET":
+                return Response(405, b"")
+            if not self._known_tenant(tenant):
+                return self._error(400, "invalid_tenant", 90002, self._tenant_not_found(tenant))
+            return Response.json(200, self._openid_configuration(v2=rest[0] == "v2.0"))
+        if rest in (["discovery", "v2.0", "keys"], ["discovery", "keys"]):
+            return Response.json(200, {"keys": []})
+        if rest in (["oauth2", "v2.0", "token"], ["oauth2", "token"]):
+            v2 = rest[1] == "v2.0"
+            with self._lock:
+                self.token_requests += 1
+            if req.method != "POST":
+                return self._error(400, "invalid_request", 900561, "The endpoint only accepts POST requests.")
+            if not self._known_tenant(tenant):
+                return self._error(400, "invalid_tenant", 90002, self._tenant_not_found(tenant))
+            return self._token(req, v2=v2)
+        return Response(404, b"")
+
+    def _tenant_not_found(self, tenant: str) -> str:
+        return (
+            f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into "
+            "the correct cloud. Check with your subscription administrator, this may happen if there are no "
+            "active subscriptions for the tenant."
+        )
+
+    def _openid_configuration(self, *, v2: bool) -> dict[str, Any]:
+        base = f"{self.url}/{self.tenant_id}"
+        suffix = "/v2.0" if v2 else ""
+        oauth = f"{base}/oauth2/v2.0" if v2 else f"{base}/oauth2"
+        return {
+            "token_endpoint": f"{oauth}/token",
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+            "jwks_uri": f"{base}/discovery{suffix}/keys",
+            "response_modes_supported": ["query", "fragment", "form_post"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": f"{base}{suffix}" if v2 else f"https://sts.windows.net/{self.tenant_id}/",
+            "request_uri_parameter_supported": False,
+            "userinfo_endpoint": f"{self.url}/oidc/userinfo",
+            "authorization_endpoint": f"{oauth}/authorize",
+            "device_authorization_endpoint": f"{oauth}/devicecode",
+            "http_logout_supported": True,
+            "frontchannel_logout_supported": True,
+            "end_session_endpoint": f"{oauth}/logout",
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "name", "tid", "oid"],
+            "kerberos_endpoint": f"{base}/kerberos",
+            "tenant_region_scope": "NA",
+            "cloud_instance_name": "microsoftonline.com",
+            "cloud_graph_host_name": "graph.windows.net",
+            "msgraph_host": "graph.microsoft.com",
+            "rbac_url": "https://pas.windows.net",
+        }
+
+    def _error(self, status: int, error: str, code: int, message: str) -> Response:
+        trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+        now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        description = f"AADSTS{code}: {message} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {now}"
+        body = {
+            "error": error,
+            "error_description": description,
+            "error_codes": [code],
+            "timestamp": now,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": f"{self.url}/error?code={code}",
+        }
+        return Response.json(status, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    def _missing(self, name: str) -> Response:
+        return self._error(
+            400, "invalid_request", 900144, f"The request body must contain the following parameter: '{name}'."
+        )
+
+    def _token(self, req: RecordedRequest, *, v2: bool) -> Response:
+        form = req.form()
+        client_id = form.get("client_id")
+        client_secret = form.get("client_secret")
+        auth = req.headers.get("Authorization") or ""
+        if auth.lower().startswith("basic "):
+            try:
+                basic_id, _, basic_secret = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
+            except ValueError:
+                return self._error(401, "invalid_client", 7000216, "Client authentication failed.")
+            client_id = client_id or basic_id
+            client_secret = client_secret or basic_secret
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            return self._missing("grant_type")
+        if not client_id:
+            return self._missing("client_id")
+        if grant_type not in ("refresh_token", "client_credentials"):
+            return self._error(
+                400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
+            )
+        if client_id.lower() != self.client_id.lower():
+            return self._error(
+                400,
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory '{self.tenant_id}'. "
+                "This can happen if the application has not been installed by the administrator of the tenant or "
+                "consented to by any user in the tenant. You may have sent your authentication request to the "
+                "wrong tenant.",
+            )
+        if not client_secret:
+            return self._error(
+                401,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            )
+        if not secrets.compare_digest(client_secret.encode(), self.client_secret.encode()):
+            return self._error(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+                f"value, not the client secret ID, for a secret added to app '{self.client_id}'.",
+            )
+
+        # Resource: v2 from the scope, v1 from the resource parameter.
+        if v2:
+            scope = form.get("scope")
+            if not scope:
+                return self._missing("scope")
+            resource_scopes = [s for s in scope.split() if s.lower() not in _OIDC_SCOPES]
+            resources = {s.rsplit("/", 1)[0].lower() for s in resource_scopes if "/" in s}
+            if len(resources) != 1:
+                return self._error(
+                    400,
+                    "invalid_scope",
+                    70011,
+                    f"The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid.",
+                )
+            resource = resources.pop()
+        else:
+            resource = (form.get("resource") or "").rstrip("/").lower()
+            if not resource:
+                return self._missing("resource")
+        if resource not in self.resources:
+            return self._error(
+                400,
+                "invalid_resource",
+                500011,
+                f"The resource principal named {resource} was not found in the tenant named {self.tenant_id}. "
+                "This can happen if the application has not been installed by the administrator of the tenant or "
+                "consented to by any user in the tenant. You might have sent your authentication request to the "
+                "wrong tenant.",
+            )
+        if grant_type == "client_credentials" and v2 and not form.get("scope", "").endswith("/.default"):
+            return self._error(
+                400,
+                "invalid_scope",
+                1002012,
+                "The provided value for scope is not valid. Client credential flows "
+                "must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+            )
+
+        new_refresh: str | None = None
+        with self._lock:
+            if grant_type == "refresh_token":
+                presented = form.get("refresh_token")
+                if not presented:
+                    return self._missing("refresh_token")
+                if presented in self._expired_refresh_tokens:
+                    return self._error(
+                        400,
+                        "invalid_grant",
+                        70043,
+                        "The refresh token has expired or is invalid due to sign-in frequency checks by conditional "
+                        "access. The token was issued on 2024-01-01T00:00:00.0000000Z and the maximum allowed "
+                        "lifetime for this request is 7776000.",
+                    )
+                if presented not in self._valid_refresh_tokens:
+                    return self._error(400, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
+                if self.rotate_refresh_tokens:
+                    new_refresh = "fake-rt-" + secrets.token_urlsafe(48)
+                    self._valid_refresh_tokens.add(new_refresh)
+                    self.issued_refresh_tokens.append(new_refresh)
+                    self.current_refresh_token = new_refresh
+                else:
+                    new_refresh = presented
+            access = "fake-at-" + secrets.token_urlsafe(48)
+            now = time.time()
+            self._access_tokens[access] = IssuedToken(access, resource, client_id, now + self.expires_in, grant_type)
+            self.issued_access_tokens.add(access)
+            self.grants.append(
+                {
+                    "grant_type": grant_type,
+                    "client_id": client_id,
+                    "resource": resource,
+                    "scope": form.get("scope"),
+                    "version": "v2.0" if v2 else "v1.0",
+                }
+            )
+
+        granted_scope = "user_impersonation" if grant_type == "refresh_token" else ".default"
+        # Delegated: the consented scope, plus ".default" when that is what was asked (as Entra answers).
+        v2_scope = f"{resource}/{granted_scope}"
+        requested = (form.get("scope") or "").split()
+        if grant_type == "refresh_token" and any(s.lower() == f"{resource}/.default" for s in requested):
+            v2_scope += f" {resource}/.default"
+        if v2:
+            body: dict[str, Any] = {
+                "token_type": "Bearer",
+                "scope": v2_scope,
+                "expires_in": self.expires_in,
+                "ext_expires_in": self.expires_in,
+                "access_token": access,
+            }
+        else:
+            body = {
+                "token_type": "Bearer",
+                "scope": granted_scope,
+                "expires_in": str(self.expires_in),
+                "ext_expires_in": str(self.expires_in),
+                "expires_on": str(int(now) + self.expires_in),
+                "not_before": str(int(now)),
+                "resource": resource,
+                "access_token": access,
+            }
+        if new_refresh is not None:
+            body["refresh_token"] = new_refresh
+        if grant_type == "refresh_token" and form.get("client_info") == "1":
+            info = json.dumps({"uid": USER_OBJECT_ID, "utid": self.tenant_id}).encode()
+            body["client_info"] = base64.urlsafe_b64encode(info).decode().rstrip("=")
+        return Response.json(200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})

@@ -1,0 +1,377 @@
+"""A fake Partner Center REST API (api.partnercenter.microsoft.com): the three product-upgrade operations.
+
+Paths are matched case-insensitively, as the real service does. Every answer carries ``MS-CorrelationId`` and
+``MS-RequestId`` (echoed when sent, else generated), ``MS-CV`` and ``MS-ServerId``. Errors use Partner Center's
+shape ``{"code", "description", "data", "source"}``; throttling answers 429 with ``Retry-After`` and the gateway's
+``{"statusCode": 429, "message"}`` body.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.fakes import PARTNER_CENTER_RESOURCE
+from tests.fakes.entra import FakeEntra
+from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
+from tests.fakes.tls import TLSMaterial
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_STATUS_PATH = re.compile(r"^/v1/productupgrades/([^/]+)/status/?$", re.IGNORECASE)
+_CREATE_PATH = re.compile(r"^/v1/productupgrades/?$", re.IGNORECASE)
+_ELIGIBILITY_PATH = re.compile(r"^/v1/productupgrades/eligibility/?$", re.IGNORECASE)
+
+#: Upgrade states that mean "still running" (a second create for the customer gets 409 900109).
+RUNNING_STATES = frozenset({"inprogress", "notstarted", "pending", "queued", "running"})
+
+SOURCE_PRODUCT = {"id": "MS-AZR-0145P", "name": "Microsoft Azure"}
+TARGET_PRODUCT = {"id": "DZH318Z0BPS6", "name": "Azure plan"}
+
+
+def is_guid(value: object) -> bool:
+    return isinstance(value, str) and bool(_GUID.match(value))
+
+
+@dataclass
+class Upgrade:
+    upgrade_id: str
+    customer_id: str
+    product_family: str
+    request_id: str | None
+    correlation_id: str | None
+    status: str = "InProgress"
+    polls: int = 0
+    complete_after: int | None = None
+    upgraded_date: str | None = None
+    error_details: dict[str, Any] | None = None
+    line_item_error_details: dict[str, Any] | None = None
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "upgrade_id": self.upgrade_id,
+            "customer_id": self.customer_id,
+            "product_family": self.product_family,
+            "request_id": self.request_id,
+            "correlation_id": self.correlation_id,
+        }
+
+
+@dataclass
+class CustomerError:
+    status: int
+    code: int | str | None
+    description: str
+    operations: frozenset[str] | None  # None: every operation
+    data: list[Any] = field(default_factory=list)
+
+
+class FakePartnerCenter(FakeHTTPServer):
+    """Product upgrades: create (202 + Location), eligibility, status (a POST).
+
+    Records: ``requests`` (all, with headers), ``create_posts`` (every POST to the create path, whatever the
+    outcome, injected faults included), ``created_upgrades`` (one dict per upgrade really created: upgrade_id,
+    customer_id, product_family, request_id, correlation_id), ``status_polls`` (count of status calls answered
+    200), ``upgrades`` (lower-cased id -> Upgrade).
+    """
+
+    server_header = "Microsoft-IIS/10.0"
+
+    def __init__(self, entra: FakeEntra | None, *, tls: TLSMaterial | None = None) -> None:
+        super().__init__(tls=tls)
+        self.entra = entra
+        self.create_posts = 0
+        self.status_polls = 0
+        self.created_upgrades: list[dict[str, Any]] = []
+        self.upgrades: dict[str, Upgrade] = {}
+        self._by_request_id: dict[str, str] = {}
+        self._customer_errors: dict[str, CustomerError] = {}
+        self._ineligible: dict[str, tuple[str, int, int | str]] = {}
+        self._complete_after: int | None = None
+        self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
+
+    # -- control ---------------------------------------------------------------------------------------
+    def set_customer_error(
+        self,
+        customer_id: str,
+        status: int,
+        code: int | str | None,
+        description: str = "",
+        *,
+        operations: tuple[str, ...] | None = None,
+        data: list[Any] | None = None,
+    ) -> None:
+        """Every call about ``customer_id`` (or only ``operations`` among create/eligibility/status) fails with
+        ``status`` and Partner Center's error body; ``code`` None or "" leaves ``code`` out of the body."""
+        with self._lock:
+            self._customer_errors[customer_id.lower()] = CustomerError(
+                status,
+                code,
+                description or f"Error {code} for customer {customer_id}.",
+                frozenset(operations) if operations is not None else None,
+                list(data or []),
+            )
+
+    def clear_customer_error(self, customer_id: str) -> None:
+        with self._lock:
+            self._customer_errors.pop(customer_id.lower(), None)
+
+    def set_ineligible(
+        self, customer_id: str, reason: str, *, create_status: int = 403, create_code: int | str = 900108
+    ) -> None:
+        """Eligibility answers ``isEligible: false`` with ``reason``; a create answers ``create_status``."""
+        with self._lock:
+            self._ineligible[customer_id.lower()] = (reason, create_status, create_code)
+
+    def throttle_next(self, n: int = 1, retry_after: str = "2", *, match: str | None = None) -> None:
+        """The next ``n`` requests get 429 with ``Retry-After`` (the gateway's body, before authentication)."""
+        self.fail_next(
+            n,
+            429,
+            {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."},
+            {"Retry-After": str(retry_after), "Content-Type": "application/json"},
+            match=match,
+        )
+
+    def set_upgrade_status(
+        self,
+        upgrade_id: str,
+        status: str,
+        *,
+        error_details: dict[str, Any] | None = None,
+        line_item_error_details: dict[str, Any] | None = None,
+    ) -> None:
+        with self._lock:
+            upgrade = self.upgrades[upgrade_id.lower()]
+            upgrade.status = status
+            upgrade.complete_after = None
+            upgrade.error_details = error_details
+            upgrade.line_item_error_details = line_item_error_details
+            if status.lower() == "completed" and upgrade.upgraded_date is None:
+                upgrade.upgraded_date = datetime.now(UTC).isoformat()
+
+    def complete_after_polls(self, n: int, upgrade_id: str | None = None) -> None:
+        """Status calls 1..n answer InProgress, call n+1 and later answer Completed (n=0: at once).
+
+        Without ``upgrade_id``: for upgrades created from now on and every running one.
+        """
+        with self._lock:
+            if upgrade_id is None:
+                self._complete_after = n
+                targets = [u for u in self.upgrades.values() if u.status.lower() in RUNNING_STATES]
+            else:
+                targets = [self.upgrades[upgrade_id.lower()]]
+            for upgrade in targets:
+                upgrade.complete_after = upgrade.polls + n
+
+    def add_upgrade(
+        self, customer_id: str, product_family: str = "Azure", status: str = "InProgress", upgrade_id: str | None = None
+    ) -> str:
+        """Create an upgrade directly (test setup), not counted in ``created_upgrades``."""
+        upgrade = Upgrade(upgrade_id or str(uuid.uuid4()), customer_id, product_family, None, None, status)
+        with self._lock:
+            self.upgrades[upgrade.upgrade_id.lower()] = upgrade
+        return upgrade.upgrade_id
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.create_posts = 0
+            self.status_polls = 0
+            self.created_upgrades.clear()
+            self.upgrades.clear()
+            self._by_request_id.clear()
+            self._customer_errors.clear()
+            self._ineligible.clear()
+            self._complete_after = None
+
+    # -- wire ------------------------------------------------------------------------------------------
+    def _headers(self, req: RecordedRequest) -> dict[str, str]:
+        cv = base64.b64encode(secrets.token_bytes(12)).decode().rstrip("=") + ".0"
+        return {
+            "MS-CorrelationId": req.headers.get("MS-CorrelationId") or str(uuid.uuid4()),
+            "MS-RequestId": req.headers.get("MS-RequestId") or str(uuid.uuid4()),
+            "MS-CV": cv,
+            "MS-ServerId": self.server_id,
+        }
+
+    def _json(self, req: RecordedRequest, status: int, body: Any, extra: dict[str, str] | None = None) -> Response:
+        headers = self._headers(req)
+        headers.update(extra or {})
+        return Response.json(status, body, headers)
+
+    def _pc_error(
+        self,
+        req: RecordedRequest,
+        status: int,
+        code: int | str | None,
+        description: str,
+        data: list[Any] | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Response:
+        body: dict[str, Any] = {"code": code, "description": description, "data": data or [], "source": "PartnerCenter"}
+        if code is None or code == "":
+            del body["code"]  # e.g. a 403 for a token without the needed role: no Partner Center error code
+        return self._json(req, status, body, extra)
+
+    def observe(self, req: RecordedRequest) -> None:
+        if req.method == "POST" and _CREATE_PATH.match(req.path):
+            self.create_posts += 1
+
+    def handle(self, req: RecordedRequest) -> Response:
+        path = req.path
+        if _CREATE_PATH.match(path):
+            operation = "create"
+        elif _ELIGIBILITY_PATH.match(path):
+            operation = "eligibility"
+        elif (m := _STATUS_PATH.match(path)) is not None:
+            operation = "status"
+        else:
+            return self._json(
+                req, 404, {"Message": f"No HTTP resource was found that matches the request URI '{req.target}'."}
+            )
+        if req.method != "POST":
+            return self._json(
+                req, 405, {"Message": f"The requested resource does not support http method '{req.method}'."}
+            )
+
+        unauthorized = self._check_auth(req)
+        if unauthorized is not None:
+            return unauthorized
+
+        try:
+            body = req.json()
+        except ValueError:
+            return self._pc_error(req, 400, 400056, "Invalid input: the request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return self._pc_error(req, 400, 400056, "Invalid input: the request body must be a JSON object.")
+        customer_id = body.get("customerId")
+        product_family = body.get("productFamily")
+        if not is_guid(customer_id):
+            return self._pc_error(req, 400, 900118, f"The customer id '{customer_id}' is invalid.")
+        if not isinstance(product_family, str) or product_family.lower() != "azure":
+            return self._pc_error(req, 400, 400056, f"Invalid input: productFamily '{product_family}' is not valid.")
+        assert isinstance(customer_id, str)
+
+        with self._lock:
+            forced = self._customer_errors.get(customer_id.lower())
+        if forced is not None and (forced.operations is None or operation in forced.operations):
+            return self._pc_error(req, forced.status, forced.code, forced.description, forced.data)
+
+        if operation == "create":
+            return self._create(req, customer_id, product_family)
+        if operation == "eligibility":
+            return self._eligibility(req, customer_id, product_family)
+        assert m is not None
+        return self._status(req, m.group(1), customer_id)
+
+    def _check_auth(self, req: RecordedRequest) -> Response | None:
+        auth = req.headers.get("Authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            valid = self.entra.is_valid_access_token(token, PARTNER_CENTER_RESOURCE) if self.entra is not None else True
+            if valid:
+                return None
+        # Partner Center's front door: error body with code "900420" (a string) and an OAuth challenge.
+        return self._pc_error(
+            req,
+            401,
+            "900420",
+            "Invalid Token: the access token is missing, expired or not valid for Partner Center.",
+            extra={"WWW-Authenticate": f"OAuth realm=urn:cpsvc:cpid:{uuid.uuid4()}"},
+        )
+
+    def _running_upgrade(self, customer_id: str, product_family: str) -> Upgrade | None:
+        for upgrade in self.upgrades.values():
+            if (
+                upgrade.customer_id.lower() == customer_id.lower()
+                and upgrade.product_family.lower() == product_family.lower()
+                and upgrade.status.lower() in RUNNING_STATES
+            ):
+                return upgrade
+        return None
+
+    def _create(self, req: RecordedRequest, customer_id: str, product_family: str) -> Response:
+        request_id = req.headers.get("MS-RequestId")
+        with self._lock:
+            ineligible = self._ineligible.get(customer_id.lower())
+            if ineligible is not None:
+                reason, status, code = ineligible
+                return self._pc_error(req, status, code, reason)
+            if request_id and request_id.lower() in self._by_request_id:
+                upgrade_id = self._by_request_id[request_id.lower()]
+            else:
+                running = self._running_upgrade(customer_id, product_family)
+                if running is not None:
+                    return self._pc_error(
+                        req,
+                        409,
+                        900109,
+                        f"An upgrade is already in progress for customer {customer_id} (upgrade {running.upgrade_id}).",
+                    )
+                upgrade = Upgrade(
+                    str(uuid.uuid4()),
+                    customer_id,
+                    product_family,
+                    request_id,
+                    req.headers.get("MS-CorrelationId"),
+                    complete_after=self._complete_after,
+                )
+                self.upgrades[upgrade.upgrade_id.lower()] = upgrade
+                self.created_upgrades.append(upgrade.as_record())
+                if request_id:
+                    self._by_request_id[request_id.lower()] = upgrade.upgrade_id
+                upgrade_id = upgrade.upgrade_id
+        headers = self._headers(req)
+        headers["Location"] = f"productUpgrades/{upgrade_id}"
+        headers["Content-Length"] = "0"
+        return Response(202, b"", headers)
+
+    def _eligibility(self, req: RecordedRequest, customer_id: str, product_family: str) -> Response:
+        with self._lock:
+            ineligible = self._ineligible.get(customer_id.lower())
+            running = self._running_upgrade(customer_id, product_family)
+        body: dict[str, Any] = {
+            "customerId": customer_id,
+            "productFamily": product_family,
+            "isEligible": ineligible is None and running is None,
+            "upgradeId": running.upgrade_id if running is not None else None,
+            "reason": ineligible[0] if ineligible else ("An upgrade is already in progress." if running else None),
+            "attributes": {"objectType": "ProductUpgradesEligibility"},
+        }
+        return self._json(req, 200, body)
+
+    def _status(self, req: RecordedRequest, upgrade_id: str, customer_id: str) -> Response:
+        with self._lock:
+            upgrade = self.upgrades.get(upgrade_id.lower())
+            if upgrade is None or upgrade.customer_id.lower() != customer_id.lower():
+                return self._pc_error(req, 404, 900106, f"The upgrade '{upgrade_id}' was not found.")
+            upgrade.polls += 1
+            self.status_polls += 1
+            if upgrade.complete_after is not None and upgrade.polls > upgrade.complete_after:
+                upgrade.status = "Completed"
+                upgrade.complete_after = None
+                upgrade.upgraded_date = upgrade.upgraded_date or datetime.now(UTC).isoformat()
+            body = {
+                "id": upgrade.upgrade_id,
+                "productFamily": upgrade.product_family,
+                "status": upgrade.status,
+                "lineItems": [
+                    {
+                        "sourceProduct": dict(SOURCE_PRODUCT),
+                        "targetProduct": dict(TARGET_PRODUCT),
+                        "upgradedDate": upgrade.upgraded_date,
+                        "status": upgrade.status,
+                        "errorDetails": upgrade.line_item_error_details,
+                    }
+                ],
+                "errorDetails": upgrade.error_details,
+                "attributes": {"objectType": "ProductUpgradesStatus"},
+            }
+        return self._json(req, 200, body)
