@@ -6,6 +6,7 @@ serve HTTPS depend on ``ca_env`` so that ``requests`` (and msal, azure-core) tru
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +25,7 @@ from tests.fakes import (
 )
 from tests.fakes.server import stop_all_servers
 from tests.fakes.tls import CA_ENV_VARS
+from tests.harness import App, installed_app, set_app_env
 
 #: Environment variables that would steer DefaultAzureCredential away from the fake managed identity.
 AZURE_IDENTITY_ENV_VARS: tuple[str, ...] = (
@@ -117,6 +119,25 @@ def azurite_env(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> Azurite:
     """Sets AzureWebJobsStorage to Azurite's connection string."""
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     return azurite
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, partner_center: FakePartnerCenter) -> Iterator[App]:
+    """The app's settings pointing at the fakes (secrets from the environment, no storage), a fresh runtime
+    with fast retries, and an :class:`App` to call the functions."""
+    set_app_env(monkeypatch, entra, partner_center)
+    yield from installed_app(entra, partner_center)
+
+
+@pytest.fixture
+def stored_app(
+    monkeypatch: pytest.MonkeyPatch, azurite: Azurite, entra: FakeEntra, partner_center: FakePartnerCenter
+) -> Iterator[App]:
+    """:func:`app_env` with ``AzureWebJobsStorage`` on Azurite and a table of its own for idempotency."""
+    set_app_env(monkeypatch, entra, partner_center)
+    monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
+    monkeypatch.setenv("PRODUCT_UPGRADE_TABLE", f"upgrades{uuid.uuid4().hex[:12]}")
+    yield from installed_app(entra, partner_center)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

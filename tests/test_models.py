@@ -48,7 +48,11 @@ def test_eligibility_from_partner_center_document():
     assert eligibility.to_json() == doc
     empty = ProductUpgradesEligibility.from_json({}, request)
     assert empty.to_json() == {
-        "customerId": CUSTOMER, "productFamily": "Azure", "isEligible": False, "upgradeId": None, "reason": None,
+        "customerId": CUSTOMER,
+        "productFamily": "Azure",
+        "isEligible": False,
+        "upgradeId": None,
+        "reason": None,
     }
 
 

@@ -1,4 +1,4 @@
-"""Pure parsing of Partner Center responses; the client against the loopback fake is in test_http_api/test_queue_worker."""
+"""Pure parsing of Partner Center responses; the client against the fake: test_http_api, test_queue_worker."""
 
 import json
 
@@ -31,15 +31,20 @@ def test_location_in_every_form(location):
     assert parse_location(location) == "42d075a4-bfe7-43e7-af6d-7c68a57edcb4"
 
 
-@pytest.mark.parametrize("location", [None, "", "  ", "productUpgrades", "/v1/customers/x", "productUpgrades/eligibility"])
+@pytest.mark.parametrize(
+    "location", [None, "", "  ", "productUpgrades", "/v1/customers/x", "productUpgrades/eligibility"]
+)
 def test_location_without_an_id(location):
     assert parse_location(location) is None
 
 
 def test_partner_center_error_body():
     error = error_from_response(
-        response(403, {"code": 900108, "description": "No Azure subscriptions to upgrade.", "data": [], "source": "PC"},
-                 {"MS-CorrelationId": "c1", "MS-RequestId": "r1"}),
+        response(
+            403,
+            {"code": 900108, "description": "No Azure subscriptions to upgrade.", "data": [], "source": "PC"},
+            {"MS-CorrelationId": "c1", "MS-RequestId": "r1"},
+        ),
     )
     assert (error.status, error.error_code, error.description) == (403, "900108", "No Azure subscriptions to upgrade.")
     assert (error.correlation_id, error.request_id) == ("c1", "r1")

@@ -85,8 +85,11 @@ def test_storage_connection_string_stays_out_of_repr():
 
 def test_identity_based_storage_connection():
     storage = s.storage_connection(
-        {s.STORAGE_ACCOUNT_NAME_SETTING: "stupgrades", s.STORAGE_CREDENTIAL_SETTING: "managedidentity",
-         s.STORAGE_CLIENT_ID_SETTING: "11111111-1111-1111-1111-111111111111"}
+        {
+            s.STORAGE_ACCOUNT_NAME_SETTING: "stupgrades",
+            s.STORAGE_CREDENTIAL_SETTING: "managedidentity",
+            s.STORAGE_CLIENT_ID_SETTING: "11111111-1111-1111-1111-111111111111",
+        }
     )
     assert storage == s.StorageConnection(
         queue_service_uri="https://stupgrades.queue.core.windows.net",
@@ -100,7 +103,7 @@ def test_identity_based_storage_connection():
 
 def test_every_setting_is_listed_once_and_secrets_are_a_subset():
     assert len(set(s.ALL_SETTINGS)) == len(s.ALL_SETTINGS)
-    assert s.SECRET_SETTINGS <= set(s.ALL_SETTINGS)
+    assert set(s.ALL_SETTINGS) >= s.SECRET_SETTINGS
     assert set(s.DEFAULTS) <= set(s.ALL_SETTINGS)
 
 

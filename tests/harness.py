@@ -1,0 +1,153 @@
+"""Calling the function app the way the host does, wired to the loopback fakes."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
+
+import function_app
+from shared import health, runtime
+from shared.retry import RetryPolicy
+from shared.settings import ALL_SETTINGS, Settings
+from tests.fakes import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID, FakeEntra, FakePartnerCenter
+
+# -- the function app wired to the fakes ----------------------------------------------------------------
+
+#: Fast retries for tests; the contract's limits (5 attempts, 5 s / 20 s timeouts) stay.
+FAST_POLICY = RetryPolicy(backoff_base=0.01, backoff_max=0.05, total_budget=15.0)
+
+
+class OutCollector(func.Out[str]):
+    """A queue output binding as the host gives it: the function sets a value, the host writes it."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def set(self, val: str) -> None:
+        self.value = val
+
+    def get(self) -> str:
+        assert self.value is not None
+        return self.value
+
+
+def as_bytes(body: bytes | str | dict[str, Any] | None) -> bytes:
+    if isinstance(body, dict):
+        return json.dumps(body).encode()
+    if isinstance(body, str):
+        return body.encode()
+    return body or b""
+
+
+@functools.cache
+def indexed_functions() -> dict[str, Any]:
+    """The app's functions by name, indexed once, as the host does (``get_functions`` refuses to index twice)."""
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def user_functions() -> dict[str, Any]:
+    return {name: f.get_user_function() for name, f in indexed_functions().items()}
+
+
+class App:
+    """Calls the functions the documented way: ``app.get_functions()`` then ``get_user_function()``."""
+
+    base_url = "https://upgrades.example.net"
+
+    def __init__(self, partner_center: FakePartnerCenter, entra: FakeEntra) -> None:
+        self.partner_center = partner_center
+        self.entra = entra
+        self._functions = user_functions()
+
+    def http(
+        self,
+        name: str,
+        method: str,
+        path: str,
+        *,
+        body: bytes | str | dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        route_params: dict[str, str] | None = None,
+    ) -> func.HttpResponse:
+        raw = (
+            json.dumps(body).encode() if isinstance(body, dict) else (body.encode() if isinstance(body, str) else body)
+        )
+        query = ("?" + urlencode(params)) if params else ""
+        req = func.HttpRequest(
+            method,
+            f"{self.base_url}{path}{query}",
+            headers=headers or {},
+            params=params or {},
+            route_params=route_params or {},
+            body=raw or b"",
+        )
+        response: func.HttpResponse = self._functions[name](req)
+        return response
+
+    def create(self, body: Any, **kwargs: Any) -> func.HttpResponse:
+        return self.http("create_product_upgrade", "POST", "/api/productupgrades", body=body, **kwargs)
+
+    def eligibility(self, body: Any, **kwargs: Any) -> func.HttpResponse:
+        return self.http(
+            "check_product_upgrade_eligibility", "POST", "/api/productupgrades/eligibility", body=body, **kwargs
+        )
+
+    def status(self, upgrade_id: str, params: dict[str, str], **kwargs: Any) -> func.HttpResponse:
+        return self.http(
+            "get_product_upgrade_status",
+            "GET",
+            f"/api/productupgrades/{upgrade_id}",
+            params=params,
+            route_params={"upgradeId": upgrade_id},
+            **kwargs,
+        )
+
+    def health(self) -> func.HttpResponse:
+        return self.http("health", "GET", "/api/health")
+
+    def queue(self, body: bytes | str | dict[str, Any], *, message_id: str = "msg-1", dequeue_count: int = 1) -> str:
+        """Run the queue function on one message; the result message, or the exception the host would see."""
+        raw = (
+            json.dumps(body).encode() if isinstance(body, dict) else (body.encode() if isinstance(body, str) else body)
+        )
+        msg = QueueMessage(id=message_id, body=raw, dequeue_count=dequeue_count, pop_receipt="pr")
+        out = OutCollector()
+        self._functions["product_upgrade_from_queue"](msg, out)
+        return out.get()
+
+
+def set_app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, partner_center: FakePartnerCenter) -> None:
+    for name in ALL_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PARTNER_CENTER_TENANT_ID", TENANT_ID)
+    monkeypatch.setenv("PARTNER_CENTER_AUTHORITY_HOST", entra.url)
+    monkeypatch.setenv("PARTNER_CENTER_BASE_URL", partner_center.url)
+    monkeypatch.setenv("PARTNER_CENTER_APP_ID", APP_ID)
+    monkeypatch.setenv("PARTNER_CENTER_APP_SECRET", APP_SECRET)
+    monkeypatch.setenv("PARTNER_CENTER_REFRESH_TOKEN", REFRESH_TOKEN)
+
+
+def installed_app(entra: FakeEntra, partner_center: FakePartnerCenter) -> Iterator[App]:
+    runtime.install(None)
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+    health.clear_cache()
+    try:
+        yield App(partner_center, entra)
+    finally:
+        runtime.install(None)
+        health.clear_cache()
+
+
+def use_key_vault(monkeypatch: pytest.MonkeyPatch, vault_url: str) -> None:
+    """Switch the app's settings from environment secrets to the vault at ``vault_url``."""
+    for name in ("PARTNER_CENTER_APP_ID", "PARTNER_CENTER_APP_SECRET", "PARTNER_CENTER_REFRESH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KEY_VAULT_URL", vault_url)

@@ -1,0 +1,271 @@
+"""The HTTP functions, called as the host calls them, against the loopback Entra ID and Partner Center."""
+
+import json
+import uuid
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from shared.workflow import request_id_for
+from tests.fakes import CUSTOMER_ID
+
+PROBLEM = "application/problem+json"
+
+
+def problem_of(response):
+    assert response.mimetype == PROBLEM, response.get_body()
+    body = json.loads(response.get_body())
+    assert body["status"] == response.status_code
+    assert body["type"].startswith("urn:partner-center-product-upgrades:problem:")
+    assert body["title"] and body["detail"] and body["correlationId"]
+    return body
+
+
+def test_create_answers_202_with_upgrade_id_and_absolute_location(app_env):
+    response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "fn-key-1"})
+    assert response.status_code == 202
+    assert response.mimetype == "application/json"
+    body = json.loads(response.get_body())
+    [created] = app_env.partner_center.created_upgrades
+    assert body == {
+        "upgradeId": created["upgrade_id"],
+        "customerId": CUSTOMER_ID,
+        "productFamily": "Azure",
+        "status": "accepted",
+    }
+    location = urlsplit(response.headers["Location"])
+    assert (location.scheme, location.netloc) == ("https", "upgrades.example.net")
+    assert location.path == f"/api/productupgrades/{created['upgrade_id']}"
+    assert parse_qs(location.query) == {"customerId": [CUSTOMER_ID], "code": ["fn-key-1"]}
+    # every documented header reached Partner Center
+    [post] = app_env.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert post.header("Authorization").startswith("Bearer ")
+    assert post.header("Accept") == "application/json"
+    assert post.header("Content-Type") == "application/json"
+    assert uuid.UUID(post.header("MS-RequestId")) and uuid.UUID(post.header("MS-CorrelationId"))
+    assert post.header("X-Locale") == "en-US"
+    assert post.header("MS-PartnerCenter-Application")
+    assert post.json() == {"customerId": CUSTOMER_ID, "productFamily": "Azure"}
+    assert response.headers["MS-CorrelationId"] == post.header("MS-CorrelationId")
+
+
+def test_function_key_header_never_lands_in_location(app_env):
+    response = app_env.create({"customerId": CUSTOMER_ID, "productFamily": "Azure"}, headers={"x-functions-key": "k"})
+    assert response.status_code == 202
+    assert "k" not in parse_qs(urlsplit(response.headers["Location"]).query).get("code", [])
+    assert "code=" not in response.headers["Location"]
+
+
+def test_idempotency_key_maps_to_the_same_request_id(app_env):
+    first = app_env.create({"customerId": CUSTOMER_ID}, headers={"Idempotency-Key": "crm-order-17"})
+    second = app_env.create({"customerId": CUSTOMER_ID}, headers={"Idempotency-Key": "crm-order-17"})
+    assert first.status_code == second.status_code == 202
+    assert json.loads(first.get_body())["upgradeId"] == json.loads(second.get_body())["upgradeId"]
+    sent = {r.header("MS-RequestId") for r in app_env.partner_center.requests_to("/v1/productupgrades", "POST")}
+    assert sent == {request_id_for("idempotency-key", "crm-order-17")}
+    assert len(app_env.partner_center.created_upgrades) == 1
+
+
+def test_non_guid_correlation_id_is_mapped_for_partner_center_and_echoed(app_env):
+    response = app_env.create({"customerId": CUSTOMER_ID}, headers={"MS-CorrelationId": "crm-case-42"})
+    assert response.headers["MS-CorrelationId"] == "crm-case-42"
+    [post] = app_env.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert str(uuid.UUID(post.header("MS-CorrelationId"))) == post.header("MS-CorrelationId")
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"", "the body is empty"),
+        (b"{not json", "the body is not valid JSON"),
+        (b"[1, 2]", "the body must be a JSON object"),
+        (b'"text"', "the body must be a JSON object"),
+        (b"{}", "customerId is required"),
+        (b'{"customerId": null}', "customerId is required"),
+        (b'{"customerId": 5}', "customerId is required"),
+        (b'{"customerId": "contoso"}', "customerId must be a GUID"),
+        (json.dumps({"customerId": CUSTOMER_ID, "productFamily": 1}).encode(), "productFamily must be"),
+        (json.dumps({"customerId": CUSTOMER_ID, "pad": "x" * 70000}).encode(), "the body is larger than 64 KiB"),
+        (b"\xff\xfe\x00", "the body is not valid JSON"),
+        (b"[" * 100000, "the body is larger than 64 KiB"),
+        (b"[" * 60000, "the body is not valid JSON"),
+    ],
+)
+def test_bad_input_is_400_and_never_reaches_partner_center(app_env, body, detail):
+    response = app_env.create(body)
+    assert response.status_code == 400
+    problem = problem_of(response)
+    assert problem["detail"].startswith(detail)
+    assert app_env.partner_center.requests == []
+    assert app_env.entra.requests == []
+
+
+def test_bad_input_needs_no_settings(monkeypatch, app_env):
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    from shared import runtime
+
+    runtime.install(None)
+    assert app_env.create(b"{}").status_code == 400
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 500
+    assert "PARTNER_CENTER_TENANT_ID" in problem_of(response)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected", "expected_code"),
+    [
+        (400, 900118, 400, "partner_center_rejected"),
+        (404, 900106, 404, "not_found"),
+        (409, 900110, 409, "conflict"),
+        (403, 900108, 422, "not_eligible"),
+        (403, 900105, 422, "not_eligible"),
+        (403, 900130, 422, "not_eligible"),
+        (403, 900123, 422, "not_eligible"),
+        (403, 900124, 422, "not_eligible"),
+        (403, 13605, 422, "not_eligible"),
+    ],
+)
+def test_partner_center_refusals_map_to_the_contract(app_env, status, code, expected, expected_code):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, status, code, "Refused for a reason.")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == expected
+    problem = problem_of(response)
+    assert problem["partnerCenterErrorCode"] == str(code)
+    assert problem["type"].endswith(expected_code)
+    assert "Refused for a reason." in problem["detail"]
+    # a refusal about the customer is not retried
+    assert len(app_env.partner_center.requests_to("/v1/productupgrades", "POST")) == 1
+
+
+def test_throttled_past_the_retries_is_503_with_retry_after(app_env):
+    app_env.partner_center.throttle_next(10, retry_after="0")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert problem_of(response)["type"].endswith("throttled")
+    assert len(app_env.partner_center.requests_to("/v1/productupgrades", "POST")) == 5
+
+
+def test_throttled_with_long_retry_after_is_passed_on_at_once(app_env):
+    app_env.partner_center.throttle_next(1, retry_after="120")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "120"
+    assert len(app_env.partner_center.requests_to("/v1/productupgrades", "POST")) == 1
+
+
+def test_throttled_then_accepted_within_the_retries(app_env):
+    app_env.partner_center.throttle_next(2, retry_after="0")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 202
+    posts = app_env.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert len(posts) == 3
+    assert len({p.header("MS-RequestId") for p in posts}) == 1
+
+
+def test_server_errors_after_retries_are_502(app_env):
+    app_env.partner_center.fail_next(5, 500, {"code": 500, "description": "Internal"}, match="/v1/productupgrades")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 502
+    assert problem_of(response)["type"].endswith("partner_center_unavailable")
+
+
+def test_connection_failures_are_502(app_env):
+    app_env.partner_center.reset_next(5, match="/v1/productupgrades")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 502
+    assert "could not be reached" in problem_of(response)["detail"]
+
+
+def test_rejected_token_is_retried_once_with_a_fresh_one_then_502(app_env):
+    assert app_env.create({"customerId": CUSTOMER_ID}).status_code == 202
+    app_env.entra.revoke_access_tokens()
+    second = "00000000-0000-0000-0000-0000000000d2"
+    assert app_env.create({"customerId": second}).status_code == 202  # fresh token after one 401
+    app_env.partner_center.set_customer_error(second, 403, "", "Forbidden")
+    response = app_env.create({"customerId": second})
+    assert response.status_code == 502
+    assert problem_of(response)["type"].endswith("partner_center_token_rejected")
+
+
+def test_invalid_grant_is_502_and_names_the_remedy(app_env):
+    app_env.entra.expire_refresh_tokens()
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 502
+    problem = problem_of(response)
+    assert "invalid_grant" in problem["detail"] and "re-consent" in problem["detail"]
+    assert app_env.partner_center.requests == []
+
+
+def test_invalid_client_is_502(monkeypatch, app_env):
+    monkeypatch.setenv("PARTNER_CENTER_APP_SECRET", "wrong-secret-value")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 502
+    assert "invalid_client" in problem_of(response)["detail"]
+    assert "wrong-secret-value" not in response.get_body().decode()
+
+
+def test_missing_environment_secret_is_500_naming_it(monkeypatch, app_env):
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 500
+    assert problem_of(response)["detail"] == "setting PARTNER_CENTER_REFRESH_TOKEN is required but not set"
+
+
+def test_one_token_request_for_many_upgrades(app_env):
+    for index in range(5):
+        assert app_env.create({"customerId": f"00000000-0000-0000-0000-00000000010{index}"}).status_code == 202
+    assert len(app_env.entra.requests_to("/oauth2/v2.0/token", "POST")) == 1
+
+
+def test_eligibility(app_env):
+    response = app_env.eligibility({"customerId": CUSTOMER_ID})
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {
+        "customerId": CUSTOMER_ID,
+        "productFamily": "Azure",
+        "isEligible": True,
+        "upgradeId": None,
+        "reason": None,
+    }
+    app_env.partner_center.set_ineligible(CUSTOMER_ID, "Customer has no legacy Azure subscription.")
+    body = json.loads(app_env.eligibility({"customerId": CUSTOMER_ID}).get_body())
+    assert body["isEligible"] is False and body["reason"] == "Customer has no legacy Azure subscription."
+    assert app_env.eligibility({"customerId": "x"}).status_code == 400
+
+
+def test_status_while_running_then_completed(app_env):
+    created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())
+    upgrade_id = created["upgradeId"]
+    running = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID})
+    assert running.status_code == 202
+    assert running.headers["Retry-After"] == "1"
+    assert urlsplit(running.headers["Location"]).path == f"/api/productupgrades/{upgrade_id}"
+    app_env.partner_center.set_upgrade_status(upgrade_id, "Completed")
+    done = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID})
+    assert done.status_code == 200
+    body = json.loads(done.get_body())
+    assert body["upgradeId"] == upgrade_id and body["customerId"] == CUSTOMER_ID
+    assert body["status"] == "Completed" and body["id"] == upgrade_id
+    assert body["lineItems"] and body["lineItems"][0]["targetProduct"]
+    [call] = app_env.partner_center.requests_to(f"/v1/productUpgrades/{upgrade_id}/status")[-1:]
+    assert call.method == "POST" and call.json() == {"customerId": CUSTOMER_ID, "productFamily": "Azure"}
+
+
+def test_status_of_unknown_upgrade_is_404(app_env):
+    response = app_env.status(str(uuid.uuid4()), {"customerId": CUSTOMER_ID})
+    assert response.status_code == 404
+    assert problem_of(response)["partnerCenterErrorCode"] == "900106"
+
+
+@pytest.mark.parametrize("params", [{}, {"customerId": "nope"}, {"customerId": CUSTOMER_ID, "productFamily": ""}])
+def test_status_needs_a_guid_customer_id(app_env, params):
+    response = app_env.status(str(uuid.uuid4()), params)
+    assert response.status_code == 400
+    assert app_env.partner_center.requests == []
+
+
+def test_status_rejects_a_malformed_upgrade_id(app_env):
+    response = app_env.status("../../etc", {"customerId": CUSTOMER_ID})
+    assert response.status_code == 400
+    assert app_env.partner_center.requests == []

@@ -1,0 +1,62 @@
+"""Accepted upgrades recorded in an Azure Table (Azurite, real azure-data-tables client)."""
+
+import json
+import logging
+import uuid
+
+from azure.data.tables import TableServiceClient
+
+from shared import runtime
+from shared.idempotency import TableIdempotencyStore
+from shared.models import ProductUpgradeCreated
+from shared.settings import Settings, StorageConnection
+from tests.fakes import CUSTOMER_ID
+from tests.harness import FAST_POLICY
+
+
+def test_round_trip_creates_the_table_on_first_use(azurite):
+    table = f"t{uuid.uuid4().hex[:12]}"
+    store = TableIdempotencyStore(StorageConnection(connection_string=azurite.connection_string), table)
+    assert store.get("req-1") is None
+    created = ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure")
+    store.put("req-1", created, "corr-1")
+    assert store.get("req-1") == created
+    service = TableServiceClient.from_connection_string(azurite.connection_string)
+    [entity] = list(service.get_table_client(table).list_entities())
+    assert entity["PartitionKey"] == "req-1" and entity["CorrelationId"] == "corr-1"
+    assert store.get("req-2") is None
+
+
+def test_replay_after_a_crash_does_not_post_again(stored_app):
+    message = {"customerId": CUSTOMER_ID, "requestId": "crm-55"}
+    first = json.loads(stored_app.queue(message, message_id="m-1", dequeue_count=1))
+    # the host crashed before writing that result: the message comes back
+    second = json.loads(stored_app.queue(message, message_id="m-1", dequeue_count=2))
+    assert first["status"] == second["status"] == "accepted"
+    assert first["upgradeId"] == second["upgradeId"]
+    assert stored_app.partner_center.create_posts == 1
+
+
+def test_http_replay_with_the_same_idempotency_key_does_not_post_again(stored_app):
+    headers = {"Idempotency-Key": "order-77"}
+    first = stored_app.create({"customerId": CUSTOMER_ID}, headers=headers)
+    second = stored_app.create({"customerId": CUSTOMER_ID}, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert json.loads(first.get_body()) == json.loads(second.get_body())
+    assert stored_app.partner_center.create_posts == 1
+
+
+def test_unreachable_storage_never_blocks_the_upgrade(monkeypatch, app_env, caplog):
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+    )
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY))
+    with caplog.at_level(logging.WARNING):
+        first = json.loads(app_env.queue({"customerId": CUSTOMER_ID}, message_id="m-1"))
+        second = json.loads(app_env.queue({"customerId": "00000000-0000-0000-0000-0000000000d2"}, message_id="m-2"))
+    assert first["status"] == second["status"] == "accepted"
+    assert len(app_env.partner_center.created_upgrades) == 2
+    assert caplog.text.count("Idempotency table could not be read") == 1  # then paused, not retried per message
+    assert "a2V5" not in caplog.text

@@ -1,0 +1,148 @@
+"""The queue function, called as the host calls it, against the loopback Entra ID and Partner Center."""
+
+import base64
+import json
+
+import pytest
+
+from shared.errors import PartnerCenterError, TokenError, UpstreamUnavailableError
+from shared.workflow import request_id_for
+from tests.fakes import CUSTOMER_ID
+
+RESULT_KEYS = {"status", "upgradeId", "customerId", "productFamily", "correlationId", "requestId", "messageId", "error"}
+
+
+def result_of(text):
+    result = json.loads(text)
+    assert set(result) == RESULT_KEYS
+    if result["error"] is not None:
+        assert set(result["error"]) == {"code", "message", "partnerCenterErrorCode", "retryable"}
+    return result
+
+
+def test_accepted_plain_json(app_env):
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, message_id="m-1"))
+    [created] = app_env.partner_center.created_upgrades
+    assert result["status"] == "accepted"
+    assert result["upgradeId"] == created["upgrade_id"]
+    assert (result["customerId"], result["productFamily"], result["messageId"]) == (CUSTOMER_ID, "Azure", "m-1")
+    assert result["requestId"] is None and result["error"] is None
+    assert result["correlationId"]
+    assert created["request_id"] == request_id_for("queue-message", "m-1")
+
+
+def test_accepted_base64_json_echoes_ids(app_env):
+    body = json.dumps(
+        {"customerId": CUSTOMER_ID, "productFamily": "Azure", "correlationId": "corr-9", "requestId": "crm-1"}
+    )
+    result = result_of(app_env.queue(base64.b64encode(body.encode())))
+    assert result["status"] == "accepted"
+    assert (result["correlationId"], result["requestId"]) == ("corr-9", "crm-1")
+    [created] = app_env.partner_center.created_upgrades
+    assert created["request_id"] == request_id_for("queue-request", "crm-1")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"\xff\xfe",
+        b"[]",
+        b"{}",
+        b'{"customerId": "acme"}',
+        base64.b64encode(b'{"customerId": "acme"}'),
+        base64.b64encode(b"\xff\x00"),
+        json.dumps({"customerId": CUSTOMER_ID, "requestId": 7}).encode(),
+        json.dumps({"customerId": CUSTOMER_ID, "checkEligibility": "yes"}).encode(),
+        json.dumps({"customerId": CUSTOMER_ID, "x": "y" * 70000}).encode(),
+    ],
+)
+def test_invalid_messages_are_rejected_without_any_call(app_env, body):
+    result = result_of(app_env.queue(body, message_id="bad-1"))
+    assert result["status"] == "rejected"
+    assert result["messageId"] == "bad-1"
+    assert result["error"]["code"] == "invalid_request" and result["error"]["retryable"] is False
+    assert app_env.partner_center.requests == [] and app_env.entra.requests == []
+
+
+def test_rejected_echoes_what_it_can(app_env):
+    result = result_of(app_env.queue({"customerId": "acme", "requestId": "r-1", "correlationId": "c-1"}))
+    assert (result["customerId"], result["requestId"], result["correlationId"]) == ("acme", "r-1", "c-1")
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, 900118), (404, 900106), (409, 900110), (403, 900108), (403, 13605)])
+def test_partner_center_refusals_are_rejected(app_env, status, code):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, status, code, "No.")
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}))
+    assert result["status"] == "rejected"
+    assert result["error"]["partnerCenterErrorCode"] == str(code)
+    assert result["error"]["retryable"] is False
+    assert "No." in result["error"]["message"]
+
+
+def test_transient_failure_raises_until_the_last_attempt(app_env):
+    app_env.partner_center.throttle_next(100, retry_after="0")
+    for attempt in (1, 2, 3, 4):
+        with pytest.raises(PartnerCenterError) as info:
+            app_env.queue({"customerId": CUSTOMER_ID, "requestId": "r-7"}, dequeue_count=attempt)
+        assert info.value.status == 429
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID, "requestId": "r-7"}, dequeue_count=5))
+    assert result["status"] == "failed"
+    assert result["error"]["retryable"] is True and result["error"]["code"] == "throttled"
+    sent = {r.header("MS-RequestId") for r in app_env.partner_center.requests_to("/v1/productupgrades")}
+    assert sent == {request_id_for("queue-request", "r-7")}
+
+
+def test_connection_failures_raise_then_fail(app_env):
+    app_env.partner_center.reset_next(100, match="/v1/productupgrades")
+    with pytest.raises(UpstreamUnavailableError):
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=5))
+    assert result["status"] == "failed" and result["error"]["code"] == "upstream_unavailable"
+
+
+def test_configuration_failure_is_retried_then_failed(monkeypatch, app_env):
+    app_env.entra.expire_refresh_tokens()
+    with pytest.raises(TokenError):
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=5))
+    assert result["status"] == "failed" and result["error"]["code"] == "token_error"
+
+
+def test_missing_settings_fail_on_the_last_attempt_naming_the_setting(monkeypatch, app_env):
+    from shared import runtime
+
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "2")
+    runtime.install(None)
+    with pytest.raises(Exception, match="PARTNER_CENTER_TENANT_ID"):
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=2))
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "configuration_error"
+    assert "PARTNER_CENTER_TENANT_ID" in result["error"]["message"]
+
+
+def test_check_eligibility_first_rejects_an_ineligible_customer(app_env):
+    app_env.partner_center.set_ineligible(CUSTOMER_ID, "No legacy Azure offer to upgrade.")
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID, "checkEligibility": True}))
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "not_eligible"
+    assert "No legacy Azure offer to upgrade." in result["error"]["message"]
+    assert app_env.partner_center.create_posts == 0
+
+
+def test_check_eligibility_first_creates_for_an_eligible_customer(app_env):
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID, "checkEligibility": True}))
+    assert result["status"] == "accepted"
+    assert app_env.partner_center.create_posts == 1
+    assert len(app_env.partner_center.requests_to("eligibility")) == 1
+
+
+def test_upgrade_already_in_progress_reports_the_running_one(app_env):
+    running = app_env.partner_center.add_upgrade(CUSTOMER_ID)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}))
+    assert result["status"] == "accepted"
+    assert result["upgradeId"] == running
+    assert app_env.partner_center.created_upgrades == []
