@@ -1,0 +1,209 @@
+// The Function App: Flex Consumption, Python 3.11, user-assigned managed identity, identity-based storage,
+// and every app setting of the contract (../shared/contract.md; shared/settings.py ALL_SETTINGS).
+// Declared as our own resource, not an AVM module, so that checkov can check it.
+
+param name string
+param location string = resourceGroup().location
+param tags object = {}
+@description('azd deploys the code of the service of this name in azure.yaml to the app tagged with it.')
+param serviceName string = 'api'
+param appServicePlanId string
+param applicationInsightsName string
+@description('Resource id of the user-assigned managed identity.')
+param identityId string
+@description('Client id of the user-assigned managed identity.')
+param identityClientId string
+param storageAccountName string
+param deploymentStorageContainerName string
+param pythonVersion string = '3.11'
+param instanceMemoryMB int = 2048
+param maximumInstanceCount int = 100
+@description('Subnet for VNet integration (delegated to Microsoft.App/environments); empty for none.')
+param virtualNetworkSubnetId string = ''
+
+param keyVaultUri string
+param appIdSecretName string
+param appSecretSecretName string
+param refreshTokenSecretName string
+param partnerCenterTenantId string
+param partnerCenterAuthorityHost string
+param partnerCenterBaseUrl string
+param requestsQueueName string
+param resultsQueueName string
+param upgradesTableName string
+@description('PRODUCT_UPGRADE_MAX_ATTEMPTS, equal to host.json maxDequeueCount.')
+param maxAttempts string
+
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_16: Callers authenticate with function keys (authLevel FUNCTION, ../shared/contract.md); App Service Authentication (Easy Auth) would reject CRM webhooks and Logic Apps that send a key.
+  // checkov:skip=CKV_AZURE_17: Incoming client certificates are not part of the contract; callers use function keys over TLS 1.2+.
+  // checkov:skip=CKV_AZURE_222: The HTTP trigger is called from the internet (CRM webhooks, Logic Apps); network isolation covers the app's outbound traffic to storage and Key Vault.
+  // checkov:skip=CKV_AZURE_62: Same as CKV_AZURE_222: callers' addresses are not known in advance; every function except /api/health needs a function key.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales instances on demand; there is no fixed minimum instance count for failover.
+  // checkov:skip=CKV_AZURE_213: Flex Consumption manages instance health itself; GET /api/health is there for external probes.
+  name: name
+  location: location
+  tags: union(tags, {
+    'azd-service-name': serviceName
+  })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: appServicePlanId
+    httpsOnly: true
+    clientAffinityEnabled: false
+    publicNetworkAccess: 'Enabled'
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
+    keyVaultReferenceIdentity: identityId
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageAccount.properties.primaryEndpoints.blob}${deploymentStorageContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        instanceMemoryMB: instanceMemoryMB
+        maximumInstanceCount: maximumInstanceCount
+      }
+      runtime: {
+        name: 'python'
+        version: pythonVersion
+      }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      cors: {
+        allowedOrigins: []
+      }
+      appSettings: [
+        // Identity-based host storage (replaces the AzureWebJobsStorage connection string).
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storageAccount.name
+        }
+        {
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: storageAccount.properties.primaryEndpoints.blob
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: storageAccount.properties.primaryEndpoints.queue
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: storageAccount.properties.primaryEndpoints.table
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: identityClientId
+        }
+        // DefaultAzureCredential picks the user-assigned identity by this client id (Key Vault).
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: identityClientId
+        }
+        // Application Insights with Entra authentication (local auth is disabled on the component).
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: applicationInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'Authorization=AAD;ClientId=${identityClientId}'
+        }
+        // The contract's settings. PARTNER_CENTER_APP_ID / _APP_SECRET / _REFRESH_TOKEN are deliberately
+        // absent: in Azure the secrets come from Key Vault only.
+        {
+          name: 'KEY_VAULT_URL'
+          value: keyVaultUri
+        }
+        {
+          name: 'PARTNER_CENTER_APP_ID_SECRET_NAME'
+          value: appIdSecretName
+        }
+        {
+          name: 'PARTNER_CENTER_APP_SECRET_SECRET_NAME'
+          value: appSecretSecretName
+        }
+        {
+          name: 'PARTNER_CENTER_REFRESH_TOKEN_SECRET_NAME'
+          value: refreshTokenSecretName
+        }
+        {
+          name: 'PARTNER_CENTER_TENANT_ID'
+          value: partnerCenterTenantId
+        }
+        {
+          name: 'PARTNER_CENTER_AUTHORITY_HOST'
+          value: partnerCenterAuthorityHost
+        }
+        {
+          name: 'PARTNER_CENTER_BASE_URL'
+          value: partnerCenterBaseUrl
+        }
+        {
+          name: 'PRODUCT_UPGRADE_REQUESTS_QUEUE'
+          value: requestsQueueName
+        }
+        {
+          name: 'PRODUCT_UPGRADE_RESULTS_QUEUE'
+          value: resultsQueueName
+        }
+        {
+          name: 'PRODUCT_UPGRADE_TABLE'
+          value: upgradesTableName
+        }
+        {
+          name: 'PRODUCT_UPGRADE_MAX_ATTEMPTS'
+          value: maxAttempts
+        }
+      ]
+    }
+  }
+}
+
+// No publishing with basic credentials (FTP or SCM): azd deploys with Entra ID.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: functionApp
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = functionApp.name
+output url string = 'https://${functionApp.properties.defaultHostName}'
