@@ -6,14 +6,17 @@ serve HTTPS depend on ``ca_env`` so that ``requests`` (and msal, azure-core) tru
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.fakes import (
+    APP_SECRET,
     DEFAULT_SECRETS,
     MANAGED_IDENTITY_CLIENT_ID,
+    REFRESH_TOKEN,
     Azurite,
     FakeEntra,
     FakeHTTPServer,
@@ -138,6 +141,30 @@ def stored_app(
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("PRODUCT_UPGRADE_TABLE", f"upgrades{uuid.uuid4().hex[:12]}")
     yield from installed_app(entra, partner_center)
+
+
+@pytest.fixture(autouse=True)
+def secrets_never_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test runs with every logger at DEBUG; none may log a secret, token or refresh token.
+
+    The secrets checked are the fakes' own: the app secret, every refresh token Entra issued (rotated ones
+    included), every access token Entra and the managed identity issued, and the Key Vault secret values.
+    """
+    caplog.set_level(logging.DEBUG)
+    # Requested before the test, so that they are torn down after this check.
+    used = [name for name in ("entra", "managed_identity") if name in request.fixturenames]
+    fakes = {name: request.getfixturevalue(name) for name in used}
+    yield
+    secrets = {APP_SECRET, REFRESH_TOKEN}
+    if "entra" in fakes:
+        secrets |= set(fakes["entra"].issued_access_tokens) | set(fakes["entra"].issued_refresh_tokens)
+    if "managed_identity" in fakes:
+        secrets |= set(fakes["managed_identity"].issued_tokens)
+    # In teardown caplog.text holds only teardown's records: read the setup and call phases themselves.
+    formatter = logging.Formatter("%(name)s %(message)s")
+    text = "\n".join(formatter.format(r) for phase in ("setup", "call") for r in caplog.get_records(phase))
+    leaked = sorted(secret[:12] + "..." for secret in secrets if secret and secret in text)
+    assert not leaked, f"secrets found in the log: {leaked}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
