@@ -14,9 +14,10 @@ import time
 from typing import Any
 
 import msal
+import msal.exceptions
 import requests
 
-from shared.errors import SecretStoreError, TokenError
+from shared.errors import SecretStoreError, TokenError, UpstreamUnavailableError
 from shared.logs import register_secret
 from shared.retry import RetryPolicy
 from shared.secrets import PartnerCenterCredentials, SecretStore
@@ -96,7 +97,13 @@ class TokenProvider:
         app = self._application(credentials)
         started = time.monotonic()
         self.requests_made += 1
-        result: dict[str, Any] = app.acquire_token_by_refresh_token(refresh_token, scopes=[self._scope])
+        try:
+            result: dict[str, Any] = app.acquire_token_by_refresh_token(refresh_token, scopes=[self._scope])
+        except msal.exceptions.MsalServiceError as exc:
+            # msal raises on a 5xx or 429 that our retries could not get past: a transient outage, not a refusal.
+            raise UpstreamUnavailableError(
+                f"Entra ID token endpoint failed ({exc.args[0] if exc.args else 'error'})"
+            ) from None
         if "access_token" not in result:
             self._secrets.invalidate()  # the operator may fix the vault; read it again next time
             self._refresh_token = None
