@@ -1,10 +1,13 @@
 """The HTTP functions, called as the host calls them, against the loopback Entra ID and Partner Center."""
 
 import json
+import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.workflow import request_id_for
 from tests.fakes import CUSTOMER_ID
@@ -269,3 +272,34 @@ def test_status_rejects_a_malformed_upgrade_id(app_env):
     response = app_env.status("../../etc", {"customerId": CUSTOMER_ID})
     assert response.status_code == 400
     assert app_env.partner_center.requests == []
+
+
+@given(body=st.binary(max_size=400) | st.text(max_size=200).map(str.encode))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_body_gets_a_4xx_or_an_upgrade_never_a_500(app_env, body):
+    response = app_env.create(body)
+    assert response.status_code in (202, 400), response.get_body()
+    if response.status_code == 400:
+        problem_of(response)
+
+
+def test_logic_apps_poller_follows_location_until_completed(app_env):
+    """What a Logic App's HTTP action does by default: POST, then GET Location while 202, after Retry-After."""
+    app_env.partner_center.complete_after_polls(2)
+    response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "key-1"})
+    polls, waited = 0, 0.0
+    while response.status_code == 202:
+        location = urlsplit(response.headers["Location"])
+        query = {k: v[0] for k, v in parse_qs(location.query).items()}
+        assert query["code"] == "key-1"
+        retry_after = float(response.headers.get("Retry-After", "0"))
+        time.sleep(retry_after)
+        waited += retry_after
+        upgrade_id = location.path.rsplit("/", 1)[1]
+        response = app_env.status(upgrade_id, query)
+        polls += 1
+        assert polls < 10
+    assert response.status_code == 200
+    body = json.loads(response.get_body())
+    assert body["status"] == "Completed" and body["upgradeId"] == upgrade_id
+    assert polls == 3 and waited >= 2  # the create's 202 has no Retry-After; two running polls asked for 1 s each

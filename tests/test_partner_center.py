@@ -4,6 +4,8 @@ import json
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.errors import PartnerCenterError
 from shared.partner_center import error_from_response, parse_location
@@ -88,3 +90,16 @@ def test_contract_error_table(status, code, http_status, transient):
     assert error.http_status == http_status
     assert error.transient is transient
     assert error.partner_center_error_code == code
+
+
+@given(st.text(max_size=200))
+def test_any_location_gives_an_id_segment_or_none(location):
+    upgrade_id = parse_location(location)
+    assert upgrade_id is None or (upgrade_id and "/" not in upgrade_id and "?" not in upgrade_id)
+
+
+@given(
+    st.uuids().map(str), st.sampled_from(["productUpgrades/", "/v1/productupgrades/", "https://h/v1/productUpgrades/"])
+)
+def test_any_upgrade_id_round_trips_through_location(upgrade_id, prefix):
+    assert parse_location(prefix + upgrade_id) == upgrade_id

@@ -2,10 +2,14 @@
 
 import base64
 import json
+import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from shared.errors import PartnerCenterError, TokenError, UpstreamUnavailableError
+from shared.errors import PartnerCenterError, TokenError, UpstreamUnavailableError, ValidationError
+from shared.queue_worker import parse_message
 from shared.workflow import request_id_for
 from tests.fakes import CUSTOMER_ID
 
@@ -146,3 +150,48 @@ def test_upgrade_already_in_progress_reports_the_running_one(app_env):
     assert result["status"] == "accepted"
     assert result["upgradeId"] == running
     assert app_env.partner_center.created_upgrades == []
+
+
+# -- property-based: any bytes at all end in a result, never an unhandled exception ---------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+messages = st.one_of(
+    st.binary(max_size=300),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"customerId": st.one_of(st.text(max_size=40), st.integers(), st.none())},
+        optional={
+            "productFamily": json_values,
+            "requestId": json_values,
+            "correlationId": json_values,
+            "checkEligibility": json_values,
+        },
+    ).map(lambda d: json.dumps(d).encode()),
+)
+
+
+@given(raw=messages, as_base64=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_any_message_parses_or_is_a_validation_error(raw, as_base64):
+    body = base64.b64encode(raw) if as_base64 else raw
+    try:
+        parsed = parse_message(body)
+    except ValidationError as exc:
+        assert exc.http_status == 400 and exc.message
+    else:
+        assert str(uuid.UUID(parsed.request.customer_id)) == parsed.request.customer_id
+
+
+@given(raw=messages)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env, raw):
+    try:
+        parse_message(raw)
+    except ValidationError:
+        result = result_of(app_env.queue(raw, message_id="fuzz"))
+        assert result["status"] == "rejected" and result["error"]["code"] == "invalid_request"
+        assert app_env.partner_center.create_posts == 0
