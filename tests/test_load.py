@@ -1,0 +1,149 @@
+"""Load on loopback: 1,000 queue messages through Azurite, a host loop of batches of 16, a Partner Center that
+throttles a fraction of calls, and results lost to simulated crashes. Every customer is upgraded exactly once
+and every message ends with exactly one result.
+
+Reproduce the figures: ``scripts/check test tests/test_load.py -s`` (they are printed at the end).
+"""
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from azure.functions.queue import QueueMessage
+from azure.storage.queue import QueueClient
+
+from tests.fakes import Response
+from tests.harness import OutCollector, user_functions
+
+MESSAGES = 1000
+BATCH_SIZE = 16  # host.json queues.batchSize
+MAX_DEQUEUE_COUNT = 5  # host.json queues.maxDequeueCount
+VISIBILITY_TIMEOUT = 1  # seconds a failed message stays invisible before the "host" sees it again
+THROTTLE_EVERY = 7  # every 7th create call answers 429 ...
+THROTTLE_BURST_EVERY = 97  # ... and every 97th starts a burst long enough to exhaust one call's attempts
+CRASH_EVERY = 20  # the first delivery of every 20th message "crashes" after the function, before the result
+TIME_LIMIT = 240
+
+
+class Throttler:
+    """Wraps the fake's handler: a deterministic fraction of create calls answers 429 (Retry-After: 0)."""
+
+    def __init__(self, partner_center):
+        self.calls = 0
+        self.throttled = 0
+        self.burst = 0
+        self.lock = threading.Lock()
+        self.inner = partner_center.handle
+        partner_center.handle = self.handle
+
+    def handle(self, req):
+        if req.method == "POST" and req.path.lower().endswith("/v1/productupgrades"):
+            with self.lock:
+                self.calls += 1
+                if self.calls % THROTTLE_BURST_EVERY == 0:
+                    self.burst = 8
+                throttle = self.burst > 0 or self.calls % THROTTLE_EVERY == 0
+                self.burst = max(0, self.burst - 1)
+                self.throttled += throttle
+            if throttle:
+                return Response.json(
+                    429, {"statusCode": 429, "message": "Rate limit is exceeded."}, {"Retry-After": "0"}
+                )
+        return self.inner(req)
+
+
+def test_thousand_messages_none_lost_none_duplicated(stored_app, azurite):
+    suffix = uuid.uuid4().hex[:8]
+    requests_queue = QueueClient.from_connection_string(azurite.connection_string, f"load-requests-{suffix}")
+    results_queue = QueueClient.from_connection_string(azurite.connection_string, f"load-results-{suffix}")
+    requests_queue.create_queue()
+    results_queue.create_queue()
+    customers = [str(uuid.UUID(int=0xC0FFEE << 64 | n)) for n in range(MESSAGES)]
+    for n, customer in enumerate(customers):
+        requests_queue.send_message(json.dumps({"customerId": customer, "correlationId": f"load-{n}"}))
+
+    throttler = Throttler(stored_app.partner_center)
+    function = user_functions()["product_upgrade_from_queue"]
+    figures = Counter()
+    lock = threading.Lock()
+    crashed: set[str] = set()
+
+    def deliver(message):
+        msg = QueueMessage(
+            id=message.id,
+            body=message.content.encode(),
+            dequeue_count=message.dequeue_count,
+            pop_receipt=message.pop_receipt,
+        )
+        out = OutCollector()
+        try:
+            function(msg, out)
+        except Exception:
+            with lock:
+                figures["invocations raised (host retries)"] += 1
+            return  # the message becomes visible again after its visibility timeout
+        correlation = json.loads(message.content)["correlationId"]
+        with lock:
+            crash = int(correlation.split("-")[1]) % CRASH_EVERY == 0 and message.id not in crashed
+            if crash:
+                crashed.add(message.id)
+                figures["results lost to a simulated crash"] += 1
+        if crash:
+            return
+        results_queue.send_message(out.get())
+        requests_queue.delete_message(message.id, message.pop_receipt)
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(BATCH_SIZE) as pool:
+        while time.monotonic() - started < TIME_LIMIT:
+            batch = list(requests_queue.receive_messages(max_messages=32, visibility_timeout=VISIBILITY_TIMEOUT))
+            if not batch:
+                if requests_queue.get_queue_properties().approximate_message_count == 0:
+                    break
+                time.sleep(0.2)
+                continue
+            figures["deliveries"] += len(batch)
+            assert all(m.dequeue_count <= MAX_DEQUEUE_COUNT for m in batch)
+            list(pool.map(deliver, batch))
+    elapsed = time.monotonic() - started
+
+    results = []
+    while True:
+        page = list(results_queue.receive_messages(max_messages=32, visibility_timeout=60))
+        if not page:
+            break
+        results += [json.loads(m.content) for m in page]
+        for m in page:
+            results_queue.delete_message(m)
+
+    created = Counter(u["customer_id"] for u in stored_app.partner_center.created_upgrades)
+    by_message = Counter(r["correlationId"] for r in results)
+    statuses = Counter(r["status"] for r in results)
+    figures.update(
+        {
+            "messages sent": MESSAGES,
+            "results received": len(results),
+            "accepted": statuses["accepted"],
+            "failed": statuses["failed"],
+            "customers upgraded at the fake": len(created),
+            "duplicate upgrades at the fake": sum(n - 1 for n in created.values()),
+            "create POSTs at the fake": stored_app.partner_center.create_posts,
+            "429s answered": throttler.throttled,
+            "token requests": len(stored_app.entra.requests_to("/oauth2/v2.0/token", "POST")),
+        }
+    )
+    print(f"\nload figures ({elapsed:.1f} s):")
+    for name, value in sorted(figures.items()):
+        print(f"  {name}: {value}")
+
+    assert len(results) == MESSAGES, "a message ended without a result"
+    assert set(by_message) == {f"load-{n}" for n in range(MESSAGES)} and max(by_message.values()) == 1
+    assert statuses == {"accepted": MESSAGES}
+    assert set(created) == set(customers) and max(created.values()) == 1
+    assert {r["customerId"] for r in results} == set(customers)
+    assert figures["results lost to a simulated crash"] == MESSAGES // CRASH_EVERY
+    assert throttler.throttled > MESSAGES // THROTTLE_EVERY
+    assert figures["token requests"] == 1
