@@ -7,12 +7,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 from shared.settings import ALL_SETTINGS, DEFAULTS, REQUESTS_QUEUE_SETTING, RESULTS_QUEUE_SETTING
 from tests.fakes import CUSTOMER_ID
-from tests.harness import OutCollector, indexed_functions, user_functions
+from tests.harness import indexed_functions, run_queue_function
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,16 +72,9 @@ def test_queue_round_trip_through_azurite(azurite, app_env):
     # a producer puts plain JSON (messageEncoding "none" in host.json)
     requests_queue.send_message(json.dumps({"customerId": CUSTOMER_ID, "requestId": "crm-1", "correlationId": "c-1"}))
     [received] = list(requests_queue.receive_messages(max_messages=1, visibility_timeout=30))
-    msg = QueueMessage(
-        id=received.id,
-        body=received.content.encode(),
-        dequeue_count=received.dequeue_count,
-        pop_receipt=received.pop_receipt,
-    )
-    out = OutCollector()
-    user_functions()["product_upgrade_from_queue"](msg, out)
+    result_text = run_queue_function(received)
     # what the host does with the output binding and a successful invocation
-    results_queue.send_message(out.get())
+    results_queue.send_message(result_text)
     requests_queue.delete_message(received.id, received.pop_receipt)
     [result_message] = list(results_queue.receive_messages(max_messages=1))
     result = json.loads(result_message.content)

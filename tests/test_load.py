@@ -12,11 +12,10 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
 from tests.fakes import Response
-from tests.harness import OutCollector, user_functions
+from tests.harness import run_queue_function
 
 MESSAGES = 1000
 BATCH_SIZE = 16  # host.json queues.batchSize
@@ -66,21 +65,13 @@ def test_thousand_messages_none_lost_none_duplicated(stored_app, azurite):
         requests_queue.send_message(json.dumps({"customerId": customer, "correlationId": f"load-{n}"}))
 
     throttler = Throttler(stored_app.partner_center)
-    function = user_functions()["product_upgrade_from_queue"]
     figures = Counter()
     lock = threading.Lock()
     crashed: set[str] = set()
 
     def deliver(message):
-        msg = QueueMessage(
-            id=message.id,
-            body=message.content.encode(),
-            dequeue_count=message.dequeue_count,
-            pop_receipt=message.pop_receipt,
-        )
-        out = OutCollector()
         try:
-            function(msg, out)
+            result_text = run_queue_function(message)
         except Exception:
             with lock:
                 figures["invocations raised (host retries)"] += 1
@@ -93,7 +84,7 @@ def test_thousand_messages_none_lost_none_duplicated(stored_app, azurite):
                 figures["results lost to a simulated crash"] += 1
         if crash:
             return
-        results_queue.send_message(out.get())
+        results_queue.send_message(result_text)
         requests_queue.delete_message(message.id, message.pop_receipt)
 
     started = time.monotonic()
