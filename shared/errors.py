@@ -76,6 +76,14 @@ class NotEligibleError(ProductUpgradeError):
         self.reason = reason
 
 
+class IdempotencyKeyReusedError(ProductUpgradeError):
+    """An idempotency key (or queue ``requestId``) already stands for an upgrade of another customer."""
+
+    code = "idempotency_key_reused"
+    title = "Idempotency key already used for another request"
+    http_status = 422
+
+
 class CredentialError(ProductUpgradeError):
     """Our own credentials failed: Key Vault, the token endpoint, or Partner Center refusing our token."""
 
@@ -164,6 +172,8 @@ class PartnerCenterError(ProductUpgradeError):
     def http_status(self) -> int:  # type: ignore[override]
         if self.status == 429:
             return 503
+        if self.status == 408:
+            return 504
         if self.status >= 500 or self.token_rejected:
             return 502
         if self.status == 403:

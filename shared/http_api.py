@@ -98,7 +98,11 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/health`` (anonymous): setting names present or missing, and whether a token can be acquired."""
-    status, body = check_health()
+    try:
+        status, body = check_health()
+    except Exception:
+        log.exception("Health check failed unexpectedly")
+        status, body = 503, {"status": "unhealthy", "error": "internal_error"}
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", charset="utf-8")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -62,6 +63,8 @@ ALL_SETTINGS: tuple[str, ...] = (
     STORAGE_SETTING,
 )
 
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
 #: Settings holding secret values: only ever read in environment-fallback mode, never logged or reported.
 SECRET_SETTINGS: frozenset[str] = frozenset({APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING})
 
@@ -107,7 +110,7 @@ class Settings:
         reader = _Reader(env)
         key_vault_url = reader.optional(KEY_VAULT_URL_SETTING)
         return cls(
-            tenant_id=reader.required(TENANT_ID_SETTING),
+            tenant_id=reader.tenant(TENANT_ID_SETTING),
             authority_host=reader.https_url(AUTHORITY_HOST_SETTING),
             base_url=reader.https_url(BASE_URL_SETTING),
             key_vault_url=_https_url(KEY_VAULT_URL_SETTING, key_vault_url) if key_vault_url else None,
@@ -155,6 +158,12 @@ class _Reader:
         value = self.optional(name)
         if value is None:
             raise MissingSettingError(name)
+        return value
+
+    def tenant(self, name: str) -> str:
+        value = self.required(name)
+        if not _TENANT.match(value):
+            raise InvalidSettingError(name, "a tenant id (GUID) or domain name")
         return value
 
     def https_url(self, name: str) -> str:

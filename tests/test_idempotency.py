@@ -60,3 +60,19 @@ def test_unreachable_storage_never_blocks_the_upgrade(monkeypatch, app_env, capl
     assert len(app_env.partner_center.created_upgrades) == 2
     assert caplog.text.count("Idempotency table could not be read") == 1  # then paused, not retried per message
     assert "a2V5" not in caplog.text
+
+
+def test_reusing_an_idempotency_key_for_another_customer_is_422(stored_app):
+    headers = {"Idempotency-Key": "order-88"}
+    assert stored_app.create({"customerId": CUSTOMER_ID}, headers=headers).status_code == 202
+    response = stored_app.create({"customerId": "00000000-0000-0000-0000-0000000000d2"}, headers=headers)
+    assert response.status_code == 422
+    problem = json.loads(response.get_body())
+    assert problem["type"].endswith("idempotency_key_reused") and "Idempotency-Key" in problem["detail"]
+    assert stored_app.partner_center.create_posts == 1
+
+
+def test_reusing_a_request_id_on_the_queue_is_rejected(stored_app):
+    stored_app.queue({"customerId": CUSTOMER_ID, "requestId": "row-1"}, message_id="a")
+    result = json.loads(stored_app.queue({"customerId": "00000000-0000-0000-0000-0000000000d2", "requestId": "row-1"}))
+    assert result["status"] == "rejected" and result["error"]["code"] == "idempotency_key_reused"

@@ -83,6 +83,7 @@ def test_non_json_body_is_cut_short():
         (500, None, 502, True),
         (503, "x", 502, True),
         (422, None, 400, False),
+        (408, None, 504, True),
     ],
 )
 def test_contract_error_table(status, code, http_status, transient):

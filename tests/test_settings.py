@@ -47,11 +47,14 @@ def test_blank_value_counts_as_missing_and_falls_back_to_default():
         (s.KEY_VAULT_URL_SETTING, "ftp://vault"),
         (s.MAX_ATTEMPTS_SETTING, "five"),
         (s.MAX_ATTEMPTS_SETTING, "0"),
+        (s.TENANT_ID_SETTING, "contoso/../x"),
+        (s.TENANT_ID_SETTING, "a b"),
     ],
 )
 def test_malformed_values_are_named_without_echoing_the_value(name, value):
     with pytest.raises(InvalidSettingError) as info:
         s.Settings.from_env({**MINIMAL, name: value})
+    assert info.value.name == name
     assert name in str(info.value)
     assert value not in str(info.value)
     assert isinstance(info.value, SettingError)
