@@ -64,7 +64,7 @@ def check_eligibility(req: func.HttpRequest) -> func.HttpResponse:
 
     def run(correlation_id: str) -> func.HttpResponse:
         request = ProductUpgradeRequest.from_json(_json_body(req))
-        eligibility = get_runtime().workflow.check_eligibility(request, OperationIds(str(uuid.uuid4()), correlation_id))
+        eligibility = get_runtime().workflow.check_eligibility(request, OperationIds.new(correlation_id))
         return _json(200, eligibility.to_json(), correlation_id)
 
     return _handle(req, run)
@@ -82,16 +82,13 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
             product_family=parse_product_family(req.params.get("productFamily")),
         )
         runtime = get_runtime()
-        status = runtime.workflow.get_status(upgrade_id, request, OperationIds(str(uuid.uuid4()), correlation_id))
-        if status.is_running:
-            body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
-            headers = {
-                "Location": status_url(req, upgrade_id, request),
-                "Retry-After": str(runtime.poll_interval_seconds),
-            }
-            return _json(202, body, correlation_id, headers)
+        status = runtime.workflow.get_status(upgrade_id, request, OperationIds.new(correlation_id))
         body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
-        return _json(200, body, correlation_id)
+        if not status.is_running:
+            return _json(200, body, correlation_id)
+        # Still running: the asynchronous request-reply pattern Logic Apps follows by default.
+        headers = {"Location": status_url(req, upgrade_id, request), "Retry-After": str(runtime.poll_interval_seconds)}
+        return _json(202, body, correlation_id, headers)
 
     return _handle(req, run)
 

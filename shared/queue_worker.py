@@ -20,6 +20,7 @@ import azure.functions as func
 from shared import logs
 from shared.errors import ProductUpgradeError, SettingError, ValidationError
 from shared.models import MAX_BODY_BYTES, ProductUpgradeRequest, optional_str
+from shared.retry import time_budget
 from shared.runtime import get_runtime
 from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, get_settings
 from shared.workflow import OperationIds, request_id_for
@@ -27,6 +28,9 @@ from shared.workflow import OperationIds, request_id_for
 log = logging.getLogger(__name__)
 
 ResultStatus = Literal["accepted", "rejected", "failed"]
+
+#: One queue invocation gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
+QUEUE_TIME_BUDGET_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -39,19 +43,18 @@ class QueueRequest:
 
 def handle(msg: func.QueueMessage) -> str:
     """Process one request message; the JSON result message to write, or raise to have the host retry."""
-    with logs.operation(messageId=msg.id or None):
+    with logs.operation(messageId=msg.id or None), time_budget(QUEUE_TIME_BUDGET_SECONDS):
         return _handle(msg)
 
 
 def _handle(msg: func.QueueMessage) -> str:
     message_id = msg.id or ""
     raw = msg.get_body() or b""
-    echo = _echo_fields(raw)
     try:
         parsed = parse_message(raw)
     except ValidationError as exc:
         log.info("Rejecting queue message %s: %s", message_id, exc.message)
-        return result_message("rejected", message_id=message_id, error=exc, **echo)
+        return result_message("rejected", message_id=message_id, error=exc, **_echo_fields(raw))
 
     request = parsed.request
     ids = OperationIds(
