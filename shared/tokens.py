@@ -79,7 +79,6 @@ class TokenProvider:
         self._access_token: str | None = None
         self._expires_at = 0.0
         self._refresh_token: str | None = None
-        self.requests_made = 0
 
     def get_token(self, *, force_refresh: bool = False, stale_token: str | None = None) -> str:
         """A valid access token. ``force_refresh`` renews it unless another caller already replaced
@@ -96,7 +95,6 @@ class TokenProvider:
         refresh_token = self._refresh_token or credentials.refresh_token
         app = self._application(credentials)
         started = time.monotonic()
-        self.requests_made += 1
         try:
             result: dict[str, Any] = app.acquire_token_by_refresh_token(refresh_token, scopes=[self._scope])
         except msal.exceptions.MsalServiceError as exc:
