@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from azure.core.exceptions import (
@@ -22,6 +23,9 @@ from shared.logs import register_secret
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
 log = logging.getLogger(__name__)
+
+#: How long an App+User refresh token stays valid after it was issued (sliding: each use issues a new one).
+REFRESH_TOKEN_LIFETIME = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,14 @@ class KeyVaultSecretStore:
     def save_refresh_token(self, refresh_token: str) -> None:
         name = self._names.refresh_token
         try:
-            self._client.set_secret(name, refresh_token, content_type="application/vnd.ms-partner-center-refresh-token")
+            self._client.set_secret(
+                name,
+                refresh_token,
+                content_type="text/plain",
+                # Entra refresh tokens live 90 days, sliding: the new version's expiry says when this one lapses.
+                expires_on=datetime.now(UTC) + REFRESH_TOKEN_LIFETIME,
+                tags={"rotatedBy": "partner-center-product-upgrades"},
+            )
         except AzureError as exc:
             raise SecretStoreError(f"Key Vault refused to store secret {name}: {_describe(exc)}") from None
         with self._lock:

@@ -1,6 +1,7 @@
 """Secrets from the loopback Key Vault, read with the real SecretClient and DefaultAzureCredential."""
 
 import json
+import time
 
 import pytest
 from azure.identity import DefaultAzureCredential
@@ -73,6 +74,9 @@ def test_save_refresh_token_writes_a_new_version(key_vault):
     assert key_vault.puts == [(REFRESH_TOKEN_SECRET_NAME, "rotated-refresh-token-value")]
     assert key_vault.get_value(REFRESH_TOKEN_SECRET_NAME) == "rotated-refresh-token-value"
     assert store.load().refresh_token == "rotated-refresh-token-value"
+    latest = key_vault.latest(REFRESH_TOKEN_SECRET_NAME)
+    assert latest.expires is not None
+    assert abs(latest.expires - (time.time() + 90 * 86400)) < 60  # the token's own 90-day sliding lifetime
 
 
 def test_save_refresh_token_refused_without_secrets_officer(key_vault):

@@ -36,6 +36,8 @@ class SecretVersion:
     content_type: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     enabled: bool = True
+    #: ``attributes.exp``: expiry in seconds since the epoch, when set.
+    expires: int | None = None
 
 
 class FakeKeyVault(FakeHTTPServer):
@@ -87,6 +89,12 @@ class FakeKeyVault(FakeHTTPServer):
         with self._lock:
             versions = self._versions.get(name.lower())
             return versions[-1].value if versions else None
+
+    def latest(self, name: str) -> SecretVersion | None:
+        """The latest version of ``name`` with its attributes, or None."""
+        with self._lock:
+            versions = self._versions.get(name.lower())
+            return versions[-1] if versions else None
 
     def versions(self, name: str) -> list[str]:
         with self._lock:
@@ -140,6 +148,8 @@ class FakeKeyVault(FakeHTTPServer):
             },
             "tags": dict(v.tags),
         }
+        if v.expires is not None:
+            bundle["attributes"]["exp"] = v.expires
         if v.content_type is not None:
             bundle["contentType"] = v.content_type
         return bundle
@@ -223,6 +233,7 @@ class FakeKeyVault(FakeHTTPServer):
             body.get("contentType"),
             dict(body.get("tags") or {}),
             bool(attributes.get("enabled", True)),
+            int(attributes["exp"]) if isinstance(attributes.get("exp"), int | float) else None,
         )
         with self._lock:
             existing = self._versions.setdefault(name.lower(), [])
