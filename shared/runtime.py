@@ -14,6 +14,7 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
+from requests.adapters import HTTPAdapter
 
 from shared.idempotency import IdempotencyStore, NoIdempotencyStore, TableIdempotencyStore
 from shared.partner_center import PartnerCenterClient
@@ -22,6 +23,9 @@ from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNa
 from shared.settings import Settings, get_settings
 from shared.tokens import TokenProvider
 from shared.workflow import ProductUpgradeWorkflow
+
+#: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
+POOL_SIZE = 32
 
 #: Seconds a poller is told to wait (``Retry-After``) while an upgrade runs.
 DEFAULT_POLL_INTERVAL_SECONDS = 30
@@ -48,7 +52,7 @@ class Runtime:
     ) -> Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         policy = policy or RetryPolicy()
-        session = requests.Session()  # trusts what requests trusts: REQUESTS_CA_BUNDLE works
+        session = _session()
         credential = _credential(settings)
         secrets = _secret_store(settings, policy, credential)
         tokens = TokenProvider(
@@ -69,6 +73,14 @@ class Runtime:
             policy=policy,
             poll_interval_seconds=poll_interval_seconds,
         )
+
+
+def _session() -> requests.Session:
+    """One session for the token endpoint and Partner Center; it trusts what requests trusts
+    (``REQUESTS_CA_BUNDLE`` works). Its pool holds a connection per concurrent invocation of a host batch."""
+    session = requests.Session()
+    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+    return session
 
 
 def _credential(settings: Settings) -> TokenCredential | None:

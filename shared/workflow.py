@@ -79,15 +79,12 @@ class ProductUpgradeWorkflow:
         Center's reason instead of creating.
         """
         recorded = self._idempotency.get(ids.request_id)
-        if recorded is not None and (recorded.customer_id, recorded.product_family) != (
-            request.customer_id,
-            request.product_family,
-        ):
-            raise IdempotencyKeyReusedError(
-                f"request id {ids.request_id} was already used for another customer or product family; "
-                "use a new Idempotency-Key (or requestId) for each upgrade"
-            )
         if recorded is not None:
+            if (recorded.customer_id, recorded.product_family) != (request.customer_id, request.product_family):
+                raise IdempotencyKeyReusedError(
+                    f"request id {ids.request_id} was already used for another customer or product family; "
+                    "use a new Idempotency-Key (or requestId) for each upgrade"
+                )
             log.info(
                 "Request %s was already accepted as upgrade %s; not sending it again",
                 ids.request_id,
