@@ -137,3 +137,13 @@ def test_vault_down_is_502(monkeypatch, app_env, key_vault):
     response = app_env.create({"customerId": "00000000-0000-0000-0000-000000000204"})
     assert response.status_code == 502
     assert json.loads(response.get_body())["type"].endswith("secret_store_error")
+
+
+def test_a_slow_vault_is_given_up_within_the_invocation_budget(key_vault):
+    from shared.retry import time_budget
+
+    key_vault.delay_next(20, 3.0, match="secrets")
+    started = time.monotonic()
+    with time_budget(1.0), pytest.raises(SecretStoreError):
+        store_for(key_vault).load()
+    assert time.monotonic() - started < 2.5
