@@ -20,12 +20,20 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.data.tables import TableClient, TableServiceClient
 
 from shared.models import ProductUpgradeCreated
+from shared.retry import azure_call_limits
 from shared.settings import StorageConnection
 
 log = logging.getLogger(__name__)
 
 #: Row key of the one record a request id has.
 _ROW_KEY = "create"
+
+
+# The table is a guard beside the upgrade, not on its critical path: a few seconds at most per call.
+def _table_call_limits() -> dict[str, Any]:
+    return azure_call_limits(total=10.0, read=5.0, connect=3.0)
+
+
 #: After storage fails, leave it alone this long, so an outage does not add its timeouts to every upgrade.
 PAUSE_AFTER_FAILURE_SECONDS = 60.0
 
@@ -70,7 +78,7 @@ class TableIdempotencyStore:
         if self._paused():
             return None
         try:
-            entity = self._client().get_entity(partition_key=request_id, row_key=_ROW_KEY)
+            entity = self._client().get_entity(partition_key=request_id, row_key=_ROW_KEY, **_table_call_limits())
         except ResourceNotFoundError:
             return None
         except (AzureError, ValueError) as exc:
@@ -101,7 +109,7 @@ class TableIdempotencyStore:
             log.warning("Upgrade %s accepted; idempotency table paused after a failure", created.upgrade_id)
             return
         try:
-            self._client().upsert_entity(entity)
+            self._client().upsert_entity(entity, **_table_call_limits())
         except (AzureError, ValueError) as exc:
             self._pause()
             log.warning(
@@ -121,7 +129,7 @@ class TableIdempotencyStore:
             if self._table is None:
                 service = self._service()
                 with contextlib.suppress(ResourceExistsError):
-                    service.create_table(self._table_name)
+                    service.create_table(self._table_name, **_table_call_limits())
                 self._table = service.get_table_client(self._table_name)
             return self._table
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import requests
 
@@ -47,6 +48,14 @@ def remaining_budget() -> float | None:
     """Seconds left in the innermost :func:`time_budget`, or None outside one."""
     deadline = _deadline.get()
     return None if deadline is None else deadline - time.monotonic()
+
+
+def azure_call_limits(*, total: float = 45.0, read: float = 20.0, connect: float = 5.0) -> dict[str, Any]:
+    """Per-call keyword arguments for an Azure SDK call, so its own retries end inside the current
+    :func:`time_budget` (azure-core reads a per-call ``timeout`` as the total time its retries may take)."""
+    left = remaining_budget()
+    total = total if left is None else max(0.5, min(total, left))
+    return {"timeout": total, "read_timeout": min(read, total), "connection_timeout": min(connect, total)}
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from azure.core.exceptions import (
     AzureError,
@@ -20,7 +20,7 @@ from azure.keyvault.secrets import SecretClient
 
 from shared.errors import MissingSettingError, SecretStoreError
 from shared.logs import register_secret
-from shared.retry import remaining_budget
+from shared.retry import azure_call_limits
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class KeyVaultSecretStore:
 
     def _get(self, name: str) -> str:
         try:
-            value = self._client.get_secret(name, **_within_budget()).value
+            value = self._client.get_secret(name, **azure_call_limits()).value
         except AzureError as exc:
             raise SecretStoreError(f"Key Vault secret {name} could not be read: {_describe(exc)}") from None
         if not value:
@@ -144,16 +144,6 @@ class EnvironmentSecretStore:
             raise MissingSettingError(name)
         register_secret(value)
         return value
-
-
-def _within_budget() -> dict[str, Any]:
-    """Per-call limits for the Key Vault pipeline, so its own retries end inside the invocation's budget."""
-    left = remaining_budget()
-    if left is None:
-        return {}
-    left = max(0.5, left)
-    # azure-core reads a per-call "timeout" as the total time its retries may take.
-    return {"timeout": left, "read_timeout": min(left, 20.0), "connection_timeout": min(left, 5.0)}
 
 
 def _describe(exc: AzureError) -> str:

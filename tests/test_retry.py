@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from shared.errors import UpstreamTimeoutError, UpstreamUnavailableError
-from shared.retry import RetryPolicy, parse_retry_after, remaining_budget, time_budget
+from shared.retry import RetryPolicy, azure_call_limits, parse_retry_after, remaining_budget, time_budget
 
 FAST = RetryPolicy(backoff_base=0.001, backoff_max=0.002, min_attempt_time=0.0)
 
@@ -121,3 +121,13 @@ def test_backoff_grows_and_is_capped():
     for attempt, ceiling in ((1, 0.5), (2, 1.0), (3, 2.0), (6, 8.0), (10, 8.0)):
         for _ in range(20):
             assert ceiling / 2 <= policy.backoff(attempt) <= ceiling
+
+
+def test_azure_call_limits_follow_the_budget():
+    assert azure_call_limits() == {"timeout": 45.0, "read_timeout": 20.0, "connection_timeout": 5.0}
+    with time_budget(3):
+        limits = azure_call_limits(total=10, read=5, connect=3)
+        assert 2.5 < limits["timeout"] <= 3 and limits["read_timeout"] == limits["timeout"]
+        assert limits["connection_timeout"] <= 3
+    with time_budget(0):
+        assert azure_call_limits()["timeout"] == 0.5
