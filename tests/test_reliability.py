@@ -127,14 +127,20 @@ def test_key_vault_down_is_502_and_then_recovers(monkeypatch, app_env, key_vault
     assert app_env.create({"customerId": CUSTOMER_ID}).status_code == 202
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 409])
-def test_never_retried_statuses(app_env, status):
+@pytest.mark.parametrize(("status", "answer", "attempts"), [(400, 400, 1), (403, 422, 1), (404, 404, 1), (409, 409, 1)])
+def test_never_retried_statuses(app_env, status, answer, attempts):
     app_env.partner_center.fail_next(1, status, {"code": 900000 + status, "description": "no"}, match=CREATE)
-    response = app_env.create({"customerId": CUSTOMER_ID})
-    assert response.status_code != 202 or status in (401, 403)
-    # 401/403 (with a code: 403 means the customer) — only a token refusal earns one more try
-    expected = 2 if status == 401 else 1
-    assert len(posts(app_env)) == expected
+    assert app_env.create({"customerId": CUSTOMER_ID}).status_code == answer
+    assert len(posts(app_env)) == attempts
+
+
+def test_401_is_retried_once_with_a_fresh_token(app_env):
+    app_env.partner_center.fail_next(1, 401, {"code": "900420", "description": "Unauthorized"}, match=CREATE)
+    assert app_env.create({"customerId": CUSTOMER_ID}).status_code == 202
+    first, second = posts(app_env)
+    assert first.header("Authorization") != second.header("Authorization")
+    assert first.header("MS-RequestId") == second.header("MS-RequestId")
+    assert len(app_env.entra.requests_to("/oauth2/v2.0/token", "POST")) == 2
 
 
 def test_queue_message_replayed_after_a_crash_does_not_post_again(stored_app):
