@@ -131,10 +131,10 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False  # stop() joins the handler threads itself, with a deadline.
     request_queue_size = 64
 
-    def __init__(self, owner: FakeHTTPServer, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, owner: FakeHTTPServer, ssl_context: ssl.SSLContext | None, port: int = 0) -> None:
         self.owner = owner
         self.ssl_context = ssl_context
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         owner = self.owner
@@ -277,8 +277,10 @@ class FakeHTTPServer:
     #: Value of the ``Server`` response header.
     server_header = "Microsoft-HTTPAPI/2.0"
 
-    def __init__(self, *, tls: TLSMaterial | None = None, use_tls: bool = True) -> None:
+    def __init__(self, *, tls: TLSMaterial | None = None, use_tls: bool = True, port: int = 0) -> None:
         self.tls = (tls or default_tls()) if use_tls else None
+        #: Port to bind on 127.0.0.1; 0 lets the OS choose (what tests use).
+        self.requested_port = port
         self.use_tls = use_tls
         self.requests: list[RecordedRequest] = []
         #: Tracebacks of exceptions inside handlers (a fake bug, not a client bug): tests may assert it is empty.
@@ -297,7 +299,7 @@ class FakeHTTPServer:
             return self
         self._stop_event.clear()
         ctx = self.tls.server_context() if self.tls is not None else None
-        self._server = _Server(self, ctx)
+        self._server = _Server(self, ctx, self.requested_port)
         self._serve_thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
