@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.errors import ProductUpgradeError, SettingError
+from shared.retry import time_budget
 from shared.runtime import get_runtime
 from shared.settings import (
     ALL_SETTINGS,
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds one health answer is reused.
 CACHE_SECONDS = 60.0
+#: A probe wants an answer soon: the token check gives up after this many seconds.
+TOKEN_CHECK_SECONDS = 15.0
 
 _lock = threading.Lock()
 _cached: tuple[float, int, dict[str, Any]] | None = None
@@ -69,7 +72,8 @@ def _check(env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     token: dict[str, Any] = {"acquired": False, "error": None}
     if settings_error is None:
         try:
-            get_runtime().tokens.get_token()
+            with time_budget(TOKEN_CHECK_SECONDS):
+                get_runtime().tokens.get_token()
             token["acquired"] = True
         except ProductUpgradeError as exc:
             # The endpoint is anonymous: the kind of failure only; the full reason goes to the log.
