@@ -111,8 +111,9 @@ def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRe
     """
     parts = urlsplit(str(req.url))
     base_path = parts.path.rstrip("/")
+    # From create (/api/productupgrades) append the id; from a status poll the path already ends in it.
     prefix, _, last = base_path.rpartition("/")
-    if last.lower() == "eligibility" or last == upgrade_id:
+    if last == upgrade_id:
         base_path = prefix
     query: dict[str, str] = {"customerId": request.customer_id}
     if request.product_family != DEFAULT_PRODUCT_FAMILY:
