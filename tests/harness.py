@@ -11,12 +11,25 @@ from urllib.parse import urlencode
 import azure.functions as func
 import pytest
 from azure.functions.queue import QueueMessage
+from azure.identity import DefaultAzureCredential
+from azure.keyvault.secrets import SecretClient
 
 import function_app
 from shared import health, runtime
 from shared.retry import RetryPolicy
+from shared.secrets import KeyVaultSecretStore, SecretNames
 from shared.settings import ALL_SETTINGS, Settings
-from tests.fakes import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID, FakeEntra, FakePartnerCenter
+from tests.fakes import (
+    APP_ID,
+    APP_ID_SECRET_NAME,
+    APP_SECRET,
+    APP_SECRET_SECRET_NAME,
+    REFRESH_TOKEN,
+    REFRESH_TOKEN_SECRET_NAME,
+    TENANT_ID,
+    FakeEntra,
+    FakePartnerCenter,
+)
 
 # -- the function app wired to the fakes ----------------------------------------------------------------
 
@@ -165,3 +178,11 @@ def use_key_vault(monkeypatch: pytest.MonkeyPatch, vault_url: str) -> None:
     for name in ("PARTNER_CENTER_APP_ID", "PARTNER_CENTER_APP_SECRET", "PARTNER_CENTER_REFRESH_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KEY_VAULT_URL", vault_url)
+
+
+def vault_store(vault: Any, **client_options: Any) -> KeyVaultSecretStore:
+    """A :class:`KeyVaultSecretStore` on ``vault`` (a fake), through the real SecretClient and
+    DefaultAzureCredential, with the contract's default secret names and fast SDK retries."""
+    client = SecretClient(vault.url, DefaultAzureCredential(), retry_backoff_factor=0.01, **client_options)
+    names = SecretNames(APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME)
+    return KeyVaultSecretStore(client, names)

@@ -4,11 +4,9 @@ import json
 import time
 
 import pytest
-from azure.identity import DefaultAzureCredential
-from azure.keyvault.secrets import SecretClient
 
 from shared.errors import MissingSettingError, SecretStoreError
-from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, PartnerCenterCredentials, SecretNames
+from shared.secrets import EnvironmentSecretStore, PartnerCenterCredentials
 from tests.fakes import (
     APP_ID,
     APP_ID_SECRET_NAME,
@@ -17,17 +15,11 @@ from tests.fakes import (
     REFRESH_TOKEN,
     REFRESH_TOKEN_SECRET_NAME,
 )
-
-NAMES = SecretNames(APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME)
-
-
-def store_for(vault, **client_options):
-    client = SecretClient(vault.url, DefaultAzureCredential(), retry_backoff_factor=0.01, **client_options)
-    return KeyVaultSecretStore(client, NAMES)
+from tests.harness import vault_store
 
 
 def test_reads_each_secret_once_per_process(key_vault):
-    store = store_for(key_vault)
+    store = vault_store(key_vault)
     first = store.load()
     assert first == PartnerCenterCredentials(APP_ID, APP_SECRET, REFRESH_TOKEN)
     assert store.load() is first
@@ -45,30 +37,30 @@ def test_credentials_repr_hides_secrets():
 def test_missing_secret_is_named(key_vault):
     key_vault.delete_secret(APP_SECRET_SECRET_NAME)
     with pytest.raises(SecretStoreError) as info:
-        store_for(key_vault).load()
+        vault_store(key_vault).load()
     assert str(info.value) == f"Key Vault secret {APP_SECRET_SECRET_NAME} could not be read: not found (404)"
 
 
 def test_empty_secret_is_an_error(key_vault):
     key_vault.set_secret(REFRESH_TOKEN_SECRET_NAME, "")
     with pytest.raises(SecretStoreError, match="is empty"):
-        store_for(key_vault).load()
+        vault_store(key_vault).load()
 
 
 def test_vault_failing_is_a_secret_store_error_after_retries(key_vault):
     key_vault.fail_next(20, 500, {"error": {"code": "InternalError", "message": "boom"}}, match="secrets")
     with pytest.raises(SecretStoreError, match="Key Vault answered 500"):
-        store_for(key_vault, retry_total=2).load()
+        vault_store(key_vault, retry_total=2).load()
 
 
 def test_forbidden_identity(key_vault):
     key_vault.forbidden = True
     with pytest.raises(SecretStoreError, match="403"):
-        store_for(key_vault).load()
+        vault_store(key_vault).load()
 
 
 def test_save_refresh_token_writes_a_new_version(key_vault):
-    store = store_for(key_vault)
+    store = vault_store(key_vault)
     store.load()
     store.save_refresh_token("rotated-refresh-token-value")
     assert key_vault.puts == [(REFRESH_TOKEN_SECRET_NAME, "rotated-refresh-token-value")]
@@ -82,7 +74,7 @@ def test_save_refresh_token_writes_a_new_version(key_vault):
 def test_save_refresh_token_refused_without_secrets_officer(key_vault):
     key_vault.read_only = True
     with pytest.raises(SecretStoreError) as info:
-        store_for(key_vault).save_refresh_token("rotated-refresh-token-value")
+        vault_store(key_vault).save_refresh_token("rotated-refresh-token-value")
     assert "rotated-refresh-token-value" not in str(info.value)
 
 
@@ -145,5 +137,5 @@ def test_a_slow_vault_is_given_up_within_the_invocation_budget(key_vault):
     key_vault.delay_next(20, 3.0, match="secrets")
     started = time.monotonic()
     with time_budget(1.0), pytest.raises(SecretStoreError):
-        store_for(key_vault).load()
+        vault_store(key_vault).load()
     assert time.monotonic() - started < 2.5

@@ -6,12 +6,10 @@ import time
 
 import pytest
 import requests
-from azure.identity import DefaultAzureCredential
-from azure.keyvault.secrets import SecretClient
 
 from shared.errors import TokenError
 from shared.retry import RetryPolicy
-from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames
+from shared.secrets import EnvironmentSecretStore
 from shared.tokens import TokenProvider
 from tests.fakes import (
     APP_ID,
@@ -22,6 +20,7 @@ from tests.fakes import (
     REFRESH_TOKEN_SECRET_NAME,
     TENANT_ID,
 )
+from tests.harness import vault_store
 
 FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.02)
 ENV = {
@@ -38,13 +37,6 @@ def provider(entra, secrets=None):
         secrets=secrets or EnvironmentSecretStore(dict(ENV)),
         session=requests.Session(),
         policy=FAST,
-    )
-
-
-def vault_store(key_vault):
-    client = SecretClient(key_vault.url, DefaultAzureCredential(), retry_backoff_factor=0.01)
-    return KeyVaultSecretStore(
-        client, SecretNames(APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME)
     )
 
 
