@@ -93,6 +93,9 @@ var tags = {
   'azd-env-name': environmentName
 }
 
+@description('Public base URL standing for the app\'s /api (API Management, custom domain) in Location headers; empty: https://{WEBSITE_HOSTNAME}.')
+param publicUrl string = ''
+
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
@@ -105,6 +108,13 @@ var poisonQueueName = '${requestsQueueName}-poison'
 var upgradesTableName = 'productupgrades'
 // Equal to host.json extensions.queues.maxDequeueCount.
 var maxAttempts = '5'
+// Upgrade tracking: scheduled status checks (internal) and one outcome message per ended upgrade.
+var trackingQueueName = 'product-upgrade-tracking'
+var outcomesQueueName = 'product-upgrade-outcomes'
+var pollSeconds = '300'
+var trackingHours = '72'
+var deferSeconds = '3600'
+var maxDeferrals = '24'
 var appIdSecretName = 'partner-center-app-id'
 var appSecretSecretName = 'partner-center-app-secret'
 var refreshTokenSecretName = 'partner-center-refresh-token'
@@ -184,6 +194,8 @@ module storage 'app/storage.bicep' = {
       requestsQueueName
       resultsQueueName
       poisonQueueName
+      trackingQueueName
+      outcomesQueueName
     ]
     tableName: upgradesTableName
     enableNetworkIsolation: enableNetworkIsolation
@@ -251,6 +263,13 @@ module api 'app/api.bicep' = {
     resultsQueueName: resultsQueueName
     upgradesTableName: upgradesTableName
     maxAttempts: maxAttempts
+    trackingQueueName: trackingQueueName
+    outcomesQueueName: outcomesQueueName
+    pollSeconds: pollSeconds
+    trackingHours: trackingHours
+    deferSeconds: deferSeconds
+    maxDeferrals: maxDeferrals
+    publicUrl: publicUrl
   }
 }
 

@@ -7,6 +7,7 @@ and the Bicep app settings mirror :data:`ALL_SETTINGS`.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -29,6 +30,13 @@ REQUESTS_QUEUE_SETTING = "PRODUCT_UPGRADE_REQUESTS_QUEUE"
 RESULTS_QUEUE_SETTING = "PRODUCT_UPGRADE_RESULTS_QUEUE"
 TABLE_SETTING = "PRODUCT_UPGRADE_TABLE"
 MAX_ATTEMPTS_SETTING = "PRODUCT_UPGRADE_MAX_ATTEMPTS"
+TRACKING_QUEUE_SETTING = "PRODUCT_UPGRADE_TRACKING_QUEUE"
+OUTCOMES_QUEUE_SETTING = "PRODUCT_UPGRADE_OUTCOMES_QUEUE"
+POLL_SECONDS_SETTING = "PRODUCT_UPGRADE_POLL_SECONDS"
+TRACKING_HOURS_SETTING = "PRODUCT_UPGRADE_TRACKING_HOURS"
+DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
+MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
+PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: Defaults of the contract; a setting absent here has none.
@@ -42,6 +50,12 @@ DEFAULTS: Mapping[str, str] = {
     RESULTS_QUEUE_SETTING: "product-upgrade-results",
     TABLE_SETTING: "productupgrades",
     MAX_ATTEMPTS_SETTING: "5",
+    TRACKING_QUEUE_SETTING: "product-upgrade-tracking",
+    OUTCOMES_QUEUE_SETTING: "product-upgrade-outcomes",
+    POLL_SECONDS_SETTING: "300",
+    TRACKING_HOURS_SETTING: "72",
+    DEFER_SECONDS_SETTING: "3600",
+    MAX_DEFERRALS_SETTING: "24",
 }
 
 #: Every setting the code reads, in the contract's order.
@@ -60,6 +74,13 @@ ALL_SETTINGS: tuple[str, ...] = (
     RESULTS_QUEUE_SETTING,
     TABLE_SETTING,
     MAX_ATTEMPTS_SETTING,
+    TRACKING_QUEUE_SETTING,
+    OUTCOMES_QUEUE_SETTING,
+    POLL_SECONDS_SETTING,
+    TRACKING_HOURS_SETTING,
+    DEFER_SECONDS_SETTING,
+    MAX_DEFERRALS_SETTING,
+    PUBLIC_URL_SETTING,
     STORAGE_SETTING,
 )
 
@@ -102,6 +123,14 @@ class Settings:
     table_name: str
     max_attempts: int
     storage: StorageConnection | None
+    tracking_queue: str = DEFAULTS[TRACKING_QUEUE_SETTING]
+    outcomes_queue: str = DEFAULTS[OUTCOMES_QUEUE_SETTING]
+    poll_seconds: float = float(DEFAULTS[POLL_SECONDS_SETTING])
+    tracking_hours: float = float(DEFAULTS[TRACKING_HOURS_SETTING])
+    defer_seconds: float = float(DEFAULTS[DEFER_SECONDS_SETTING])
+    max_deferrals: int = int(DEFAULTS[MAX_DEFERRALS_SETTING])
+    #: Base URL standing for the app's ``/api`` in ``Location`` (API Management, a custom domain), or None.
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +138,7 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         key_vault_url = reader.optional(KEY_VAULT_URL_SETTING)
+        public_url = reader.optional(PUBLIC_URL_SETTING)
         return cls(
             tenant_id=reader.tenant(TENANT_ID_SETTING),
             authority_host=reader.https_url(AUTHORITY_HOST_SETTING),
@@ -122,6 +152,13 @@ class Settings:
             table_name=reader.required(TABLE_SETTING),
             max_attempts=reader.positive_int(MAX_ATTEMPTS_SETTING),
             storage=storage_connection(env),
+            tracking_queue=reader.required(TRACKING_QUEUE_SETTING),
+            outcomes_queue=reader.required(OUTCOMES_QUEUE_SETTING),
+            poll_seconds=reader.positive_float(POLL_SECONDS_SETTING),
+            tracking_hours=reader.positive_float(TRACKING_HOURS_SETTING),
+            defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
+            max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
+            public_url=_https_url(PUBLIC_URL_SETTING, public_url) if public_url else None,
         )
 
 
@@ -177,6 +214,16 @@ class _Reader:
             raise InvalidSettingError(name, "a whole number of at least 1") from None
         if value < 1:
             raise InvalidSettingError(name, "a whole number of at least 1")
+        return value
+
+    def positive_float(self, name: str) -> float:
+        raw = self.required(name)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidSettingError(name, "a number greater than 0 (fractions allowed)") from None
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidSettingError(name, "a number greater than 0 (fractions allowed)")
         return value
 
 

@@ -346,7 +346,13 @@ def test_storage_has_the_deployment_container_queues_and_table() -> None:
     assert body(table)["name"] == "tableName"
 
     storage = module_params("main.bicep", "storage")
-    assert storage["queueNames"] == ["requestsQueueName", "resultsQueueName", "poisonQueueName"]
+    assert storage["queueNames"] == [
+        "requestsQueueName",
+        "resultsQueueName",
+        "poisonQueueName",
+        "trackingQueueName",
+        "outcomesQueueName",
+    ]
     assert storage["tableName"] == "upgradesTableName"
     assert storage["deploymentContainerName"] == "deploymentStorageContainerName"
     assert module_params("main.bicep", "api")["deploymentStorageContainerName"] == "deploymentStorageContainerName"

@@ -33,6 +33,17 @@ param resultsQueueName string
 param upgradesTableName string
 @description('PRODUCT_UPGRADE_MAX_ATTEMPTS, equal to host.json maxDequeueCount.')
 param maxAttempts string
+param trackingQueueName string
+param outcomesQueueName string
+@description('PRODUCT_UPGRADE_POLL_SECONDS: delay between status checks of a running upgrade.')
+param pollSeconds string
+@description('PRODUCT_UPGRADE_TRACKING_HOURS: how long an upgrade is followed before it is reported expired.')
+param trackingHours string
+@description('PRODUCT_UPGRADE_DEFER_SECONDS: delay before a request told "try again later" is tried again.')
+param deferSeconds string
+param maxDeferrals string
+@description('PRODUCT_UPGRADE_PUBLIC_URL: public base URL for Location; empty for https://{WEBSITE_HOSTNAME}.')
+param publicUrl string = ''
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -182,6 +193,34 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_MAX_ATTEMPTS'
           value: maxAttempts
+        }
+        {
+          name: 'PRODUCT_UPGRADE_TRACKING_QUEUE'
+          value: trackingQueueName
+        }
+        {
+          name: 'PRODUCT_UPGRADE_OUTCOMES_QUEUE'
+          value: outcomesQueueName
+        }
+        {
+          name: 'PRODUCT_UPGRADE_POLL_SECONDS'
+          value: pollSeconds
+        }
+        {
+          name: 'PRODUCT_UPGRADE_TRACKING_HOURS'
+          value: trackingHours
+        }
+        {
+          name: 'PRODUCT_UPGRADE_DEFER_SECONDS'
+          value: deferSeconds
+        }
+        {
+          name: 'PRODUCT_UPGRADE_MAX_DEFERRALS'
+          value: maxDeferrals
+        }
+        {
+          name: 'PRODUCT_UPGRADE_PUBLIC_URL'
+          value: publicUrl
         }
       ]
     }
