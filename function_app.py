@@ -5,7 +5,7 @@ Each function hands over to the shared package in a line; importing this module 
 
 import azure.functions as func
 
-from shared import http_api, logs, queue_worker
+from shared import http_api, logs, queue_worker, tracker
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -29,7 +29,19 @@ def get_product_upgrade_status(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="msg", queue_name="%PRODUCT_UPGRADE_REQUESTS_QUEUE%", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="results", queue_name="%PRODUCT_UPGRADE_RESULTS_QUEUE%", connection="AzureWebJobsStorage")
 def product_upgrade_from_queue(msg: func.QueueMessage, results: func.Out[str]) -> None:
-    results.set(queue_worker.handle(msg))
+    result = queue_worker.handle(msg)
+    if result is not None:  # None: deferred, back on the queue for later
+        results.set(result)
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%PRODUCT_UPGRADE_TRACKING_QUEUE%", connection="AzureWebJobsStorage")
+def track_product_upgrade(msg: func.QueueMessage) -> None:
+    tracker.handle(msg)
+
+
+@app.route(route="productupgrades", methods=["GET"])
+def list_product_upgrades(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.list_upgrades(req)
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

@@ -27,6 +27,11 @@ class ProductUpgradeError(Exception):
         return None
 
     @property
+    def retryable(self) -> bool:
+        """True when the same request may succeed later (``retryable`` in problems and result messages)."""
+        return self.transient
+
+    @property
     def retry_after(self) -> int | None:
         """Whole seconds a caller should wait before trying again, when known."""
         return None
@@ -109,6 +114,19 @@ class TokenError(CredentialError):
         self.error = error
 
 
+class StorageUnavailableError(ProductUpgradeError):
+    """The ledger's storage is not configured or cannot be reached (only where the ledger itself is asked for)."""
+
+    code = "storage_unavailable"
+    title = "The ledger is unavailable"
+    http_status = 503
+    transient = True
+
+    @property
+    def retry_after(self) -> int | None:
+        return 30
+
+
 class UpstreamUnavailableError(ProductUpgradeError):
     """An outbound call failed for transport reasons (connection, TLS, timeout) after bounded retries."""
 
@@ -122,6 +140,12 @@ class UpstreamTimeoutError(UpstreamUnavailableError):
     code = "upstream_timeout"
     title = "Upstream service too slow"
     http_status = 504
+
+
+#: Partner Center's "the customer's upgrade has already completed" (400): the customer is on the Azure plan.
+ALREADY_UPGRADED = "900110"
+#: Partner Center's "subscriptions were purchased recently; try again later" (403): a "not yet", not a "no".
+TRY_AGAIN_LATER = "900130"
 
 
 class PartnerCenterError(ProductUpgradeError):
@@ -176,6 +200,8 @@ class PartnerCenterError(ProductUpgradeError):
             return 504
         if self.status >= 500 or self.token_rejected:
             return 502
+        if self.error_code == ALREADY_UPGRADED:
+            return 409
         if self.status == 403:
             return 422
         if self.status in (400, 404, 409):
@@ -188,6 +214,15 @@ class PartnerCenterError(ProductUpgradeError):
         return self.status == 429 or self.status >= 500 or self.status == 408 or self.token_rejected
 
     @property
+    def retryable(self) -> bool:
+        """True when the same request may succeed later: transient failures and Partner Center's "try again later"."""
+        return self.transient or self.try_again_later
+
+    @property
+    def try_again_later(self) -> bool:
+        return self.status == 403 and self.error_code == TRY_AGAIN_LATER
+
+    @property
     def code(self) -> str:  # type: ignore[override]
         if self.status == 429:
             return "throttled"
@@ -197,8 +232,12 @@ class PartnerCenterError(ProductUpgradeError):
             return "partner_center_unavailable"
         if self.status == 404:
             return "not_found"
+        if self.error_code == ALREADY_UPGRADED:
+            return "already_upgraded"
         if self.status == 409:
             return "conflict"
+        if self.try_again_later:
+            return "try_again_later"
         if self.status == 403:
             return "not_eligible"
         return "partner_center_rejected"
@@ -212,4 +251,6 @@ class PartnerCenterError(ProductUpgradeError):
             "not_found": "Not found at Partner Center",
             "conflict": "Conflict at Partner Center",
             "not_eligible": "Partner Center refused the upgrade",
+            "already_upgraded": "The customer's upgrade has already completed",
+            "try_again_later": "Partner Center asks to try again later",
         }.get(self.code, "Partner Center rejected the request")

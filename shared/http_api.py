@@ -16,6 +16,7 @@ import azure.functions as func
 from shared import logs
 from shared.errors import ProductUpgradeError, ValidationError
 from shared.health import check_health
+from shared.ledger import MAX_PAGE_SIZE, UPGRADE_STATES
 from shared.models import (
     DEFAULT_PRODUCT_FAMILY,
     MAX_BODY_BYTES,
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: One HTTP invocation gives up within this many seconds in all (Logic Apps waits 120 s, webhooks 30-60 s).
 HTTP_TIME_BUDGET_SECONDS = 45.0
+#: Upgrades in a page of the listing when the caller does not say.
+DEFAULT_PAGE_SIZE = 100
 #: Retry-After we send on 503 when Partner Center gave none.
 DEFAULT_RETRY_AFTER_SECONDS = 30
 PROBLEM_TYPE_BASE = "urn:partner-center-product-upgrades:problem:"
@@ -43,10 +46,11 @@ def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
 
     def run(correlation_id: str) -> func.HttpResponse:
         request = ProductUpgradeRequest.from_json(_json_body(req))
-        ids = OperationIds(_request_id(req), correlation_id)
+        key = _header(req, "Idempotency-Key")
+        ids = OperationIds(request_id_for("idempotency-key", key) if key else str(uuid.uuid4()), correlation_id)
         logs.bind(requestId=ids.request_id)
         # Validation comes first: a bad request never needs settings, secrets or Partner Center.
-        created = get_runtime().workflow.create(request, ids)
+        created = get_runtime().workflow.create(request, ids, keyed=key is not None, caller_request_id=key)
         body = {
             "upgradeId": created.upgrade_id,
             "customerId": created.customer_id,
@@ -93,6 +97,29 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, run)
 
 
+def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/productupgrades?state=&customerId=&top=&continuationToken=`` -> a page of the ledger's upgrades."""
+
+    def run(correlation_id: str) -> func.HttpResponse:
+        state = _query(req, "state")
+        if state is not None and state not in UPGRADE_STATES:
+            raise ValidationError(f"state must be one of {', '.join(UPGRADE_STATES)}")
+        customer = _query(req, "customerId")
+        top = _query(req, "top")
+        if top is not None and not (top.isdigit() and 1 <= int(top) <= MAX_PAGE_SIZE):
+            raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE_SIZE}")
+        page = get_runtime().ledger.list_upgrades(
+            state=state,
+            customer_id=parse_guid(customer, "customerId") if customer is not None else None,
+            top=int(top) if top is not None else DEFAULT_PAGE_SIZE,
+            continuation_token=_query(req, "continuationToken"),
+        )
+        body = {"items": [item.to_json() for item in page.items], "continuationToken": page.continuation_token}
+        return _json(200, body, correlation_id)
+
+    return _handle(req, run)
+
+
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/health`` (anonymous): setting names present or missing, and whether a token can be acquired."""
     try:
@@ -133,14 +160,16 @@ def problem(
     correlation_id: str,
     partner_center_error_code: str | None = None,
     retry_after: int | None = None,
+    retryable: bool = False,
 ) -> func.HttpResponse:
-    """An RFC 9457 ``application/problem+json`` response."""
+    """An RFC 9457 ``application/problem+json`` response; ``retryable`` says the same request may succeed later."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
         "status": status,
         "detail": detail,
         "correlationId": correlation_id,
+        "retryable": retryable,
     }
     if partner_center_error_code is not None:
         body["partnerCenterErrorCode"] = partner_center_error_code
@@ -187,6 +216,7 @@ def _problem_for(exc: ProductUpgradeError, correlation_id: str) -> func.HttpResp
         correlation_id=correlation_id,
         partner_center_error_code=exc.partner_center_error_code,
         retry_after=retry_after if status == 503 else None,
+        retryable=exc.retryable,
     )
 
 
@@ -202,9 +232,9 @@ def _json_body(req: func.HttpRequest) -> object:
         raise ValidationError("the body is not valid JSON") from None
 
 
-def _request_id(req: func.HttpRequest) -> str:
-    key = _header(req, "Idempotency-Key")
-    return request_id_for("idempotency-key", key) if key else str(uuid.uuid4())
+def _query(req: func.HttpRequest, name: str) -> str | None:
+    value = (req.params.get(name) or "").strip()
+    return value or None
 
 
 def _header(req: func.HttpRequest, name: str) -> str | None:

@@ -1,14 +1,14 @@
 """The queue adapter: one request message in, exactly one result message out (or a raise, for a retry).
 
 Permanent problems (a bad message, a Partner Center refusal about the customer) give a ``rejected``
-result at once. Transient ones (throttling, outages, our own configuration) raise so the host retries the
-message, until the last allowed attempt, which writes a ``failed`` result with ``retryable: true``.
+result at once. Transient ones (outages, our own configuration) raise so the host retries the message, until
+the last allowed attempt, which writes a ``failed`` result with ``retryable: true``. Partner Center's "not
+now" (a 429 outlasting the invocation's budget, 403 900130) defers the request instead: the message goes
+back on the requests queue, visible after the wait, keeping its identity, and no result is written yet.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
@@ -18,10 +18,11 @@ from typing import Any, Literal
 import azure.functions as func
 
 from shared import logs
-from shared.errors import ProductUpgradeError, SettingError, ValidationError
-from shared.models import MAX_BODY_BYTES, ProductUpgradeRequest, optional_str
+from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
+from shared.messages import decode_json_message
+from shared.models import ProductUpgradeRequest, optional_str
 from shared.retry import time_budget
-from shared.runtime import get_runtime
+from shared.runtime import Runtime, get_runtime
 from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, get_settings
 from shared.workflow import OperationIds, request_id_for
 
@@ -31,6 +32,8 @@ ResultStatus = Literal["accepted", "rejected", "failed"]
 
 #: One queue invocation gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
 QUEUE_TIME_BUDGET_SECONDS = 120.0
+#: Delay before a throttled request is tried again when Partner Center named no Retry-After.
+DEFAULT_THROTTLE_DEFER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -39,23 +42,40 @@ class QueueRequest:
     request_id: str | None
     correlation_id: str | None
     check_eligibility: bool = False
+    #: Times this request was deferred already, and the id of the message it first came in.
+    deferrals: int = 0
+    original_message_id: str | None = None
+
+    def deferred(self, message_id: str) -> dict[str, Any]:
+        """The message that puts this request back on the queue once more, keeping its identity."""
+        body: dict[str, Any] = {
+            **self.request.to_json(),
+            "requestId": self.request_id,
+            "correlationId": self.correlation_id,
+            "checkEligibility": self.check_eligibility,
+            "deferrals": self.deferrals + 1,
+            "originalMessageId": self.original_message_id or message_id,
+        }
+        return {key: value for key, value in body.items() if value is not None}
 
 
-def handle(msg: func.QueueMessage) -> str:
-    """Process one request message; the JSON result message to write, or raise to have the host retry."""
+def handle(msg: func.QueueMessage) -> str | None:
+    """Process one request message: the JSON result message to write, None when the request was deferred,
+    or raise to have the host retry."""
     with logs.operation(messageId=msg.id or None), time_budget(QUEUE_TIME_BUDGET_SECONDS):
         return _handle(msg)
 
 
-def _handle(msg: func.QueueMessage) -> str:
-    message_id = msg.id or ""
+def _handle(msg: func.QueueMessage) -> str | None:
     raw = msg.get_body() or b""
     try:
         parsed = parse_message(raw)
     except ValidationError as exc:
-        log.info("Rejecting queue message %s: %s", message_id, exc.message)
-        return result_message("rejected", message_id=message_id, error=exc, **_echo_fields(raw))
+        log.info("Rejecting queue message %s: %s", msg.id, exc.message)
+        return result_message("rejected", message_id=msg.id or "", error=exc, **_echo_fields(raw))
 
+    # A deferred request answers for the message it first came in: same MS-RequestId, same messageId.
+    message_id = parsed.original_message_id or msg.id or ""
     request = parsed.request
     ids = OperationIds(
         request_id=request_id_for("queue-request", parsed.request_id)
@@ -72,33 +92,112 @@ def _handle(msg: func.QueueMessage) -> str:
         "message_id": message_id,
     }
     try:
-        created = get_runtime().workflow.create(request, ids, check_eligibility=parsed.check_eligibility)
+        runtime = get_runtime()
+        created = runtime.workflow.create(
+            request,
+            ids,
+            check_eligibility=parsed.check_eligibility,
+            keyed=True,
+            caller_request_id=parsed.request_id,
+            # The result is decided here (deferral, the host's retries): failures are recorded below.
+            record_failure=False,
+        )
     except ProductUpgradeError as exc:
-        if not exc.transient:
-            log.info("Rejecting queue message %s: %s", message_id, exc.message)
-            return result_message("rejected", error=exc, **fields)
-        return _transient(msg, exc, fields)
+        return _failed(msg, parsed, ids, exc, fields)
     except Exception as exc:
         log.exception("Unexpected failure processing queue message %s", message_id)
-        return _transient(msg, ProductUpgradeError(f"unexpected {type(exc).__name__}"), fields)
+        return _failed(msg, parsed, ids, ProductUpgradeError(f"unexpected {type(exc).__name__}"), fields)
     return result_message("accepted", upgrade_id=created.upgrade_id, **fields)
+
+
+def _failed(
+    msg: func.QueueMessage, parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError, fields: dict[str, Any]
+) -> str | None:
+    if isinstance(exc, PartnerCenterError) and (exc.status == 429 or exc.try_again_later):
+        try:
+            deferred = _defer(parsed, exc, fields["message_id"])
+        except ProductUpgradeError as defer_error:
+            # No queue to defer to: the host's own retries (429) or a result now (900130) instead.
+            log.warning("Could not defer message %s: %s", fields["message_id"], defer_error.message)
+            deferred = None
+        if deferred:
+            return None
+        if deferred is False:
+            # Deferrals used up: the request ends here, with "try again later" still true of it.
+            _record(parsed, ids, exc)
+            status: ResultStatus = "failed" if exc.transient else "rejected"
+            return result_message(status, error=exc, retryable=True, **fields)
+    if not exc.transient:
+        log.info("Rejecting queue message %s: %s", fields["message_id"], exc.message)
+        _record(parsed, ids, exc)
+        return result_message("rejected", error=exc, retryable=exc.retryable, **fields)
+    attempt = _dequeue_count(msg)
+    max_attempts = _max_attempts()
+    if attempt < max_attempts:
+        log.warning(
+            "Queue message %s attempt %d of %d failed, the host will retry it: %s",
+            fields["message_id"],
+            attempt,
+            max_attempts,
+            exc.message,
+        )
+        raise exc
+    log.error("Queue message %s failed on its last attempt (%d): %s", fields["message_id"], attempt, exc.message)
+    _record(parsed, ids, exc)
+    return result_message("failed", error=exc, retryable=True, **fields)
+
+
+def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bool:
+    """Put the request back on the queue for later; False when its deferrals are used up. Raises
+    :class:`ProductUpgradeError` when the queue cannot be written."""
+    runtime: Runtime = get_runtime()
+    settings = runtime.settings
+    if parsed.deferrals >= settings.max_deferrals:
+        log.warning("Request of message %s deferred %d times already; giving up", message_id, parsed.deferrals)
+        return False
+    if exc.try_again_later:
+        delay = settings.defer_seconds
+    else:
+        delay = float(exc.retry_after) if exc.retry_after is not None else DEFAULT_THROTTLE_DEFER_SECONDS
+    runtime.scheduler.defer_request(parsed.deferred(message_id), delay)
+    log.info(
+        "Partner Center said not now (%s) for message %s; deferred %d of %d, back in %.0f s",
+        exc.code,
+        message_id,
+        parsed.deferrals + 1,
+        settings.max_deferrals,
+        delay,
+    )
+    return True
+
+
+def _record(parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError) -> None:
+    """Record a final failure in the ledger; settings that are themselves the failure leave it unrecorded."""
+    try:
+        runtime = get_runtime()
+    except SettingError:
+        return
+    runtime.workflow.record_failure(parsed.request, ids, exc, caller_request_id=parsed.request_id)
 
 
 def parse_message(raw: bytes) -> QueueRequest:
     """Decode a request message: plain JSON or base64 of JSON; raises :class:`ValidationError`."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ValidationError(f"the message is larger than {MAX_BODY_BYTES // 1024} KiB")
-    data = _decode(raw)
+    data = decode_json_message(raw)
     request = ProductUpgradeRequest.from_json(data)
     assert isinstance(data, dict)
     check = data.get("checkEligibility", False)
     if check is not None and not isinstance(check, bool):
         raise ValidationError("checkEligibility must be true or false")
+    deferrals = data.get("deferrals", 0)
+    if not isinstance(deferrals, int) or isinstance(deferrals, bool) or not 0 <= deferrals <= 10_000:
+        raise ValidationError("deferrals must be a count")
     return QueueRequest(
         request=request,
         request_id=optional_str(data, "requestId"),
         correlation_id=optional_str(data, "correlationId"),
         check_eligibility=bool(check),
+        deferrals=deferrals,
+        original_message_id=optional_str(data, "originalMessageId"),
     )
 
 
@@ -136,22 +235,6 @@ def result_message(
     )
 
 
-def _transient(msg: func.QueueMessage, exc: ProductUpgradeError, fields: dict[str, Any]) -> str:
-    attempt = _dequeue_count(msg)
-    max_attempts = _max_attempts()
-    if attempt < max_attempts:
-        log.warning(
-            "Queue message %s attempt %d of %d failed, the host will retry it: %s",
-            fields["message_id"],
-            attempt,
-            max_attempts,
-            exc.message,
-        )
-        raise exc
-    log.error("Queue message %s failed on its last attempt (%d): %s", fields["message_id"], attempt, exc.message)
-    return result_message("failed", error=exc, retryable=True, **fields)
-
-
 def _dequeue_count(msg: func.QueueMessage) -> int:
     count = getattr(msg, "dequeue_count", None)
     return count if isinstance(count, int) and count > 0 else 1
@@ -169,37 +252,10 @@ def _max_attempts() -> int:
             return int(DEFAULTS[MAX_ATTEMPTS_SETTING])
 
 
-def _decode(raw: bytes) -> object:
-    text = _utf8(raw)
-    if text is None or not text.strip():
-        raise ValidationError("the message is empty or not UTF-8 text")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
-    # The host's default messageEncoding is base64: producers written for it still work.
-    try:
-        decoded = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError("the message is neither JSON nor base64 of JSON") from None
-    inner = _utf8(decoded)
-    try:
-        return json.loads(inner) if inner is not None else None
-    except (ValueError, RecursionError):
-        raise ValidationError("the message is neither JSON nor base64 of JSON") from None
-
-
-def _utf8(raw: bytes) -> str | None:
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
-
-
 def _echo_fields(raw: bytes) -> dict[str, Any]:
     """What a rejected message's result can still echo: requestId and correlationId when readable."""
     try:
-        data = _decode(raw)
+        data = decode_json_message(raw)
     except ValidationError:
         return {}
     if not isinstance(data, dict):

@@ -16,12 +16,14 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 from requests.adapters import HTTPAdapter
 
-from shared.idempotency import IdempotencyStore, NoIdempotencyStore, TableIdempotencyStore
+from shared.ledger import Ledger, NoLedger, TableLedger
 from shared.partner_center import PartnerCenterClient
 from shared.retry import RetryPolicy
+from shared.scheduler import NoScheduler, QueueScheduler, Scheduler
 from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames, SecretStore
 from shared.settings import Settings, get_settings
 from shared.tokens import TokenProvider
+from shared.tracking import UpgradeTracker
 from shared.workflow import ProductUpgradeWorkflow
 
 #: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
@@ -40,6 +42,9 @@ class Runtime:
     client: PartnerCenterClient
     workflow: ProductUpgradeWorkflow
     policy: RetryPolicy
+    ledger: Ledger
+    scheduler: Scheduler
+    tracker: UpgradeTracker | None
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
 
     @classmethod
@@ -63,14 +68,30 @@ class Runtime:
             policy=policy,
         )
         client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
+        ledger = _ledger(settings, credential)
+        scheduler = _scheduler(settings, credential)
+        tracker = (
+            UpgradeTracker(
+                client,
+                ledger,
+                scheduler,
+                poll_seconds=settings.poll_seconds,
+                tracking_hours=settings.tracking_hours,
+            )
+            if isinstance(scheduler, QueueScheduler) and isinstance(ledger, TableLedger)
+            else None
+        )
         return cls(
             settings=settings,
             session=session,
             secrets=secrets,
             tokens=tokens,
             client=client,
-            workflow=ProductUpgradeWorkflow(client, _idempotency_store(settings, credential)),
+            workflow=ProductUpgradeWorkflow(client, ledger, tracker),
             policy=policy,
+            ledger=ledger,
+            scheduler=scheduler,
+            tracker=tracker,
             poll_interval_seconds=poll_interval_seconds,
         )
 
@@ -93,11 +114,24 @@ def _credential(settings: Settings) -> TokenCredential | None:
     return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
 
 
-def _idempotency_store(settings: Settings, credential: TokenCredential | None) -> IdempotencyStore:
+def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
-        return NoIdempotencyStore()
-    return TableIdempotencyStore(storage, settings.table_name, credential)
+        return NoLedger()
+    return TableLedger(storage, settings.table_name, credential)
+
+
+def _scheduler(settings: Settings, credential: TokenCredential | None) -> Scheduler:
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.queue_service_uri and credential)):
+        return NoScheduler()
+    return QueueScheduler(
+        storage,
+        requests_queue=settings.requests_queue,
+        tracking_queue=settings.tracking_queue,
+        outcomes_queue=settings.outcomes_queue,
+        credential=credential,
+    )
 
 
 def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:

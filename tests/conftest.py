@@ -30,6 +30,14 @@ from tests.fakes.server import stop_all_servers
 from tests.fakes.tls import CA_ENV_VARS
 from tests.harness import App, installed_app, set_app_env
 
+#: The queues of a stored app, each given a name of its own per test.
+QUEUE_SETTINGS = {
+    "PRODUCT_UPGRADE_REQUESTS_QUEUE": "requests",
+    "PRODUCT_UPGRADE_RESULTS_QUEUE": "results",
+    "PRODUCT_UPGRADE_TRACKING_QUEUE": "tracking",
+    "PRODUCT_UPGRADE_OUTCOMES_QUEUE": "outcomes",
+}
+
 #: Environment variables that would steer DefaultAzureCredential away from the fake managed identity.
 AZURE_IDENTITY_ENV_VARS: tuple[str, ...] = (
     "AZURE_CLIENT_ID",
@@ -136,10 +144,15 @@ def app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, partner_center: F
 def stored_app(
     monkeypatch: pytest.MonkeyPatch, azurite: Azurite, entra: FakeEntra, partner_center: FakePartnerCenter
 ) -> Iterator[App]:
-    """:func:`app_env` with ``AzureWebJobsStorage`` on Azurite and a table of its own for idempotency."""
+    """:func:`app_env` with ``AzureWebJobsStorage`` on Azurite, and a ledger table and queues of its own
+    (requests, results, tracking, outcomes), with status checks every second."""
     set_app_env(monkeypatch, entra, partner_center)
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
-    monkeypatch.setenv("PRODUCT_UPGRADE_TABLE", f"upgrades{uuid.uuid4().hex[:12]}")
+    suffix = uuid.uuid4().hex[:12]
+    monkeypatch.setenv("PRODUCT_UPGRADE_TABLE", f"upgrades{suffix}")
+    for setting, prefix in QUEUE_SETTINGS.items():
+        monkeypatch.setenv(setting, f"{prefix}-{suffix}")
+    monkeypatch.setenv("PRODUCT_UPGRADE_POLL_SECONDS", "1")
     yield from installed_app(entra, partner_center)
 
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from azure.storage.queue import QueueClient
 
-from shared.settings import ALL_SETTINGS, DEFAULTS, REQUESTS_QUEUE_SETTING, RESULTS_QUEUE_SETTING
+from shared.settings import (
+    ALL_SETTINGS,
+    DEFAULTS,
+    REQUESTS_QUEUE_SETTING,
+    RESULTS_QUEUE_SETTING,
+    TRACKING_QUEUE_SETTING,
+)
 from tests.fakes import CUSTOMER_ID
 from tests.harness import indexed_functions, run_queue_function
 
@@ -27,7 +33,9 @@ def test_import_and_indexing_need_no_settings():
             "create_product_upgrade",
             "get_product_upgrade_status",
             "health",
+            "list_product_upgrades",
             "product_upgrade_from_queue",
+            "track_product_upgrade",
         ]
     )
 
@@ -41,6 +49,7 @@ def test_http_bindings():
         "create_product_upgrade": ("productupgrades", ["POST"], "FUNCTION"),
         "check_product_upgrade_eligibility": ("productupgrades/eligibility", ["POST"], "FUNCTION"),
         "get_product_upgrade_status": ("productupgrades/{upgradeId}", ["GET"], "FUNCTION"),
+        "list_product_upgrades": ("productupgrades", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
     }
     for name, (route, methods, auth) in expected.items():
@@ -57,6 +66,15 @@ def test_queue_bindings_use_the_settings_by_name():
     assert queue["results"]["type"] == "queue" and queue["results"]["direction"] == "OUT"
     assert queue["results"]["queueName"] == f"%{RESULTS_QUEUE_SETTING}%"
     assert queue["msg"]["connection"] == queue["results"]["connection"] == "AzureWebJobsStorage"
+
+
+def test_tracking_queue_binding_uses_the_setting_by_name():
+    tracking = bindings("track_product_upgrade")
+    assert tracking["msg"]["type"] == "queueTrigger" and tracking["msg"]["direction"] == "IN"
+    assert tracking["msg"]["queueName"] == f"%{TRACKING_QUEUE_SETTING}%"
+    assert tracking["msg"]["connection"] == "AzureWebJobsStorage"
+    # outcomes are sent by the tracker itself, once per upgrade, not through an output binding
+    assert set(tracking) == {"msg"}
 
 
 def test_queue_round_trip_through_azurite(azurite, app_env):

@@ -119,10 +119,11 @@ def test_bad_input_needs_no_settings(monkeypatch, app_env):
     [
         (400, 900118, 400, "partner_center_rejected"),
         (404, 900106, 404, "not_found"),
-        (409, 900110, 409, "conflict"),
+        (409, 900112, 409, "conflict"),
+        (400, 900110, 409, "already_upgraded"),
         (403, 900108, 422, "not_eligible"),
         (403, 900105, 422, "not_eligible"),
-        (403, 900130, 422, "not_eligible"),
+        (403, 900130, 422, "try_again_later"),
         (403, 900123, 422, "not_eligible"),
         (403, 900124, 422, "not_eligible"),
         (403, 13605, 422, "not_eligible"),
@@ -136,6 +137,8 @@ def test_partner_center_refusals_map_to_the_contract(app_env, status, code, expe
     assert problem["partnerCenterErrorCode"] == str(code)
     assert problem["type"].endswith(expected_code)
     assert "Refused for a reason." in problem["detail"]
+    # only "try again later" is worth sending again, later
+    assert problem["retryable"] is (code == 900130)
     # a refusal about the customer is not retried
     assert len(app_env.partner_center.requests_to("/v1/productupgrades", "POST")) == 1
 

@@ -75,7 +75,7 @@ def test_rejected_echoes_what_it_can(app_env):
     assert (result["customerId"], result["requestId"], result["correlationId"]) == ("acme", "r-1", "c-1")
 
 
-@pytest.mark.parametrize(("status", "code"), [(400, 900118), (404, 900106), (409, 900110), (403, 900108), (403, 13605)])
+@pytest.mark.parametrize(("status", "code"), [(400, 900118), (404, 900106), (409, 900112), (403, 900108), (403, 13605)])
 def test_partner_center_refusals_are_rejected(app_env, status, code):
     app_env.partner_center.set_customer_error(CUSTOMER_ID, status, code, "No.")
     result = result_of(app_env.queue({"customerId": CUSTOMER_ID}))
@@ -85,7 +85,14 @@ def test_partner_center_refusals_are_rejected(app_env, status, code):
     assert "No." in result["error"]["message"]
 
 
-def test_transient_failure_raises_until_the_last_attempt(app_env):
+def test_already_upgraded_is_rejected_with_its_own_code(app_env):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900110, "The upgrade is already completed.")
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}))
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "already_upgraded" and result["error"]["retryable"] is False
+
+
+def test_throttling_without_storage_to_defer_to_raises_until_the_last_attempt(app_env):
     app_env.partner_center.throttle_next(100, retry_after="0")
     for attempt in (1, 2, 3, 4):
         with pytest.raises(PartnerCenterError) as info:

@@ -1,4 +1,4 @@
-"""Accepted upgrades recorded in an Azure Table (Azurite, real azure-data-tables client)."""
+"""The ledger: request and upgrade records in an Azure Table (Azurite, real azure-data-tables client)."""
 
 import json
 import logging
@@ -7,24 +7,34 @@ import uuid
 from azure.data.tables import TableServiceClient
 
 from shared import runtime
-from shared.idempotency import TableIdempotencyStore
+from shared.ledger import TableLedger
 from shared.models import ProductUpgradeCreated
 from shared.settings import Settings, StorageConnection
 from tests.fakes import CUSTOMER_ID
 from tests.harness import FAST_POLICY
 
 
+def _ledger(azurite) -> TableLedger:
+    return TableLedger(StorageConnection(connection_string=azurite.connection_string), f"t{uuid.uuid4().hex[:12]}")
+
+
 def test_round_trip_creates_the_table_on_first_use(azurite):
-    table = f"t{uuid.uuid4().hex[:12]}"
-    store = TableIdempotencyStore(StorageConnection(connection_string=azurite.connection_string), table)
-    assert store.get("req-1") is None
+    ledger = _ledger(azurite)
+    assert ledger.get_request("req-1") is None
     created = ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure")
-    store.put("req-1", created, "corr-1")
-    assert store.get("req-1") == created
+    record = ledger.record_accepted("req-1", created, caller_request_id="crm-1", correlation_id="corr-1")
+    assert record is not None and record.state == "running" and record.etag
+    request = ledger.get_request("req-1")
+    assert request is not None and request.status == "accepted" and request.upgrade_id == "u-1"
+    assert request.caller_request_id == "crm-1" and request.correlation_id == "corr-1"
+    stored = ledger.get_upgrade("req-1")
+    assert stored is not None and stored.upgrade_id == "u-1" and stored.request_id == "crm-1"
+    assert stored.to_json()["updatedAt"] == stored.to_json()["acceptedAt"]
     service = TableServiceClient.from_connection_string(azurite.connection_string)
-    [entity] = list(service.get_table_client(table).list_entities())
-    assert entity["PartitionKey"] == "req-1" and entity["CorrelationId"] == "corr-1"
-    assert store.get("req-2") is None
+    entities = list(service.get_table_client(ledger._table_name).list_entities())
+    assert sorted(e["RowKey"] for e in entities) == ["request", "upgrade"]
+    assert {e["PartitionKey"] for e in entities} == {"req-1"}
+    assert ledger.get_request("req-2") is None and ledger.get_upgrade("req-2") is None
 
 
 def test_replay_after_a_crash_does_not_post_again(stored_app):
@@ -58,7 +68,7 @@ def test_unreachable_storage_never_blocks_the_upgrade(monkeypatch, app_env, capl
         second = json.loads(app_env.queue({"customerId": "00000000-0000-0000-0000-0000000000d2"}, message_id="m-2"))
     assert first["status"] == second["status"] == "accepted"
     assert len(app_env.partner_center.created_upgrades) == 2
-    assert caplog.text.count("Idempotency table could not be read") == 1  # then paused, not retried per message
+    assert caplog.text.count("Ledger could not") == 1  # then paused, not retried per message
     assert "a2V5" not in caplog.text
 
 

@@ -1,0 +1,43 @@
+"""The identifiers of an operation: deterministic request ids (idempotency) and Partner Center's correlation ids."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+#: Namespace of our name-based UUIDs: the same key gives the same id in every process, after restarts.
+ID_NAMESPACE = uuid.UUID("6f1f7a52-3c0e-4f7e-9a39-3a4c8c1e0b5d")
+
+
+def request_id_for(kind: str, key: str) -> str:
+    """A deterministic ``MS-RequestId`` for an idempotency key.
+
+    ``kind`` keeps key spaces apart (an HTTP Idempotency-Key, a queue message's requestId, a message id), for
+    GUID keys too: the same GUID sent over HTTP and on the queue names two requests, not one.
+    """
+    return str(uuid.uuid5(ID_NAMESPACE, f"{kind}:{key}"))
+
+
+def correlation_guid(value: str) -> str:
+    """Partner Center wants a GUID in ``MS-CorrelationId``: a caller's GUID as it is, anything else mapped."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return str(uuid.uuid5(ID_NAMESPACE, f"correlation:{value}"))
+
+
+@dataclass(frozen=True)
+class OperationIds:
+    """The ids of one logical operation: ``request_id`` is the same on every retry of it."""
+
+    request_id: str
+    correlation_id: str
+
+    @property
+    def partner_center_correlation_id(self) -> str:
+        return correlation_guid(self.correlation_id)
+
+    @classmethod
+    def new(cls, correlation_id: str) -> OperationIds:
+        """Ids for a read (eligibility, status): a fresh request id, nothing to deduplicate."""
+        return cls(str(uuid.uuid4()), correlation_id)
