@@ -120,7 +120,9 @@ class ErrorDetails:
         if not isinstance(data, dict):
             return None
         code = data.get("code")
-        return cls(code=None if code is None else str(code), description=_str_or_none(data.get("description")))
+        # The REST docs name it ``message``, Partner Center's SDKs ``description``: keep whichever is there.
+        text = data.get("description") if data.get("description") is not None else data.get("message")
+        return cls(code=None if code is None else str(code), description=_str_or_none(text))
 
     def to_json(self) -> JSONObject:
         return {"code": self.code, "description": self.description}

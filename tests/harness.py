@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-from collections.abc import Iterator
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
 
@@ -186,3 +192,100 @@ def vault_store(vault: Any, **client_options: Any) -> KeyVaultSecretStore:
     client = SecretClient(vault.url, DefaultAzureCredential(), retry_backoff_factor=0.01, **client_options)
     names = SecretNames(APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME)
     return KeyVaultSecretStore(client, names)
+
+
+def run_tracking_function(message: Any) -> None:
+    """Run the tracking function on a message received from the real tracking queue, as the host does."""
+    msg = QueueMessage(
+        id=message.id,
+        body=message.content.encode(),
+        dequeue_count=message.dequeue_count,
+        pop_receipt=message.pop_receipt,
+    )
+    user_functions()["track_product_upgrade"](msg)
+
+
+class Host:
+    """The Functions host's queue loop over Azurite, for the queues the settings name: receive a batch, run the
+    function on each message in parallel, write the output binding, delete the message on success; a message
+    whose invocation raised reappears after its visibility timeout. Results and outcomes are collected."""
+
+    def __init__(self, connection_string: str, *, batch_size: int = 16, visibility_timeout: int = 1) -> None:
+        from azure.storage.queue import QueueClient
+
+        def queue(setting: str) -> QueueClient:
+            client = QueueClient.from_connection_string(connection_string, os.environ[setting])
+            with contextlib.suppress(Exception):
+                client.create_queue()
+            return client
+
+        self.requests = queue("PRODUCT_UPGRADE_REQUESTS_QUEUE")
+        self.results_queue = queue("PRODUCT_UPGRADE_RESULTS_QUEUE")
+        self.tracking = queue("PRODUCT_UPGRADE_TRACKING_QUEUE")
+        self.outcomes_queue = queue("PRODUCT_UPGRADE_OUTCOMES_QUEUE")
+        self.batch_size = batch_size
+        self.visibility_timeout = visibility_timeout
+        self.results: list[dict[str, Any]] = []
+        self.outcomes: list[dict[str, Any]] = []
+        self.raised = 0
+        self.deliveries = Counter[str]()
+        self._lock = threading.Lock()
+
+    def send_request(self, body: dict[str, Any]) -> str:
+        return str(self.requests.send_message(json.dumps(body)).id)
+
+    def run_once(self) -> int:
+        """One pass over the requests and tracking queues; how many messages were delivered."""
+        delivered = 0
+        for queue, kind in ((self.requests, "requests"), (self.tracking, "tracking")):
+            batch = list(queue.receive_messages(max_messages=32, visibility_timeout=self.visibility_timeout))
+            if not batch:
+                continue
+            delivered += len(batch)
+            with self._lock:
+                self.deliveries[kind] += len(batch)
+            with ThreadPoolExecutor(self.batch_size) as pool:
+                list(pool.map(lambda m, q=queue, k=kind: self._deliver(q, k, m), batch))
+        self._collect()
+        return delivered
+
+    def run_until(self, done: Callable[[], bool], *, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"not done after {timeout} s: {self.deliveries}"
+            if not self.run_once():
+                time.sleep(0.2)
+
+    def _deliver(self, queue: Any, kind: str, message: Any) -> None:
+        try:
+            if kind == "requests":
+                result = run_queue_function_or_none(message)
+                if result is not None:
+                    self.results_queue.send_message(result)
+            else:
+                run_tracking_function(message)
+        except Exception:
+            with self._lock:
+                self.raised += 1
+            return
+        queue.delete_message(message.id, message.pop_receipt)
+
+    def _collect(self) -> None:
+        for queue, into in ((self.results_queue, self.results), (self.outcomes_queue, self.outcomes)):
+            while page := list(queue.receive_messages(max_messages=32, visibility_timeout=60)):
+                into += [json.loads(m.content) for m in page]
+                for m in page:
+                    queue.delete_message(m)
+
+
+def run_queue_function_or_none(message: Any) -> str | None:
+    """:func:`run_queue_function`, None when the function set no output (the request was deferred)."""
+    msg = QueueMessage(
+        id=message.id,
+        body=message.content.encode(),
+        dequeue_count=message.dequeue_count,
+        pop_receipt=message.pop_receipt,
+    )
+    out = OutCollector()
+    user_functions()["product_upgrade_from_queue"](msg, out)
+    return out.value
