@@ -2,6 +2,8 @@
 
 import json
 import logging
+import os
+import threading
 import uuid
 
 from azure.data.tables import TableServiceClient
@@ -11,6 +13,7 @@ from shared.ledger import TableLedger
 from shared.models import ProductUpgradeCreated
 from shared.settings import Settings, StorageConnection
 from tests.fakes import CUSTOMER_ID
+from tests.fakes.storage_proxy import CountingStorageProxy
 from tests.harness import FAST_POLICY
 
 
@@ -86,3 +89,88 @@ def test_reusing_a_request_id_on_the_queue_is_rejected(stored_app):
     stored_app.queue({"customerId": CUSTOMER_ID, "requestId": "row-1"}, message_id="a")
     result = json.loads(stored_app.queue({"customerId": "00000000-0000-0000-0000-0000000000d2", "requestId": "row-1"}))
     assert result["status"] == "rejected" and result["error"]["code"] == "idempotency_key_reused"
+
+
+def _counted_app(monkeypatch, proxy):
+    """The stored app's runtime rebuilt on the counting proxy's connection string."""
+    monkeypatch.setenv("AzureWebJobsStorage", proxy.connection_string)
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+
+
+def test_storage_round_trips_per_create(monkeypatch, stored_app, azurite):
+    with CountingStorageProxy(azurite) as proxy:
+        _counted_app(monkeypatch, proxy)
+        stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e000"})  # creates the table and queue
+        proxy.reset()
+        assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e001"}).status_code == 202
+        # one entity-group transaction (request + upgrade records) and one scheduled status check; no read
+        assert dict(proxy.counts) == {("table", "POST"): 1, ("queue", "POST"): 1}
+        proxy.reset()
+        headers = {"Idempotency-Key": "order-e002"}
+        assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers).status_code
+        # with a key: the insert-only reservation first
+        assert dict(proxy.counts) == {("table", "POST"): 2, ("queue", "POST"): 1}
+        proxy.reset()
+        stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers)
+        # a replay: the reservation meets the record and reads it; nothing else
+        assert dict(proxy.counts) == {("table", "POST"): 1, ("table", "GET"): 1}
+    assert stored_app.partner_center.create_posts == 3
+
+
+def test_concurrent_creates_with_one_key_for_two_customers_make_one_upgrade(stored_app):
+    barrier = threading.Barrier(2)
+    responses = {}
+
+    def create(customer):
+        barrier.wait()
+        responses[customer] = stored_app.create({"customerId": customer}, headers={"Idempotency-Key": "race-1"})
+
+    customers = [CUSTOMER_ID, "00000000-0000-0000-0000-0000000000d2"]
+    threads = [threading.Thread(target=create, args=(c,)) for c in customers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r.status_code for r in responses.values()) == [202, 422]
+    assert len(stored_app.partner_center.created_upgrades) == 1
+
+
+def test_a_reservation_left_by_a_crash_does_not_block_a_retry(stored_app, azurite):
+    from shared.ids import request_id_for
+    from shared.models import ProductUpgradeRequest
+
+    ledger = TableLedger(
+        StorageConnection(connection_string=azurite.connection_string), os.environ["PRODUCT_UPGRADE_TABLE"]
+    )
+    request_id = request_id_for("idempotency-key", "crashed-1")
+    # a worker reserved the request id, then died before Partner Center answered
+    assert ledger.reserve(request_id, ProductUpgradeRequest(CUSTOMER_ID), "c-1") is None
+    response = stored_app.create({"customerId": CUSTOMER_ID}, headers={"Idempotency-Key": "crashed-1"})
+    assert response.status_code == 202
+    record = ledger.get_request(request_id)
+    assert record is not None and record.status == "accepted"
+
+
+def test_a_refused_request_is_recorded_and_does_not_block_a_retry(stored_app, azurite):
+    from shared.ids import request_id_for
+
+    ledger = TableLedger(
+        StorageConnection(connection_string=azurite.connection_string), os.environ["PRODUCT_UPGRADE_TABLE"]
+    )
+    stored_app.partner_center.set_customer_error(CUSTOMER_ID, 403, 900108, "No Azure subscriptions to upgrade.")
+    headers = {"Idempotency-Key": "refused-1"}
+    assert stored_app.create({"customerId": CUSTOMER_ID}, headers=headers).status_code == 422
+    record = ledger.get_request(request_id_for("idempotency-key", "refused-1"))
+    assert record is not None and record.status == "rejected" and record.partner_center_error_code == "900108"
+    assert record.error_code == "not_eligible" and "No Azure subscriptions" in (record.error_message or "")
+    stored_app.partner_center.clear_customer_error(CUSTOMER_ID)
+    assert stored_app.create({"customerId": CUSTOMER_ID}, headers=headers).status_code == 202
+
+
+def test_http_and_queue_keys_are_apart_for_guid_keys_too(stored_app):
+    key = "7d0f2d0e-3f4b-4c59-9a57-2b8f1d2e3c4a"
+    assert stored_app.create({"customerId": CUSTOMER_ID}, headers={"Idempotency-Key": key}).status_code == 202
+    result = json.loads(stored_app.queue({"customerId": "00000000-0000-0000-0000-0000000000d2", "requestId": key}))
+    assert result["status"] == "accepted"
+    sent = [r.header("MS-RequestId") for r in stored_app.partner_center.requests_to("/v1/productupgrades", "POST")]
+    assert len(set(sent)) == 2 and key not in sent

@@ -2,10 +2,12 @@
 throttles a fraction of calls, and results lost to simulated crashes. Every customer is upgraded exactly once
 and every message ends with exactly one result.
 
-Reproduce the figures: ``scripts/check test tests/test_load.py -s`` (they are printed at the end).
+Reproduce the figures: ``scripts/check test tests/test_load.py -s`` (they are printed at the end); a smaller
+tracked run: ``TRACKED_UPGRADES=100 scripts/check test tests/test_load.py -s -k followed``.
 """
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -14,8 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from azure.storage.queue import QueueClient
 
+from shared import runtime
+from shared.ledger import TableLedger
+from shared.settings import Settings, StorageConnection
 from tests.fakes import Response
-from tests.harness import run_queue_function
+from tests.fakes.storage_proxy import CountingStorageProxy
+from tests.harness import FAST_POLICY, Host, run_queue_function
 
 MESSAGES = 1000
 BATCH_SIZE = 16  # host.json queues.batchSize
@@ -138,3 +144,67 @@ def test_thousand_messages_none_lost_none_duplicated(stored_app, azurite):
     assert figures["results lost to a simulated crash"] == MESSAGES // CRASH_EVERY
     assert throttler.throttled > MESSAGES // THROTTLE_EVERY
     assert figures["token requests"] == 1
+
+
+TRACKED_UPGRADES = int(os.environ.get("TRACKED_UPGRADES", "1000"))
+# One process plays the host, the app, Partner Center and the counting proxy: CPU-bound on one core.
+TRACKED_TIME_LIMIT = 900
+
+
+def test_thousand_upgrades_followed_to_their_end(monkeypatch, stored_app, azurite):
+    """1,000 queue requests, each upgrade followed by status checks until Partner Center says Completed (the
+    fake answers InProgress once, then Completed): 1,000 outcome messages, 1,000 ledger rows completed."""
+    customers = [str(uuid.UUID(int=0xFACADE << 64 | n)) for n in range(TRACKED_UPGRADES)]
+    stored_app.partner_center.complete_after_polls(1)
+    host = Host(azurite.connection_string)  # the host's own queue traffic goes straight to Azurite
+    with CountingStorageProxy(azurite) as proxy:
+        # the app's storage calls go through the counting proxy
+        monkeypatch.setenv("AzureWebJobsStorage", proxy.connection_string)
+        runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+        for n, customer in enumerate(customers):
+            host.send_request({"customerId": customer, "requestId": f"campaign-{n}"})
+        started = time.monotonic()
+        host.run_until(lambda: len(host.outcomes) >= TRACKED_UPGRADES, timeout=TRACKED_TIME_LIMIT)
+        elapsed = time.monotonic() - started
+        for _ in range(3):  # anything still scheduled would show up now
+            time.sleep(0.5)
+            host.run_once()
+        storage = dict(proxy.counts)
+
+    ledger = TableLedger(
+        StorageConnection(connection_string=azurite.connection_string), os.environ["PRODUCT_UPGRADE_TABLE"]
+    )
+    rows, token = [], None
+    while True:
+        page = ledger.list_upgrades(top=1000, continuation_token=token)
+        rows += page.items
+        token = page.continuation_token
+        if token is None:
+            break
+    outcomes = Counter(o["outcome"] for o in host.outcomes)
+    per_upgrade = Counter(o["upgradeId"] for o in host.outcomes)
+    created = Counter(u["customer_id"] for u in stored_app.partner_center.created_upgrades)
+    figures = {
+        "requests sent": TRACKED_UPGRADES,
+        "results": len(host.results),
+        "outcome messages": len(host.outcomes),
+        "outcomes by kind": dict(outcomes),
+        "duplicate outcomes": sum(n - 1 for n in per_upgrade.values()),
+        "ledger rows": len(rows),
+        "ledger rows by state": dict(Counter(r.state for r in rows)),
+        "upgrades at the fake": len(created),
+        "status checks per upgrade": stored_app.partner_center.status_polls / TRACKED_UPGRADES,
+        "tracking deliveries": host.deliveries["tracking"],
+        "storage requests by the app": storage,
+        "storage requests per upgrade": sum(storage.values()) / TRACKED_UPGRADES,
+        "invocations raised": host.raised,
+    }
+    print(f"\ntracked load figures ({elapsed:.1f} s):")
+    for name, value in figures.items():
+        print(f"  {name}: {value}")
+
+    assert len(host.results) == TRACKED_UPGRADES and {r["status"] for r in host.results} == {"accepted"}
+    assert outcomes == {"completed": TRACKED_UPGRADES} and max(per_upgrade.values()) == 1
+    assert set(per_upgrade) == {r["upgradeId"] for r in host.results}
+    assert len(rows) == TRACKED_UPGRADES and {r.state for r in rows} == {"completed"}
+    assert set(created) == set(customers) and max(created.values()) == 1
