@@ -408,3 +408,53 @@ def test_listing_without_storage_is_503(app_env):
 def test_tracking_check_messages_round_trip():
     check = TrackingCheck("u-1", CUSTOMER_ID, "Azure", "req-1", check=3, failures=1)
     assert TrackingCheck.from_json(json.loads(json.dumps(check.to_json()))) == check
+
+
+def test_an_outcome_claimed_by_a_worker_that_died_is_sent_once_the_claim_lapses(stored_app, azurite):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from shared.ledger import utc_now
+
+    host, message = _one_check(stored_app, azurite)
+    ledger = ledger_of(azurite)
+    [record] = ledger.list_upgrades().items
+    # a worker claimed the outcome a while ago and died before sending it
+    claimed_at = utc_now() - timedelta(minutes=5)
+    died = replace(record, state="completed", ended_at=claimed_at, outcome_claimed_at=claimed_at, checks=1)
+    assert ledger.update_upgrade(died) is not None
+    run_tracking_function(message)
+    run_tracking_function(message)  # and once more: already sent
+    host.run_once()
+    assert [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert stored_app.partner_center.status_polls == 0  # the ledger knew it had ended
+    assert ledger.list_upgrades().items[0].outcome_sent
+
+
+def test_a_fresh_claim_is_left_to_its_worker(stored_app, azurite):
+    from dataclasses import replace
+
+    from shared.ledger import utc_now
+
+    host, message = _one_check(stored_app, azurite)
+    ledger = ledger_of(azurite)
+    [record] = ledger.list_upgrades().items
+    now = utc_now()
+    claimed = replace(record, state="completed", ended_at=now, outcome_claimed_at=now, checks=1)
+    assert ledger.update_upgrade(claimed) is not None
+    run_tracking_function(message)
+    host.run_once()
+    assert host.outcomes == []  # its worker may still send it: this delivery waits for the lease instead
+    assert host.tracking.get_queue_properties().approximate_message_count == 2  # the original (in flight) + later
+
+
+def test_tracking_with_storage_down_is_left_to_the_host_to_retry(monkeypatch, stored_app, azurite):
+    host, message = _one_check(stored_app, azurite)
+    monkeypatch.setenv(
+        "AzureWebJobsStorage",
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
+    )
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+    with pytest.raises(Exception, match="could not be"):
+        run_tracking_function(message)
