@@ -146,15 +146,9 @@ class App:
 def run_queue_function(message: Any) -> str:
     """Run the queue function on a message received from a real queue (``azure.storage.queue.QueueMessage``),
     as the host does; the result message the output binding got. Raises what the function raised."""
-    msg = QueueMessage(
-        id=message.id,
-        body=message.content.encode(),
-        dequeue_count=message.dequeue_count,
-        pop_receipt=message.pop_receipt,
-    )
-    out = OutCollector()
-    user_functions()["product_upgrade_from_queue"](msg, out)
-    return out.get()
+    result = run_queue_function_or_none(message)
+    assert result is not None, "the function set no result (deferred)"
+    return result
 
 
 def set_app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, partner_center: FakePartnerCenter) -> None:
