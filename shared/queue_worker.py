@@ -21,7 +21,7 @@ from shared import logs
 from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
 from shared.messages import decode_json_message
 from shared.models import ProductUpgradeRequest, optional_str
-from shared.retry import time_budget
+from shared.retry import remaining_budget, time_budget
 from shared.runtime import Runtime, get_runtime
 from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, get_settings
 from shared.workflow import OperationIds, request_id_for
@@ -113,7 +113,7 @@ def _handle(msg: func.QueueMessage) -> str | None:
 def _failed(
     msg: func.QueueMessage, parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError, fields: dict[str, Any]
 ) -> str | None:
-    if isinstance(exc, PartnerCenterError) and (exc.status == 429 or exc.try_again_later):
+    if isinstance(exc, PartnerCenterError) and _not_now(exc):
         try:
             deferred = _defer(parsed, exc, fields["message_id"])
         except ProductUpgradeError as defer_error:
@@ -145,6 +145,18 @@ def _failed(
     log.error("Queue message %s failed on its last attempt (%d): %s", fields["message_id"], attempt, exc.message)
     _record(parsed, ids, exc)
     return result_message("failed", error=exc, retryable=True, **fields)
+
+
+def _not_now(exc: PartnerCenterError) -> bool:
+    """Partner Center said "later": 900130, or a 429 whose Retry-After this invocation could not wait for (a
+    429 that merely used up the attempts goes back to the host's retries instead)."""
+    if exc.try_again_later:
+        return True
+    if exc.status != 429 or exc.retry_after is None:
+        return False
+    policy = get_runtime().policy
+    left = min(policy.total_budget, remaining_budget() or policy.total_budget)
+    return exc.retry_after + policy.min_attempt_time > left
 
 
 def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bool:

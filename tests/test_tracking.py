@@ -264,6 +264,16 @@ def test_throttled_past_the_budget_defers_then_ends_accepted(monkeypatch, stored
     assert len(stored_app.partner_center.created_upgrades) == 1
 
 
+def test_throttling_that_only_used_up_the_attempts_goes_back_to_the_host(stored_app, azurite):
+    host = Host(azurite.connection_string)
+    stored_app.partner_center.throttle_next(5, retry_after="0", match="/v1/productupgrades")
+    host.send_request({"customerId": CUSTOMER_ID})
+    host.run_once()
+    assert host.results == [] and host.raised == 1  # not deferred: the host retries it after its visibility timeout
+    host.run_until(lambda: len(host.results) >= 1, timeout=20)
+    assert host.results[0]["status"] == "accepted"
+
+
 def test_a_retry_after_of_ten_minutes_keeps_the_message_out_of_sight(monkeypatch, stored_app, azurite):
     _deferring_runtime(monkeypatch)
     host = Host(azurite.connection_string)
@@ -299,13 +309,10 @@ def test_try_again_later_defers_then_ends_accepted(monkeypatch, stored_app, azur
 def test_deferrals_used_up_end_with_one_result(
     monkeypatch, stored_app, azurite, status, code, expected_status, expected_code
 ):
-    # one attempt per call: a 429 with a short Retry-After is handed back at once, as a long one would be
-    _deferring_runtime(
-        monkeypatch, RetryPolicy(max_attempts=1), PRODUCT_UPGRADE_DEFER_SECONDS="1", PRODUCT_UPGRADE_MAX_DEFERRALS="2"
-    )
+    _deferring_runtime(monkeypatch, PRODUCT_UPGRADE_DEFER_SECONDS="1", PRODUCT_UPGRADE_MAX_DEFERRALS="2")
     host = Host(azurite.connection_string)
     if status == 429:
-        stored_app.partner_center.throttle_next(100, retry_after="1", match="/v1/productupgrades")
+        stored_app.partner_center.throttle_next(100, retry_after="3", match="/v1/productupgrades")
     else:
         stored_app.partner_center.set_customer_error(CUSTOMER_ID, status, code, "Try again later.")
     message_id = host.send_request({"customerId": CUSTOMER_ID})
