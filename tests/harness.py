@@ -204,6 +204,9 @@ class Host:
     function on each message in parallel, write the output binding, delete the message on success; a message
     whose invocation raised reappears after its visibility timeout. Results and outcomes are collected."""
 
+    #: How long a received message stays hidden while its invocation runs (the host renews its lease as needed).
+    LEASE_SECONDS = 300
+
     def __init__(self, connection_string: str, *, batch_size: int = 16, visibility_timeout: int = 1) -> None:
         from azure.storage.queue import QueueClient
 
@@ -232,7 +235,7 @@ class Host:
         """One pass over the requests and tracking queues; how many messages were delivered."""
         delivered = 0
         for queue, kind in ((self.requests, "requests"), (self.tracking, "tracking")):
-            batch = list(queue.receive_messages(max_messages=32, visibility_timeout=self.visibility_timeout))
+            batch = list(queue.receive_messages(max_messages=32, visibility_timeout=self.LEASE_SECONDS))
             if not batch:
                 continue
             delivered += len(batch)
@@ -261,6 +264,8 @@ class Host:
         except Exception:
             with self._lock:
                 self.raised += 1
+            # as the host does after a failed invocation: the message comes back after visibilityTimeout
+            queue.update_message(message.id, message.pop_receipt, visibility_timeout=self.visibility_timeout)
             return
         queue.delete_message(message.id, message.pop_receipt)
 
