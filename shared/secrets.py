@@ -80,6 +80,10 @@ class KeyVaultSecretStore:
                 )
             return self._cached
 
+    def load_app(self) -> tuple[str, str]:
+        """The app id and secret alone, for the consent sign-in that mints the refresh token."""
+        return self._get(self._names.app_id), self._get(self._names.app_secret)
+
     def save_refresh_token(self, refresh_token: str) -> None:
         name = self._names.refresh_token
         try:

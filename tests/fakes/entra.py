@@ -1,4 +1,5 @@
-"""A fake Microsoft Entra ID (login.microsoftonline.com) tenant: OIDC discovery and the v2/v1 token endpoints.
+"""A fake Microsoft Entra ID (login.microsoftonline.com) tenant: OIDC discovery, the v2 authorize endpoint
+(authorization-code flow with PKCE, for the consent sign-in) and the v2/v1 token endpoints.
 
 Speaks what msal's ``ConfidentialClientApplication`` (with ``instance_discovery=False``) and a hand-rolled
 ``requests.post`` to ``/oauth2/v2.0/token`` or ``/oauth2/token`` need. Errors use Entra's shape:
@@ -9,6 +10,7 @@ Speaks what msal's ``ConfidentialClientApplication`` (with ``instance_discovery=
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -17,12 +19,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from tests.fakes import APP_ID, APP_SECRET, PARTNER_CENTER_RESOURCE, REFRESH_TOKEN, TENANT_ID, USER_OBJECT_ID
 from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
 from tests.fakes.tls import TLSMaterial
 
 _OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
+
+
+#: Authorization codes are single-use and short-lived (Entra: about 10 minutes).
+AUTH_CODE_LIFETIME_SECONDS = 600.0
+
+
+@dataclass
+class AuthorizationCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str | None
+    expires_at: float
 
 
 @dataclass
@@ -57,6 +76,7 @@ class FakeEntra(FakeHTTPServer):
         tenant_aliases: Iterable[str] = (),
         resources: Iterable[str] = (PARTNER_CENTER_RESOURCE,),
         rotate_refresh_tokens: bool = True,
+        redirect_uris: Iterable[str] = ("http://localhost",),
     ) -> None:
         super().__init__(tls=tls)
         self.tenant_id = tenant_id
@@ -74,6 +94,12 @@ class FakeEntra(FakeHTTPServer):
         self._valid_refresh_tokens: set[str] = {refresh_token}
         self._expired_refresh_tokens: set[str] = set()
         self._access_tokens: dict[str, IssuedToken] = {}
+        #: Reply URLs registered on the app; for http://localhost the port is ignored, as Entra does.
+        self.redirect_uris = list(redirect_uris)
+        #: The user's answer at the sign-in page: None signs in (MFA done); an OAuth error code refuses.
+        self.sign_in_error: str | None = None
+        self.authorize_requests = 0
+        self._codes: dict[str, AuthorizationCode] = {}
 
     # -- control ---------------------------------------------------------------------------------------
     @property
@@ -139,6 +165,12 @@ class FakeEntra(FakeHTTPServer):
             return Response.json(200, self._openid_configuration(v2=rest[0] == "v2.0"))
         if rest in (["discovery", "v2.0", "keys"], ["discovery", "keys"]):
             return Response.json(200, {"keys": []})
+        if rest == ["oauth2", "v2.0", "authorize"]:
+            with self._lock:
+                self.authorize_requests += 1
+            if not self._known_tenant(tenant):
+                return self._error_page(400, 90002, self._tenant_not_found(tenant))
+            return self._authorize(req)
         if rest in (["oauth2", "v2.0", "token"], ["oauth2", "token"]):
             v2 = rest[1] == "v2.0"
             with self._lock:
@@ -224,7 +256,7 @@ class FakeEntra(FakeHTTPServer):
             return self._missing("grant_type")
         if not client_id:
             return self._missing("client_id")
-        if grant_type not in ("refresh_token", "client_credentials"):
+        if grant_type not in ("refresh_token", "client_credentials", "authorization_code"):
             return self._error(
                 400, "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant_type}'."
             )
@@ -293,8 +325,19 @@ class FakeEntra(FakeHTTPServer):
             )
 
         new_refresh: str | None = None
+        id_token: str | None = None
         with self._lock:
-            if grant_type == "refresh_token":
+            if grant_type == "authorization_code":
+                redeemed = self._redeem_code(form, client_id)
+                if isinstance(redeemed, Response):
+                    return redeemed
+                new_refresh = "fake-rt-" + secrets.token_urlsafe(48)
+                self._valid_refresh_tokens.add(new_refresh)
+                self.issued_refresh_tokens.append(new_refresh)
+                self.current_refresh_token = new_refresh
+                if "openid" in redeemed.scope.split():
+                    id_token = self._id_token(client_id, redeemed.nonce)
+            elif grant_type == "refresh_token":
                 presented = form.get("refresh_token")
                 if not presented:
                     return self._missing("refresh_token")
@@ -330,7 +373,7 @@ class FakeEntra(FakeHTTPServer):
                 }
             )
 
-        granted_scope = "user_impersonation" if grant_type == "refresh_token" else ".default"
+        granted_scope = ".default" if grant_type == "client_credentials" else "user_impersonation"
         # Delegated: the consented scope, plus ".default" when that is what was asked (as Entra answers).
         v2_scope = f"{resource}/{granted_scope}"
         requested = (form.get("scope") or "").split()
@@ -357,7 +400,149 @@ class FakeEntra(FakeHTTPServer):
             }
         if new_refresh is not None:
             body["refresh_token"] = new_refresh
-        if grant_type == "refresh_token" and form.get("client_info") == "1":
+        if id_token is not None:
+            body["id_token"] = id_token
+        if grant_type != "client_credentials" and form.get("client_info") == "1":
             info = json.dumps({"uid": USER_OBJECT_ID, "utid": self.tenant_id}).encode()
             body["client_info"] = base64.urlsafe_b64encode(info).decode().rstrip("=")
         return Response.json(200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    # -- authorization-code flow -----------------------------------------------------------------------
+    def _redirect_registered(self, redirect_uri: str) -> bool:
+        asked = urlsplit(redirect_uri)
+        for registered in self.redirect_uris:
+            known = urlsplit(registered)
+            loopback = (known.hostname or "") in ("localhost", "127.0.0.1")
+            same_port = loopback or known.port == asked.port
+            same_path = (known.path or "/").rstrip("/") == (asked.path or "/").rstrip("/")
+            if (known.scheme, known.hostname) == (asked.scheme, asked.hostname) and same_port and same_path:
+                return True
+        return False
+
+    def _error_page(self, status: int, code: int, message: str) -> Response:
+        """What Entra shows in the browser when it cannot redirect back safely."""
+        html = f"<html><body><h1>Sign in</h1><p>AADSTS{code}: {message}</p></body></html>"
+        return Response(status, html, {"Content-Type": "text/html; charset=utf-8"})
+
+    def _authorize(self, req: RecordedRequest) -> Response:
+        """``GET /{tenant}/oauth2/v2.0/authorize``: the user signs in (and passes MFA) and is sent back to the
+        app's reply URL with ``code`` and ``state`` (``response_mode=query``), or with ``error``."""
+        if req.method not in ("GET", "POST"):
+            return Response(405, b"")
+        params = dict(req.query) if req.method == "GET" else req.form()
+        client_id = params.get("client_id") or ""
+        if client_id.lower() != self.client_id.lower():
+            return self._error_page(
+                400, 700016, f"Application with identifier '{client_id}' was not found in the directory."
+            )
+        redirect_uri = params.get("redirect_uri") or ""
+        if not redirect_uri or not self._redirect_registered(redirect_uri):
+            return self._error_page(
+                400,
+                50011,
+                f"The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs "
+                f"configured for the application '{self.client_id}'.",
+            )
+        state = params.get("state")
+
+        def back(**fields: str) -> Response:
+            if state is not None:
+                fields["state"] = state
+            separator = "&" if "?" in redirect_uri else "?"
+            return Response(302, b"", {"Location": redirect_uri + separator + urlencode(fields)})
+
+        if params.get("response_type") != "code":
+            return back(
+                error="unsupported_response_type",
+                error_description="AADSTS700054: response_type is not enabled for the application.",
+            )
+        scope = params.get("scope") or ""
+        if not scope.strip():
+            return back(
+                error="invalid_request",
+                error_description="AADSTS900144: The request body must contain the following parameter: 'scope'.",
+            )
+        method = params.get("code_challenge_method")
+        if params.get("code_challenge") and method not in (None, "plain", "S256"):
+            return back(error="invalid_request", error_description="AADSTS501491: Invalid code_challenge_method.")
+        if self.sign_in_error is not None:
+            return back(error=self.sign_in_error, error_description="AADSTS65004: User declined to consent.")
+        code = "fake-code-" + secrets.token_urlsafe(32)
+        with self._lock:
+            self._codes[code] = AuthorizationCode(
+                code=code,
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                scope=scope,
+                nonce=params.get("nonce"),
+                code_challenge=params.get("code_challenge"),
+                code_challenge_method=method or ("plain" if params.get("code_challenge") else None),
+                expires_at=time.time() + AUTH_CODE_LIFETIME_SECONDS,
+            )
+        return back(code=code, session_state=str(uuid.uuid4()))
+
+    def _redeem_code(self, form: dict[str, str], client_id: str) -> AuthorizationCode | Response:
+        """Check an ``authorization_code`` grant (called under the lock); the code is spent either way."""
+        presented = form.get("code")
+        if not presented:
+            return self._missing("code")
+        code = self._codes.pop(presented, None)
+        if code is None or code.expires_at <= time.time():
+            return self._error(
+                400,
+                "invalid_grant",
+                54005,
+                "OAuth2 Authorization code was already redeemed, "
+                "please retry with a new valid code or use an existing refresh token.",
+            )
+        if code.client_id.lower() != client_id.lower():
+            return self._error(400, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
+        if form.get("redirect_uri") != code.redirect_uri:
+            return self._error(
+                400,
+                "invalid_grant",
+                500112,
+                "The reply address does not match the reply address provided when requesting Authorization code.",
+            )
+        if code.code_challenge:
+            verifier = form.get("code_verifier") or ""
+            if code.code_challenge_method == "S256":
+                digest = hashlib.sha256(verifier.encode("ascii")).digest()
+                expected = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+            else:
+                expected = verifier
+            if not verifier or not secrets.compare_digest(expected, code.code_challenge):
+                return self._error(
+                    400,
+                    "invalid_grant",
+                    501481,
+                    "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                )
+        return code
+
+    def _id_token(self, client_id: str, nonce: str | None) -> str:
+        """An id token as Entra issues it (the signature is not checked by msal, nor by anyone here)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": client_id,
+            "iss": f"{self.url}/{self.tenant_id}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "oid": USER_OBJECT_ID,
+            "sub": "fake-subject-" + USER_OBJECT_ID,
+            "tid": self.tenant_id,
+            "preferred_username": "admin@contoso-partner.onmicrosoft.com",
+            "name": "Partner Admin",
+            "ver": "2.0",
+        }
+        if nonce is not None:
+            claims["nonce"] = nonce
+
+        def part(data: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+        header = {"typ": "JWT", "alg": "RS256", "kid": "fake-key"}
+        return f"{part(header)}.{part(claims)}." + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip(
+            "="
+        )

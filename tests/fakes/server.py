@@ -217,6 +217,15 @@ class _Handler(BaseHTTPRequestHandler):
             owner.observe(req)
             delay = owner._take_fault(req, ("delay",))
             fault = owner._take_fault(req, ("fail", "reset"))
+            owner.in_flight += 1
+            owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+        try:
+            self._answer(owner, req, delay, fault)
+        finally:
+            with owner._lock:
+                owner.in_flight -= 1
+
+    def _answer(self, owner: FakeHTTPServer, req: RecordedRequest, delay: _Fault | None, fault: _Fault | None) -> None:
         if delay is not None and owner._stop_event.wait(delay.seconds):
             self._reset()
             return
@@ -285,6 +294,9 @@ class FakeHTTPServer:
         self.requests: list[RecordedRequest] = []
         #: Tracebacks of exceptions inside handlers (a fake bug, not a client bug): tests may assert it is empty.
         self.errors: list[str] = []
+        #: Requests being answered right now, and the most seen at once (concurrency of the clients).
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.RLock()
         self._faults: list[_Fault] = []
         self._threads: set[threading.Thread] = set()
@@ -365,6 +377,7 @@ class FakeHTTPServer:
             self.requests.clear()
             self._faults.clear()
             self.errors.clear()
+            self.max_in_flight = self.in_flight
 
     def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded requests selected by :func:`path_matches` (``/...``: path ends with it; else substring),

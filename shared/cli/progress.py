@@ -1,0 +1,184 @@
+"""A campaign's progress on stderr: rich's live bar on a terminal, a plain line every few seconds otherwise.
+
+rich rather than tqdm: one well-kept library gives the live bar with our own columns (counts of accepted,
+rejected, failed, throttled beside rate and ETA) and the end-of-run summary tables, and it knows when stderr
+is not a terminal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+#: Seconds between plain progress lines when stderr is not a terminal.
+PLAIN_INTERVAL_SECONDS = 5.0
+
+#: The counters shown beside the bar, in order.
+SHOWN = ("accepted", "rejected", "failed", "throttled")
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f}/s" if speed else "-/s", style="progress.data.speed")
+
+
+class CampaignProgress:
+    """Counts rows as they finish and shows them; thread-safe (worker threads count throttling)."""
+
+    def __init__(
+        self,
+        total: int,
+        description: str,
+        *,
+        stream: TextIO,
+        interval: float = PLAIN_INTERVAL_SECONDS,
+        force_terminal: bool | None = None,
+    ) -> None:
+        self.total = total
+        self.description = description
+        self.counts: Counter[str] = Counter()
+        self.shown: tuple[str, ...] = SHOWN
+        self.done = 0
+        self._stream = stream
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._stopped = threading.Event()
+        self._console = Console(file=stream, force_terminal=force_terminal, stderr=True)
+        self.live = self._console.is_terminal
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> CampaignProgress:
+        self._started = time.monotonic()
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=30),
+                MofNCompleteColumn(),
+                _RateColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[counts]}"),
+                console=self._console,
+                refresh_per_second=4,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total, counts=self._counts_text())
+        else:
+            self._print_line()
+            self._thread = threading.Thread(target=self._plain_loop, name="progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._progress is not None:
+            self._refresh()
+            self._progress.stop()
+        else:
+            if self._thread is not None:
+                self._thread.join(1.0)
+            self._print_line()
+
+    # -- counting --------------------------------------------------------------------------------------
+    def finished(self, status: str) -> None:
+        """One row has its result (``accepted``, ``rejected``, ``failed``, ``skipped``, an outcome...)."""
+        with self._lock:
+            self.done += 1
+            self.counts[status] += 1
+        self._refresh()
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Count an event beside the rows, such as a throttled call."""
+        with self._lock:
+            self.counts[name] += n
+        self._refresh()
+
+    def restart(self, total: int, description: str, shown: tuple[str, ...]) -> None:
+        """A new phase (following upgrades until they end) with its own total and counters."""
+        if self._progress is None:
+            self._print_line()  # how the phase before ended
+        with self._lock:
+            self.total = total
+            self.description = description
+            self.shown = shown
+            self.counts = Counter({"throttled": self.counts["throttled"]})
+            self.done = 0
+            self._started = time.monotonic()
+        if self._progress is not None:
+            self._progress.reset(self._task, total=total, description=description, counts=self._counts_text())
+        else:
+            self._print_line()
+
+    # -- showing ---------------------------------------------------------------------------------------
+    def line(self) -> str:
+        """The plain progress line: done/total, rate, ETA and the counters."""
+        with self._lock:
+            done, total, elapsed = self.done, self.total, time.monotonic() - self._started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = f"{(total - done) / rate:.0f} s" if rate > 0 and done < total else "-"
+        return f"{self.description}: {done}/{total} done, {rate:.1f}/s, ETA {eta}; {self._counts_text()}"
+
+    def _counts_text(self) -> str:
+        with self._lock:
+            counts, shown = dict(self.counts), self.shown
+        return " ".join(f"{name} {counts.get(name, 0)}" for name in shown)
+
+    def _refresh(self) -> None:
+        if self._progress is not None:
+            with self._lock:
+                done = self.done
+            self._progress.update(self._task, completed=done, counts=self._counts_text())
+
+    def _plain_loop(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self._print_line()
+
+    def _print_line(self) -> None:
+        print(self.line(), file=self._stream, flush=True)
+
+
+def summary_tables(counts: Mapping[str, int], errors: Mapping[str, int], outcomes: Mapping[str, int]) -> list[Table]:
+    """The end-of-run tables: rows by status, by error code, and (with --wait) by outcome."""
+    tables = []
+    for title, column, data in (
+        ("Rows by status", "status", counts),
+        ("Rows by error code", "error code", errors),
+        ("Upgrades by outcome", "outcome", outcomes),
+    ):
+        if not data:
+            continue
+        table = Table(title=title, title_justify="left")
+        table.add_column(column)
+        table.add_column("rows", justify="right")
+        for name, n in sorted(data.items(), key=lambda item: (-item[1], item[0])):
+            table.add_row(name, str(n))
+        table.add_row("total", str(sum(data.values())), style="bold")
+        tables.append(table)
+    return tables
+
+
+def print_tables(tables: list[Table], stream: TextIO) -> None:
+    console = Console(file=stream, width=100)
+    for table in tables:
+        console.print(table)

@@ -1,0 +1,565 @@
+"""The operators' command line, against the loopback fakes (and Azurite where storage matters).
+
+Campaign-sized runs go through the real entry point as a subprocess (``python -m shared.cli``); the rest call
+``main()`` in-process, with the same settings and fakes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.cli import main as cli_main
+from shared.cli.campaign import REPORT_COLUMNS, WAIT_COLUMNS
+from shared.cli.progress import CampaignProgress, summary_tables
+from tests.fakes import APP_ID, APP_SECRET, TENANT_ID, FakeEntra, FakePartnerCenter
+from tests.harness import set_app_env
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs the command line in ``folder`` with the app's settings pointing at the fakes."""
+
+    def __init__(self, folder: Path, entra: FakeEntra, partner_center: FakePartnerCenter) -> None:
+        self.folder = folder
+        self.entra = entra
+        self.partner_center = partner_center
+
+    def run(self, *args: str) -> Ran:
+        """``main(args)`` in this process, in ``folder``; os.environ is restored after (local.settings.json is
+        applied to it)."""
+        saved = dict(os.environ)
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.chdir(self.folder), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli_main.main(list(args))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return Ran(code, out.getvalue(), err.getvalue())
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """The real entry point, ``python -m shared.cli``, as a child process."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=self.folder,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run_process(self, *args: str, timeout: float = 120) -> Ran:
+        proc = self.spawn(*args)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return Ran(proc.returncode, stdout, stderr)
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, entra: FakeEntra, partner_center: FakePartnerCenter
+) -> Iterator[Cli]:
+    set_app_env(monkeypatch, entra, partner_center)
+    monkeypatch.setenv("PRODUCT_UPGRADE_POLL_SECONDS", "0.1")
+    yield Cli(tmp_path, entra, partner_center)
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] | None = None) -> Path:
+    columns = columns or list(rows[0])
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def customers(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+def posts_per_customer(partner_center: FakePartnerCenter) -> Counter[str]:
+    """Create POSTs that reached Partner Center's handler, by customer (what "upgraded twice" would show)."""
+    return Counter(r.json()["customerId"] for r in partner_center.requests_to("/v1/productupgrades", "POST"))
+
+
+def created_per_customer(partner_center: FakePartnerCenter) -> Counter[str]:
+    return Counter(u["customer_id"] for u in partner_center.created_upgrades)
+
+
+# -- bulk: a campaign ----------------------------------------------------------------------------------------
+
+
+def test_bulk_500_row_mix_accounts_for_every_row_and_upgrades_each_good_customer_once(cli: Cli) -> None:
+    good = customers(420)
+    ineligible = customers(20)
+    already = customers(20)
+    malformed = [f"customer-{i}" for i in range(20)]
+    for customer in ineligible:
+        cli.partner_center.set_ineligible(customer, "The customer has no legacy Azure subscription.")
+    for customer in already:
+        cli.partner_center.set_customer_error(
+            customer, 400, 900110, "The customer's upgrade has already completed.", operations=("create",)
+        )
+    duplicates = good[:20]
+    ids = good + ineligible + already + malformed + duplicates
+    rows = [{"customerId": c, "productFamily": "azure" if i % 3 == 0 else "", "crmId": f"crm-{i}"} for i, c in enumerate(ids)]
+    assert len(rows) == 500
+    path = write_csv(cli.folder / "wave-1.csv", rows)
+    cli.partner_center.throttle_next(12, retry_after="1", match="/v1/productupgrades")
+
+    ran = cli.run_process("bulk", str(path), "--report", "report.csv", "--json")
+
+    assert ran.code == 1, ran.stderr
+    body = ran.json()
+    assert body["rows"] == 500 and sum(body["counts"].values()) == 500
+    assert body["counts"] == {"accepted": 420, "rejected": 60, "skipped": 20}
+    assert body["campaign"] == "wave-1.csv" and body["throttled"] == 12
+    report = read_report(cli.folder / "report.csv")
+    assert [r["crmId"] for r in report] == [f"crm-{i}" for i in range(500)]  # every row, in the CSV's order
+    assert list(report[0]) == ["customerId", "productFamily", "crmId", *REPORT_COLUMNS]
+    by_customer = {r["customerId"]: r for r in report[:480]}
+    assert all(by_customer[c]["status"] == "accepted" and by_customer[c]["upgradeId"] for c in good)
+    assert {by_customer[c]["errorCode"] for c in ineligible} == {"not_eligible"}
+    assert {by_customer[c]["partnerCenterErrorCode"] for c in ineligible} == {"900108"}
+    assert {by_customer[c]["partnerCenterErrorCode"] for c in already} == {"900110"}
+    assert all(by_customer[c]["status"] == "rejected" and by_customer[c]["message"] for c in already)
+    assert {r["errorCode"] for r in report[460:480]} == {"invalid_request"}
+    assert {r["status"] for r in report[480:]} == {"skipped"}
+    # Exactly one upgrade per good customer at Partner Center, none for anyone else; one token for the run.
+    assert created_per_customer(cli.partner_center) == Counter(good)
+    assert len({r["upgradeId"] for r in report if r["upgradeId"]}) == 420
+    assert cli.entra.token_requests == 1
+    assert "throttled 12" in ran.stderr  # the plain progress line (no terminal here)
+
+
+def test_bulk_is_parallel_up_to_concurrency_and_never_more(cli: Cli) -> None:
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(24)])
+    cli.partner_center.delay_next(24, seconds=0.3, match="/v1/productupgrades")
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--concurrency", "4")
+
+    assert ran.code == 0, ran.stderr
+    assert cli.partner_center.max_in_flight == 4
+    assert len(cli.partner_center.created_upgrades) == 24
+
+
+def test_interrupted_run_resumes_from_its_report_without_upgrading_anyone_twice(cli: Cli) -> None:
+    ids = customers(300)
+    path = write_csv(cli.folder / "big.csv", [{"customerId": c, "note": str(i)} for i, c in enumerate(ids)])
+    cli.partner_center.delay_next(300, seconds=0.05, match="/v1/productupgrades")
+    report = cli.folder / "report.csv"
+
+    proc = cli.spawn("bulk", str(path), "--report", str(report), "--concurrency", "4")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not report.exists() or len(read_report(report)) < 40):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    first = read_report(report)
+    assert 40 <= len(first) < 300
+    assert {r["status"] for r in first} == {"accepted"}
+    assert "interrupted" in stderr
+    # In-flight calls finished and were reported: Partner Center made no upgrade the report does not show.
+    assert len(cli.partner_center.created_upgrades) == len(first)
+
+    cli.partner_center.clear_faults()
+    ran = cli.run_process("bulk", str(path), "--report", str(report), "--concurrency", "4", "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["counts"] == {"accepted": 300}
+    final = read_report(report)
+    assert [r["note"] for r in final] == [str(i) for i in range(300)]
+    kept = {r["customerId"]: r["upgradeId"] for r in first}
+    assert all(r["upgradeId"] == kept[r["customerId"]] for r in final if r["customerId"] in kept)
+    assert posts_per_customer(cli.partner_center) == Counter(ids)  # one POST per customer over both runs
+    assert created_per_customer(cli.partner_center) == Counter(ids)
+
+
+def test_rerun_retries_refused_rows_with_the_same_request_ids(cli: Cli) -> None:
+    ok, flaky = customers(2)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": ok}, {"customerId": flaky}])
+    cli.partner_center.set_customer_error(flaky, 409, 900101, "Conflict", operations=("create",))
+
+    first = cli.run("bulk", str(path), "--report", "r.csv")
+    cli.partner_center.clear_customer_error(flaky)
+    second = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+
+    assert (first.code, second.code) == (1, 0)
+    assert second.json()["counts"] == {"accepted": 2}
+    posts = cli.partner_center.requests_to("/v1/productupgrades", "POST")
+    flaky_ids = {r.header("MS-RequestId") for r in posts if r.json()["customerId"] == flaky}
+    assert len(flaky_ids) == 1 and len(posts) == 3  # ok sent once, flaky twice with one MS-RequestId
+
+
+def test_bulk_wait_polls_until_every_upgrade_has_ended(cli: Cli) -> None:
+    ids = customers(6)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in ids])
+    cli.partner_center.complete_after_polls(2)
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["outcomes"] == {"completed": 6}
+    report = read_report(cli.folder / "r.csv")
+    assert list(report[0])[-2:] == list(WAIT_COLUMNS)
+    assert {(r["outcome"], r["partnerCenterStatus"]) for r in report} == {("completed", "Completed")}
+    assert len(report) == 6
+
+
+def test_bulk_wait_reports_failed_upgrades_and_exits_1(cli: Cli) -> None:
+    ids = customers(2)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in ids])
+    cli.run("bulk", str(path), "--report", "r.csv")
+    failed = next(u for u in cli.partner_center.created_upgrades if u["customer_id"] == ids[1])["upgrade_id"]
+    cli.partner_center.set_upgrade_status(failed, "Failed", error_details={"code": "1001", "description": "No."})
+    cli.partner_center.complete_after_polls(0, next(u["upgrade_id"] for u in cli.partner_center.created_upgrades
+                                                     if u["customer_id"] == ids[0]))
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")
+
+    assert ran.code == 1
+    assert ran.json()["outcomes"] == {"completed": 1, "failed": 1}
+    assert len(cli.partner_center.created_upgrades) == 2
+
+
+def test_bulk_with_eligibility_check_reports_partner_centers_reason(cli: Cli) -> None:
+    ok, no = customers(2)
+    cli.partner_center.set_ineligible(no, "Subscriptions purchased recently.")
+    path = write_csv(cli.folder / "c.csv", [{"customerId": ok}, {"customerId": no}])
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--check-eligibility")
+
+    assert ran.code == 1
+    report = read_report(cli.folder / "r.csv")
+    assert report[1]["errorCode"] == "not_eligible" and "purchased recently" in report[1]["message"]
+    assert cli.partner_center.create_posts == 1
+    assert "Rows by error code" in ran.stdout and "not_eligible" in ran.stdout
+
+
+def test_bulk_failures_after_retries_are_reported_failed(cli: Cli) -> None:
+    (customer,) = customers(1)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": customer}])
+    cli.partner_center.fail_next(5, 503, match="/v1/productupgrades")
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+
+    assert ran.code == 1
+    assert read_report(cli.folder / "r.csv")[0]["errorCode"] == "partner_center_unavailable"
+    assert ran.json()["counts"] == {"failed": 1}
+
+
+def test_request_id_column_fixes_the_ms_request_id(cli: Cli) -> None:
+    (customer,) = customers(1)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": customer, "requestId": "crm-4711"}])
+
+    assert cli.run("bulk", str(path), "--report", "r.csv").code == 0
+
+    from shared.workflow import request_id_for
+
+    (post,) = cli.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert post.header("MS-RequestId") == request_id_for("queue-request", "crm-4711")
+
+
+# -- exit codes ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        ("", "empty"),
+        ("customerId\n", "no data rows"),
+        ("customer,name\nx,y\n", "no customerId column"),
+        (b"customerId\n\xff\xfe\n", "could not be read"),
+    ],
+)
+def test_unusable_csv_is_a_usage_error(cli: Cli, content: str | bytes | None, expected: str) -> None:
+    path = cli.folder / "in.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+
+    assert ran.code == 2
+    assert expected in ran.json()["error"]["message"] and expected in ran.stderr
+    assert cli.partner_center.requests == [] and not (cli.folder / "r.csv").exists()
+
+
+def test_bad_arguments_are_usage_errors(cli: Cli) -> None:
+    assert cli.run("upgrade", "not-a-guid").code == 2
+    assert cli.run("status", "abc", "--customer", "nope").code == 2
+    assert cli.run("status", "a/b", "--customer", str(uuid.uuid4())).code == 2
+    assert cli.run("eligibility", str(uuid.uuid4()), "--product-family", "Azure plan!").code == 2
+    with pytest.raises(SystemExit) as exited:
+        cli.run("bulk", "x.csv", "--report", "r.csv", "--concurrency", "0")
+    assert exited.value.code == 2
+    assert cli.partner_center.requests == []
+
+
+def test_missing_setting_exits_3_naming_it(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(2)])
+
+    for args in (("upgrade", str(uuid.uuid4())), ("bulk", str(path), "--report", "r.csv")):
+        ran = cli.run(*args, "--json")
+        assert ran.code == 3
+        assert "PARTNER_CENTER_TENANT_ID" in ran.json()["error"]["message"]
+        assert "PARTNER_CENTER_TENANT_ID" in ran.stderr
+
+
+def test_missing_secret_setting_exits_3_before_sending(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_APP_SECRET")
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(2)])
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv")
+
+    assert ran.code == 3 and "PARTNER_CENTER_APP_SECRET" in ran.stderr
+    assert cli.partner_center.requests == []
+
+
+def test_refused_refresh_token_exits_3_telling_to_consent_again(cli: Cli) -> None:
+    cli.entra.expire_refresh_tokens()
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(3)])
+
+    for args in (("bulk", str(path), "--report", "r.csv"), ("upgrade", str(uuid.uuid4()))):
+        ran = cli.run(*args)
+        assert ran.code == 3
+        assert "invalid_grant" in ran.stderr and "product-upgrades consent" in ran.stderr
+    assert cli.partner_center.requests == []
+
+
+def test_token_rejected_midway_stops_the_campaign_with_exit_3(cli: Cli) -> None:
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(5)])
+    cli.partner_center.fail_next(50, 401, {"code": "900420", "description": "Invalid Token"}, match="/v1/productupgrades")
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--concurrency", "1")
+
+    assert ran.code == 3 and "Partner Center answered 401" in ran.stderr
+    assert cli.partner_center.create_posts <= 2  # the first row (and its one retry with a fresh token), no more
+
+
+def test_settings_come_from_local_settings_json_when_not_in_the_environment(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {name: os.environ[name] for name in ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_BASE_URL")}
+    for name in values:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PARTNER_CENTER_AUTHORITY_HOST", "")  # empty counts as unset: the file's value is used
+    values["PARTNER_CENTER_AUTHORITY_HOST"] = cli.entra.url
+    (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+
+    ran = cli.run("eligibility", str(uuid.uuid4()), "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["isEligible"] is True
+
+
+def test_environment_wins_over_local_settings_json(cli: Cli) -> None:
+    (cli.folder / "local.settings.json").write_text(
+        json.dumps({"Values": {"PARTNER_CENTER_BASE_URL": "https://127.0.0.1:9/nowhere"}})
+    )
+    assert cli.run("eligibility", str(uuid.uuid4())).code == 0
+
+
+def test_broken_local_settings_json_exits_3(cli: Cli) -> None:
+    (cli.folder / "local.settings.json").write_text("{not json")
+    ran = cli.run("eligibility", str(uuid.uuid4()))
+    assert ran.code == 3 and "local.settings.json is not valid JSON" in ran.stderr
+    (cli.folder / "local.settings.json").write_text('{"Values": ["a"]}')
+    assert cli.run("eligibility", str(uuid.uuid4())).code == 3
+
+
+# -- one upgrade ---------------------------------------------------------------------------------------------
+
+
+def test_upgrade_prints_the_create_routes_body(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+
+    ran = cli.run("upgrade", customer.upper(), "--json")
+
+    assert ran.code == 0
+    body = ran.json()
+    assert body == {
+        "upgradeId": cli.partner_center.created_upgrades[0]["upgrade_id"],
+        "customerId": customer,
+        "productFamily": "Azure",
+        "status": "accepted",
+    }
+    human = cli.run("upgrade", str(uuid.uuid4()), "--idempotency-key", "k-1")
+    assert human.code == 0 and human.stdout.strip() == cli.partner_center.created_upgrades[1]["upgrade_id"]
+
+
+def test_upgrade_idempotency_key_maps_like_the_http_route(cli: Cli) -> None:
+    from shared.workflow import request_id_for
+
+    customer = str(uuid.uuid4())
+    cli.run("upgrade", customer, "--idempotency-key", "ticket-42")
+    (post,) = cli.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert post.header("MS-RequestId") == request_id_for("idempotency-key", "ticket-42")
+
+
+def test_upgrade_refused_exits_1_with_partner_centers_code(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+    cli.partner_center.set_ineligible(customer, "Not a legacy customer.")
+
+    ran = cli.run("upgrade", customer, "--check-eligibility", "--json")
+
+    assert ran.code == 1
+    assert ran.json()["error"]["code"] == "not_eligible"
+    assert cli.partner_center.create_posts == 0
+
+
+def test_upgrade_wait_follows_until_completed(cli: Cli) -> None:
+    cli.partner_center.complete_after_polls(2)
+
+    ran = cli.run("upgrade", str(uuid.uuid4()), "--wait", "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["outcome"] == "completed" and ran.json()["partnerCenterStatus"] == "Completed"
+    assert cli.partner_center.status_polls == 3
+    assert ran.stderr.count(": InProgress") == 2
+
+
+def test_eligibility_answers_are_successes(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+    cli.partner_center.set_ineligible(customer, "No legacy subscription.")
+
+    ran = cli.run("eligibility", customer, "--json")
+    human = cli.run("eligibility", customer)
+
+    assert ran.code == 0 and human.code == 0
+    assert ran.json() == {
+        "customerId": customer,
+        "productFamily": "Azure",
+        "isEligible": False,
+        "upgradeId": None,
+        "reason": "No legacy subscription.",
+    }
+    assert human.stdout.strip() == "not eligible: No legacy subscription."
+    assert cli.run("eligibility", str(uuid.uuid4())).stdout.startswith("eligible")
+
+
+def test_status_prints_the_status_document_and_waits(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+    upgrade_id = cli.partner_center.add_upgrade(customer)
+
+    running = cli.run("status", upgrade_id, "--customer", customer, "--json")
+    cli.partner_center.complete_after_polls(1, upgrade_id)
+    waited = cli.run("status", upgrade_id, "--customer", customer, "--wait", "--json")
+
+    assert running.code == 0 and waited.code == 0
+    assert running.json()["status"] == "InProgress" and running.json()["upgradeId"] == upgrade_id
+    assert set(running.json()) == {"upgradeId", "customerId", "id", "productFamily", "status", "lineItems", "errorDetails"}
+    assert waited.json()["status"] == "Completed"
+    missing = cli.run("status", "nope", "--customer", customer)
+    assert missing.code == 1 and "900106" in missing.stderr
+
+
+def test_status_wait_of_a_failed_upgrade_exits_1(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+    upgrade_id = cli.partner_center.add_upgrade(customer, status="Failed")
+    cli.partner_center.throttle_next(1, retry_after="0", match="status")
+
+    ran = cli.run("status", upgrade_id, "--customer", customer, "--wait")
+
+    assert ran.code == 1 and '"status": "Failed"' in ran.stdout
+
+
+# -- progress and summary ------------------------------------------------------------------------------------
+
+
+def test_live_progress_bar_shows_counts_rate_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # an operator's terminal; rich reads its width from COLUMNS
+    stream = io.StringIO()
+    with CampaignProgress(10, "bulk wave", stream=stream, force_terminal=True) as progress:
+        for status in ("accepted", "accepted", "rejected"):
+            progress.finished(status)
+        progress.count("throttled", 2)
+    text = stream.getvalue()
+    assert progress.live
+    assert "bulk wave" in text and "3/10" in text and "/s" in text and "ETA" in text
+    assert "accepted 2 rejected 1 failed 0 throttled 2" in text
+
+
+def test_plain_progress_lines_without_a_terminal() -> None:
+    stream = io.StringIO()
+    with CampaignProgress(4, "bulk", stream=stream, interval=0.05) as progress:
+        progress.finished("accepted")
+        time.sleep(0.2)
+        progress.restart(1, "wait", ("completed", "failed"))
+        progress.finished("completed")
+    lines = stream.getvalue().splitlines()
+    assert not progress.live and len(lines) >= 4
+    assert lines[0].startswith("bulk: 0/4 done")
+    assert any(line.startswith("bulk: 1/4 done") and "ETA" in line for line in lines)
+    assert lines[-1].startswith("wait: 1/1 done") and lines[-1].endswith("completed 1 failed 0")
+
+
+def test_summary_tables_count_by_status_error_and_outcome() -> None:
+    tables = summary_tables({"accepted": 3, "rejected": 1}, {"not_eligible": 1}, {})
+    assert [t.title for t in tables] == ["Rows by status", "Rows by error code"]
+    assert tables[0].row_count == 3  # two statuses and the total
+
+
+# -- packaging -----------------------------------------------------------------------------------------------
+
+
+def test_console_script_points_at_main() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["product-upgrades"] == "shared.cli.main:main"
+    assert callable(cli_main.main)
+    ran = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert ran.returncode == 0
+    for command in ("upgrade", "eligibility", "status", "bulk", "list", "consent"):
+        assert command in ran.stdout
+
+
+def test_campaign_csv_needs_only_a_customer_column_in_any_case(cli: Cli) -> None:
+    path = cli.folder / "c.csv"
+    path.write_text(f"CustomerID,Region\n{uuid.uuid4()},EU\n,\n")
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+    assert ran.code == 0 and ran.json()["rows"] == 1  # the blank line is no row
+    assert read_report(cli.folder / "r.csv")[0]["Region"] == "EU"
