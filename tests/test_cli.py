@@ -139,7 +139,10 @@ def test_bulk_500_row_mix_accounts_for_every_row_and_upgrades_each_good_customer
         )
     duplicates = good[:20]
     ids = good + ineligible + already + malformed + duplicates
-    rows = [{"customerId": c, "productFamily": "azure" if i % 3 == 0 else "", "crmId": f"crm-{i}"} for i, c in enumerate(ids)]
+    rows = [
+        {"customerId": c, "productFamily": "azure" if i % 3 == 0 else "", "crmId": f"crm-{i}"}
+        for i, c in enumerate(ids)
+    ]
     assert len(rows) == 500
     path = write_csv(cli.folder / "wave-1.csv", rows)
     cli.partner_center.throttle_next(12, retry_after="1", match="/v1/productupgrades")
@@ -251,8 +254,9 @@ def test_bulk_wait_reports_failed_upgrades_and_exits_1(cli: Cli) -> None:
     cli.run("bulk", str(path), "--report", "r.csv")
     failed = next(u for u in cli.partner_center.created_upgrades if u["customer_id"] == ids[1])["upgrade_id"]
     cli.partner_center.set_upgrade_status(failed, "Failed", error_details={"code": "1001", "description": "No."})
-    cli.partner_center.complete_after_polls(0, next(u["upgrade_id"] for u in cli.partner_center.created_upgrades
-                                                     if u["customer_id"] == ids[0]))
+    cli.partner_center.complete_after_polls(
+        0, next(u["upgrade_id"] for u in cli.partner_center.created_upgrades if u["customer_id"] == ids[0])
+    )
 
     ran = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")
 
@@ -371,7 +375,9 @@ def test_refused_refresh_token_exits_3_telling_to_consent_again(cli: Cli) -> Non
 
 def test_token_rejected_midway_stops_the_campaign_with_exit_3(cli: Cli) -> None:
     path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(5)])
-    cli.partner_center.fail_next(50, 401, {"code": "900420", "description": "Invalid Token"}, match="/v1/productupgrades")
+    cli.partner_center.fail_next(
+        50, 401, {"code": "900420", "description": "Invalid Token"}, match="/v1/productupgrades"
+    )
 
     ran = cli.run("bulk", str(path), "--report", "r.csv", "--concurrency", "1")
 
@@ -490,7 +496,15 @@ def test_status_prints_the_status_document_and_waits(cli: Cli) -> None:
 
     assert running.code == 0 and waited.code == 0
     assert running.json()["status"] == "InProgress" and running.json()["upgradeId"] == upgrade_id
-    assert set(running.json()) == {"upgradeId", "customerId", "id", "productFamily", "status", "lineItems", "errorDetails"}
+    assert set(running.json()) == {
+        "upgradeId",
+        "customerId",
+        "id",
+        "productFamily",
+        "status",
+        "lineItems",
+        "errorDetails",
+    }
     assert waited.json()["status"] == "Completed"
     missing = cli.run("status", "nope", "--customer", customer)
     assert missing.code == 1 and "900106" in missing.stderr
@@ -563,3 +577,100 @@ def test_campaign_csv_needs_only_a_customer_column_in_any_case(cli: Cli) -> None
     ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
     assert ran.code == 0 and ran.json()["rows"] == 1  # the blank line is no row
     assert read_report(cli.folder / "r.csv")[0]["Region"] == "EU"
+
+
+# -- consent -------------------------------------------------------------------------------------------------
+
+
+def _sign_in(proc: subprocess.Popen[str]) -> requests.Response:
+    """The browser's part: open the sign-in URL the command printed and follow Entra's redirect back to it."""
+    assert proc.stderr is not None
+    for _ in range(20):
+        line = proc.stderr.readline()
+        if line.startswith("https://"):
+            return requests.get(line.strip(), timeout=10)
+    raise AssertionError("the command printed no sign-in URL")
+
+
+def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
+    (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {"Other": "kept"}}))
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    page = _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    assert page.status_code == 200 and "Signed in" in page.text
+    values = json.loads((cli.folder / "local.settings.json").read_text())["Values"]
+    token = values["PARTNER_CENTER_REFRESH_TOKEN"]
+    assert values["Other"] == "kept"
+    assert token == cli.entra.current_refresh_token and token in cli.entra.valid_refresh_tokens
+    assert token not in stdout and token not in stderr
+    assert json.loads(stdout)["status"] == "stored"
+    authorize = cli.entra.requests_to("/oauth2/v2.0/authorize")[0].query
+    assert authorize["scope"].split()[0] == "https://api.partnercenter.microsoft.com/user_impersonation"
+    assert authorize["code_challenge_method"] == "S256" and authorize["redirect_uri"].startswith("http://localhost:")
+    grant = cli.entra.requests_to("/oauth2/v2.0/token")[-1].form()
+    assert grant["grant_type"] == "authorization_code" and grant["code_verifier"]
+    # The functions (and the command line) now work with the stored token.
+    assert cli.run("upgrade", str(uuid.uuid4())).code == 0
+
+
+def test_consent_stores_the_refresh_token_in_key_vault(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, key_vault: Any
+) -> None:
+    from tests.harness import use_key_vault
+
+    use_key_vault(monkeypatch, key_vault.url)
+    before = key_vault.get_value("partner-center-refresh-token")
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    stored = key_vault.get_value("partner-center-refresh-token")
+    assert stored != before and stored == cli.entra.current_refresh_token
+    assert stored not in stdout + stderr
+    assert "Key Vault secret partner-center-refresh-token" in stdout
+
+
+def test_consent_refused_in_the_browser_exits_3(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli.entra.sign_in_error = "access_denied"
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    page = _sign_in(proc)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 3
+    assert "Consent not given" in page.text and "access_denied" in stderr
+    assert not (cli.folder / "local.settings.json").exists()
+
+
+def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: FakeEntra) -> None:
+    base = f"{entra.url}/{TENANT_ID}/oauth2/v2.0"
+    params = {"client_id": APP_ID, "response_type": "code", "scope": "openid", "state": "s"}
+    wrong = requests.get(f"{base}/authorize", params={**params, "redirect_uri": "https://evil.example"}, timeout=10)
+    assert wrong.status_code == 400 and "AADSTS50011" in wrong.text
+    ok = requests.get(
+        f"{base}/authorize",
+        params={**params, "redirect_uri": "http://localhost:1234"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = ok.headers["Location"].split("code=")[1].split("&")[0]
+    form = {
+        "client_id": APP_ID,
+        "client_secret": APP_SECRET,
+        "grant_type": "authorization_code",
+        "code": code,
+        "scope": "https://api.partnercenter.microsoft.com/user_impersonation openid",
+        "redirect_uri": "http://localhost:1234",
+    }
+    first = requests.post(f"{base}/token", data=form, timeout=10)
+    again = requests.post(f"{base}/token", data=form, timeout=10)
+    assert first.status_code == 200 and "id_token" in first.json() and "refresh_token" in first.json()
+    assert again.status_code == 400 and again.json()["error_codes"] == [54005]
