@@ -161,7 +161,9 @@ def test_bulk_500_row_mix_accounts_for_every_row_and_upgrades_each_good_customer
     assert all(by_customer[c]["status"] == "accepted" and by_customer[c]["upgradeId"] for c in good)
     assert {by_customer[c]["errorCode"] for c in ineligible} == {"not_eligible"}
     assert {by_customer[c]["partnerCenterErrorCode"] for c in ineligible} == {"900108"}
-    assert {by_customer[c]["partnerCenterErrorCode"] for c in already} == {"900110"}
+    assert {(by_customer[c]["errorCode"], by_customer[c]["partnerCenterErrorCode"]) for c in already} == {
+        ("already_upgraded", "900110")
+    }
     assert all(by_customer[c]["status"] == "rejected" and by_customer[c]["message"] for c in already)
     assert {r["errorCode"] for r in report[460:480]} == {"invalid_request"}
     assert {r["status"] for r in report[480:]} == {"skipped"}

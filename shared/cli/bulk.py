@@ -130,7 +130,13 @@ class CampaignRun:
             assert row.request is not None
             ids = OperationIds(row.request_id, correlation_id)
             try:
-                created = workflow.create(row.request, ids, check_eligibility=self.args.check_eligibility)
+                created = workflow.create(
+                    row.request,
+                    ids,
+                    check_eligibility=self.args.check_eligibility,
+                    keyed=True,  # the row's key: a request already accepted is answered from the ledger
+                    caller_request_id=row.key,
+                )
             except ProductUpgradeError as exc:
                 if _needs_operator(exc):
                     raise Fatal(exc) from None

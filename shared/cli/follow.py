@@ -8,19 +8,15 @@ from collections.abc import Callable
 
 from shared.errors import ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
+from shared.tracking import ended_state
 from shared.workflow import OperationIds, ProductUpgradeWorkflow
 
 log = logging.getLogger(__name__)
 
-#: Partner Center statuses that mean the upgrade went through (any case).
-COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
-
 
 def outcome_of(status: ProductUpgradesStatus) -> str:
     """``running``, ``completed`` or ``failed``, as the ledger names an upgrade's state."""
-    if status.is_running:
-        return "running"
-    return "completed" if status.status.strip().lower() in COMPLETED_STATUSES else "failed"
+    return "running" if status.is_running else ended_state(status)
 
 
 def follow_upgrade(
