@@ -50,6 +50,10 @@ class Scheduler(Protocol):
         """Put a request message back on the requests queue, visible after ``delay_seconds``."""
         ...
 
+    def send_request(self, payload: dict[str, Any]) -> None:
+        """Put a new request message on the requests queue (the command line's ``bulk --enqueue``)."""
+        ...
+
     def send_outcome(self, payload: dict[str, Any]) -> None:
         """Put an outcome message on the outcomes queue."""
         ...
@@ -66,6 +70,9 @@ class NoScheduler:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
     def defer_request(self, payload: dict[str, Any], delay_seconds: float) -> None:
+        raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
+
+    def send_request(self, payload: dict[str, Any]) -> None:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
     def send_outcome(self, payload: dict[str, Any]) -> None:
@@ -101,6 +108,9 @@ class QueueScheduler:
 
     def defer_request(self, payload: dict[str, Any], delay_seconds: float) -> None:
         self._send(self._requests_queue, payload, delay_seconds)
+
+    def send_request(self, payload: dict[str, Any]) -> None:
+        self._send(self._requests_queue, payload, 0)
 
     def send_outcome(self, payload: dict[str, Any]) -> None:
         self._send(self._outcomes_queue, payload, 0)

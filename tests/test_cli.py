@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import uuid
@@ -29,6 +30,7 @@ import requests
 from shared.cli import main as cli_main
 from shared.cli.campaign import REPORT_COLUMNS, WAIT_COLUMNS
 from shared.cli.progress import CampaignProgress, summary_tables
+from shared.settings import STORAGE_SETTING
 from tests.fakes import APP_ID, APP_SECRET, TENANT_ID, FakeEntra, FakePartnerCenter
 from tests.harness import set_app_env
 
@@ -676,3 +678,126 @@ def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: F
     again = requests.post(f"{base}/token", data=form, timeout=10)
     assert first.status_code == 200 and "id_token" in first.json() and "refresh_token" in first.json()
     assert again.status_code == 400 and again.json()["error_codes"] == [54005]
+
+
+# -- with storage: the queue function and the ledger ---------------------------------------------------------
+
+
+class QueueHost:
+    """What the Functions host does with the requests and tracking queues, on a thread: receive a message,
+    run the function (tests/harness.py's way), write the output binding's result, delete the message."""
+
+    def __init__(self) -> None:
+        from azure.storage.queue import QueueClient
+
+        conn = os.environ[STORAGE_SETTING]
+        self.requests = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_REQUESTS_QUEUE"])
+        self.tracking = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_TRACKING_QUEUE"])
+        self.results = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_RESULTS_QUEUE"])
+        self.outcomes = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_OUTCOMES_QUEUE"])
+        for queue in (self.requests, self.tracking, self.results, self.outcomes):
+            with contextlib.suppress(Exception):
+                queue.create_queue()
+        self.processed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+
+    def __enter__(self) -> QueueHost:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _pump(self) -> None:
+        from azure.functions.queue import QueueMessage
+
+        from tests.harness import run_queue_function, user_functions
+
+        track = user_functions()["track_product_upgrade"]
+        while not self._stop.is_set():
+            busy = False
+            for queue in (self.requests, self.tracking):
+                for message in queue.receive_messages(max_messages=32, visibility_timeout=10):
+                    busy = True
+                    if queue is self.requests:
+                        self.results.send_message(run_queue_function(message))  # the output binding
+                    else:
+                        track(
+                            QueueMessage(
+                                id=message.id,
+                                body=message.content.encode(),
+                                dequeue_count=message.dequeue_count,
+                                pop_receipt=message.pop_receipt,
+                            )
+                        )
+                    queue.delete_message(message)
+                    self.processed += 1
+            if not busy:
+                self._stop.wait(0.2)
+
+    @staticmethod
+    def count(queue: Any) -> int:
+        return int(queue.get_queue_properties().approximate_message_count)
+
+
+def test_enqueue_round_trip_through_the_queue_function_and_the_ledger(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    good = customers(30)
+    ineligible = str(uuid.uuid4())
+    cli.partner_center.set_ineligible(ineligible, "No legacy subscription.")
+    cli.partner_center.complete_after_polls(1)
+    path = write_csv(tmp_path / "wave.csv", [{"customerId": c} for c in [*good, ineligible, "bad-id"]])
+
+    with QueueHost() as host:
+        ran = cli.run_process("bulk", str(path), "--report", "r.csv", "--enqueue", "--wait", "--json")
+        assert ran.code == 1, ran.stderr
+        body = ran.json()
+        assert body["counts"] == {"accepted": 30, "rejected": 2} and body["outcomes"] == {"completed": 30}
+        report = read_report(tmp_path / "r.csv")
+        assert {(r["status"], r["outcome"], r["partnerCenterStatus"]) for r in report[:30]} == {
+            ("accepted", "completed", "Completed")
+        }
+        assert (report[30]["errorCode"], report[30]["partnerCenterErrorCode"]) == ("not_eligible", "900108")
+        assert report[31]["errorCode"] == "invalid_request"
+        assert created_per_customer(cli.partner_center) == Counter(good)
+        # Results are left for whoever consumes them: one per message, none taken by the command line.
+        assert host.count(host.results) == 31
+        assert host.count(host.outcomes) == 30
+
+        # Again with the same report: accepted rows kept, the refused one asked again (a fresh result).
+        sent_before = host.processed
+        again = cli.run_process("bulk", str(path), "--report", "r.csv", "--enqueue", "--json")
+        assert again.code == 1 and again.json()["counts"] == {"accepted": 30, "rejected": 2}
+        assert posts_per_customer(cli.partner_center)[ineligible] == 2
+        assert created_per_customer(cli.partner_center) == Counter(good)
+        assert host.count(host.results) == 32 and host.processed >= sent_before + 1
+    assert read_report(tmp_path / "r.csv")[0]["outcome"] == "completed"  # kept as it was
+
+
+def test_enqueue_without_storage_exits_3_naming_it(cli: Cli) -> None:
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(1)])
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--enqueue")
+    assert ran.code == 3 and "AzureWebJobsStorage" in ran.stderr
+
+
+def test_direct_wait_with_storage_tracks_through_the_ledger(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    ids = customers(5)
+    cli.partner_center.complete_after_polls(1)
+    path = write_csv(tmp_path / "c.csv", [{"customerId": c} for c in ids])
+
+    with contextlib.ExitStack():
+        os.environ["PRODUCT_UPGRADE_POLL_SECONDS"] = "0.2"
+        ran = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["outcomes"] == {"completed": 5}
+    from shared.runtime import get_runtime
+
+    ledger = get_runtime().ledger
+    states = [u.state for u in ledger.list_upgrades(top=100).items]
+    assert states == ["completed"] * 5
+    host = QueueHost()
+    assert host.count(host.outcomes) == 5  # the tracker's outcome messages, one per upgrade

@@ -22,9 +22,11 @@ from typing import Any
 import requests
 
 from shared.errors import CredentialError, PartnerCenterError, ProductUpgradeError, SettingError
+from shared.tracking import TrackingCheck
 from shared.workflow import OperationIds
 
 from .campaign import Campaign, CampaignFileError, ReportWriter, Result, Row, read_campaign, read_previous_report
+from .enqueue import check_storage, send_through_queue, upgrade_record, wait_through_ledger, with_outcome
 from .follow import outcome_of
 from .main import (
     EXIT_INTERRUPTED,
@@ -73,7 +75,6 @@ class CampaignRun:
         self.campaign = campaign
         self.args = args
         self.stop = threading.Event()
-        self.report = ReportWriter(report_path, campaign, wait=args.wait)
         self.kept: dict[int, Result] = {}
         self.to_send: list[Row] = []
         self.settled: list[tuple[Row, Result]] = []
@@ -87,12 +88,17 @@ class CampaignRun:
                 self.kept[row.number] = previous[row.identity]
             else:
                 self.to_send.append(row)
+        # Rows kept from a report written with --wait keep their outcome columns, with or without --wait now.
+        with_outcomes = args.wait or any(result.outcome for result in self.kept.values())
+        self.report = ReportWriter(report_path, campaign, wait=with_outcomes)
         self.progress = CampaignProgress(len(campaign.rows), f"bulk {campaign.name}", stream=context.output.stderr)
 
     # -- the run ---------------------------------------------------------------------------------------
     def execute(self) -> int:
         fatal: Fatal | None = None
-        if self.to_send and not self.args.enqueue:
+        if self.args.enqueue:
+            check_storage(self)
+        elif self.to_send:
             # One token for the whole run, and refused credentials stop the run before anything is sent.
             self.context.runtime.tokens.get_token()
         with self._signals(), self._count_throttling(), self.progress:
@@ -105,8 +111,6 @@ class CampaignRun:
                 self.progress.finished(result.status)
             try:
                 if self.args.enqueue:
-                    from .enqueue import send_through_queue
-
                     send_through_queue(self)
                 else:
                     self._send_direct()
@@ -203,8 +207,6 @@ class CampaignRun:
             if result.outcome:
                 self.progress.finished(result.outcome)
         if self.args.enqueue:
-            from .enqueue import wait_through_ledger
-
             wait_through_ledger(self, {number: rows[number] for number in waiting})
         else:
             self._poll_partner_center({number: rows[number] for number in waiting})
@@ -213,16 +215,41 @@ class CampaignRun:
         return sum(1 for result in self.report.results.values() if result.status == "accepted" and result.outcome)
 
     def _poll_partner_center(self, waiting: dict[int, Row]) -> None:
-        """Every ``PRODUCT_UPGRADE_POLL_SECONDS``, one status call per running upgrade, ``--concurrency`` at a time."""
-        workflow = self.context.runtime.workflow
+        """Every ``PRODUCT_UPGRADE_POLL_SECONDS``, one status call per running upgrade, ``--concurrency`` at a time.
+
+        With storage, each check is the tracker's own (recorded in the ledger, one outcome message per upgrade);
+        an upgrade the ledger does not hold is asked about directly.
+        """
+        runtime = self.context.runtime
+        workflow = runtime.workflow
         poll_seconds = self.context.settings.poll_seconds
         correlation_id = self.campaign.name
+
+        def tracked(row: Row, previous: Result) -> tuple[bool, Result | None]:
+            """(whether the ledger holds the upgrade, its outcome through the tracker when it has ended)."""
+            if runtime.tracker is None:
+                return False, None
+            record = upgrade_record(runtime.ledger, row, previous.upgrade_id)
+            if record is None:
+                return False, None
+            if not record.ended:
+                try:
+                    runtime.tracker.check(TrackingCheck.first(record))
+                except ProductUpgradeError as exc:
+                    if _needs_operator(exc):
+                        raise Fatal(exc) from None
+                    return True, None  # storage or Partner Center failed this round: next round
+                record = upgrade_record(runtime.ledger, row, previous.upgrade_id)
+            return True, (with_outcome(previous, record) if record is not None and record.ended else None)
 
         def check(row: Row) -> Result | None:
             if self.stop.is_set():
                 return None
             previous = self.report.results[row.number]
             assert row.request is not None and previous.upgrade_id is not None
+            in_ledger, through_tracker = tracked(row, previous)
+            if in_ledger:
+                return through_tracker
             try:
                 status = workflow.get_status(previous.upgrade_id, row.request, OperationIds.new(correlation_id))
             except ProductUpgradeError as exc:
