@@ -32,7 +32,7 @@ from shared.cli.campaign import REPORT_COLUMNS, WAIT_COLUMNS
 from shared.cli.progress import CampaignProgress, summary_tables
 from shared.settings import STORAGE_SETTING
 from tests.fakes import APP_ID, APP_SECRET, TENANT_ID, FakeEntra, FakePartnerCenter
-from tests.harness import set_app_env
+from tests.harness import Host, set_app_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -286,7 +286,7 @@ def test_bulk_with_eligibility_check_reports_partner_centers_reason(cli: Cli) ->
 def test_bulk_failures_after_retries_are_reported_failed(cli: Cli) -> None:
     (customer,) = customers(1)
     path = write_csv(cli.folder / "c.csv", [{"customerId": customer}])
-    cli.partner_center.fail_next(5, 503, match="/v1/productupgrades")
+    cli.partner_center.fail_next(5, 503, headers={"Retry-After": "0"}, match="/v1/productupgrades")
 
     ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
 
@@ -683,72 +683,27 @@ def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: F
 # -- with storage: the queue function and the ledger ---------------------------------------------------------
 
 
-class QueueHost:
-    """What the Functions host does with the requests and tracking queues, on a thread: receive a message,
-    run the function (tests/harness.py's way), write the output binding's result, delete the message."""
+class BackgroundHost:
+    """tests/harness.py's Host (the Functions host's queue loop over Azurite) on a thread, while the command
+    line runs; it also plays the consumer of the results and outcomes queues."""
 
     def __init__(self) -> None:
-        from azure.storage.queue import QueueClient
-
-        conn = os.environ[STORAGE_SETTING]
-        self.requests = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_REQUESTS_QUEUE"])
-        self.tracking = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_TRACKING_QUEUE"])
-        self.results = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_RESULTS_QUEUE"])
-        self.outcomes = QueueClient.from_connection_string(conn, os.environ["PRODUCT_UPGRADE_OUTCOMES_QUEUE"])
-        for queue in (self.requests, self.tracking, self.results, self.outcomes):
-            with contextlib.suppress(Exception):
-                queue.create_queue()
-        self.processed = 0
+        self.host = Host(os.environ[STORAGE_SETTING])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
 
-    def __enter__(self) -> QueueHost:
+    def __enter__(self) -> Host:
         self._thread.start()
-        return self
+        return self.host
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(10)
+        self._thread.join(30)
 
     def _pump(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from azure.functions.queue import QueueMessage
-
-        from tests.harness import run_queue_function, user_functions
-
-        track = user_functions()["track_product_upgrade"]
-
-        def process(queue: Any, message: Any) -> None:
-            if queue is self.requests:
-                self.results.send_message(run_queue_function(message))  # the output binding
-            else:
-                track(
-                    QueueMessage(
-                        id=message.id,
-                        body=message.content.encode(),
-                        dequeue_count=message.dequeue_count,
-                        pop_receipt=message.pop_receipt,
-                    )
-                )
-            queue.delete_message(message)
-
-        # Like the host's batches: up to 16 messages of a queue at once.
-        with ThreadPoolExecutor(16) as pool:
-            while not self._stop.is_set():
-                busy = False
-                for queue in (self.requests, self.tracking):
-                    batch = list(queue.receive_messages(max_messages=16, visibility_timeout=10))
-                    busy = busy or bool(batch)
-                    for future in [pool.submit(process, queue, message) for message in batch]:
-                        future.result()
-                        self.processed += 1
-                if not busy:
-                    self._stop.wait(0.2)
-
-    @staticmethod
-    def count(queue: Any) -> int:
-        return int(queue.get_queue_properties().approximate_message_count)
+        while not self._stop.is_set():
+            if not self.host.run_once():
+                self._stop.wait(0.2)
 
 
 def test_enqueue_round_trip_through_the_queue_function_and_the_ledger(stored_app: Any, tmp_path: Path) -> None:
@@ -759,7 +714,7 @@ def test_enqueue_round_trip_through_the_queue_function_and_the_ledger(stored_app
     cli.partner_center.complete_after_polls(1)
     path = write_csv(tmp_path / "wave.csv", [{"customerId": c} for c in [*good, ineligible, "bad-id"]])
 
-    with QueueHost() as host:
+    with BackgroundHost() as host:
         ran = cli.run_process("bulk", str(path), "--report", "r.csv", "--enqueue", "--wait", "--json")
         assert ran.code == 1, ran.stderr
         body = ran.json()
@@ -771,17 +726,18 @@ def test_enqueue_round_trip_through_the_queue_function_and_the_ledger(stored_app
         assert (report[30]["errorCode"], report[30]["partnerCenterErrorCode"]) == ("not_eligible", "900108")
         assert report[31]["errorCode"] == "invalid_request"
         assert created_per_customer(cli.partner_center) == Counter(good)
-        # Results are left for whoever consumes them: one per message, none taken by the command line.
-        assert host.count(host.results) == 31
-        assert host.count(host.outcomes) == 30
+        # Results are left for whoever consumes them (the host here): one per message, none taken by the CLI.
+        deadline = time.monotonic() + 10
+        while (len(host.results), len(host.outcomes)) != (31, 30) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (len(host.results), len(host.outcomes)) == (31, 30)
 
         # Again with the same report: accepted rows kept, the refused one asked again (a fresh result).
-        sent_before = host.processed
         again = cli.run_process("bulk", str(path), "--report", "r.csv", "--enqueue", "--json")
         assert again.code == 1 and again.json()["counts"] == {"accepted": 30, "rejected": 2}
         assert posts_per_customer(cli.partner_center)[ineligible] == 2
         assert created_per_customer(cli.partner_center) == Counter(good)
-        assert host.count(host.results) == 32 and host.processed >= sent_before + 1
+        assert host.deliveries["requests"] == 32
     assert read_report(tmp_path / "r.csv")[0]["outcome"] == "completed"  # kept as it was
 
 
@@ -808,8 +764,9 @@ def test_direct_wait_with_storage_tracks_through_the_ledger(stored_app: Any, tmp
     ledger = get_runtime().ledger
     states = [u.state for u in ledger.list_upgrades(top=100).items]
     assert states == ["completed"] * 5
-    host = QueueHost()
-    assert host.count(host.outcomes) == 5  # the tracker's outcome messages, one per upgrade
+    host = Host(os.environ[STORAGE_SETTING])
+    host.run_once()
+    assert len(host.outcomes) == 5  # the tracker's outcome messages, one per upgrade
 
 
 # -- list and the HTML campaign report -----------------------------------------------------------------------
@@ -839,7 +796,7 @@ def campaign_in_the_ledger(stored_app: Any, tmp_path: Path) -> list[Any]:
             cli.partner_center.set_upgrade_status(upgrades[customer], "Failed", error_details=details)
     ledger = get_runtime().ledger
     deadline = time.monotonic() + 30
-    with QueueHost():
+    with BackgroundHost():
         while time.monotonic() < deadline:
             records = ledger.list_upgrades(top=100).items
             if sum(record.outcome_sent for record in records) == 11:
