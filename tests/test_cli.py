@@ -534,15 +534,20 @@ def test_live_progress_bar_shows_counts_rate_and_eta(monkeypatch: pytest.MonkeyP
         for status in ("accepted", "accepted", "rejected"):
             progress.finished(status)
         progress.count("throttled", 2)
+        progress.restart(2, "wait wave", ("completed", "failed", "throttled"))
+        progress.finished("completed")
     text = stream.getvalue()
     assert progress.live
     assert "bulk wave" in text and "3/10" in text and "/s" in text and "ETA" in text
     assert "accepted 2 rejected 1 failed 0 throttled 2" in text
+    assert "wait wave" in text and "1/2" in text and "completed 1 failed 0 throttled 2" in text
 
 
 def test_plain_progress_lines_without_a_terminal() -> None:
     stream = io.StringIO()
     with CampaignProgress(4, "bulk", stream=stream, interval=0.05) as progress:
+        progress.carry(["accepted", "skipped"])  # from the last run: no work now, so no rate yet
+        assert progress.line().startswith("bulk: 2/4 done, 0.0/s, ETA -; accepted 1")
         progress.finished("accepted")
         time.sleep(0.2)
         progress.restart(1, "wait", ("completed", "failed"))
@@ -550,7 +555,7 @@ def test_plain_progress_lines_without_a_terminal() -> None:
     lines = stream.getvalue().splitlines()
     assert not progress.live and len(lines) >= 4
     assert lines[0].startswith("bulk: 0/4 done")
-    assert any(line.startswith("bulk: 1/4 done") and "ETA" in line for line in lines)
+    assert any(line.startswith("bulk: 3/4 done") and "ETA" in line for line in lines)
     assert lines[-1].startswith("wait: 1/1 done") and lines[-1].endswith("completed 1 failed 0")
 
 

@@ -103,12 +103,10 @@ class CampaignRun:
             self.context.runtime.tokens.get_token()
         with self._signals(), self._count_throttling(), self.progress:
             self.report.start(self.kept)
-            for number, result in self.kept.items():
-                self.progress.finished(result.status)
-                del number
             for row, result in self.settled:
                 self.report.write(row, result)
-                self.progress.finished(result.status)
+            # Rows kept from the last run and rows refused before sending: counted, but not in the rate.
+            self.progress.carry([r.status for r in self.kept.values()] + [r.status for _, r in self.settled])
             try:
                 if self.args.enqueue:
                     send_through_queue(self)
@@ -203,9 +201,7 @@ class CampaignRun:
         self.progress.restart(
             len(waiting) + self._ended_count(), f"wait {self.campaign.name}", ("completed", "failed", "throttled")
         )
-        for result in self.report.results.values():
-            if result.outcome:
-                self.progress.finished(result.outcome)
+        self.progress.carry([result.outcome for result in self.report.results.values() if result.outcome])
         if self.args.enqueue:
             wait_through_ledger(self, {number: rows[number] for number in waiting})
         else:

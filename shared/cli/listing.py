@@ -44,7 +44,10 @@ def run_list(context: Context, args: argparse.Namespace) -> int:
     if args.html:
         write_html_report(Path(args.html), records, title=_title(args.state, customer))
     if not output.as_json:
-        console = Console(file=output.stdout, width=160)
+        # Ids are read whole: a terminal's own width, else wide enough for every column.
+        console = Console(file=output.stdout)
+        if not console.is_terminal:
+            console = Console(file=output.stdout, width=220)
         summary = Table(title="Upgrades by state", title_justify="left")
         summary.add_column("state")
         summary.add_column("upgrades", justify="right")

@@ -56,6 +56,8 @@ class CampaignProgress:
         self.counts: Counter[str] = Counter()
         self.shown: tuple[str, ...] = SHOWN
         self.done = 0
+        #: Rows counted without work in this run (kept from a previous run, refused before sending): not in the rate.
+        self._carried = 0
         self._stream = stream
         self._interval = interval
         self._lock = threading.Lock()
@@ -108,6 +110,17 @@ class CampaignProgress:
             self.counts[status] += 1
         self._refresh()
 
+    def carry(self, statuses: list[str]) -> None:
+        """Count rows whose result needed no work now, at the start of a phase: in done/total, not in the rate."""
+        with self._lock:
+            self.done += len(statuses)
+            self._carried += len(statuses)
+            self.counts.update(statuses)
+            self._started = time.monotonic()
+        if self._progress is not None:
+            # Starting the task's clock over with them done keeps rich's rate and ETA to the rows still to go.
+            self._progress.reset(self._task, total=self.total, completed=self.done, counts=self._counts_text())
+
     def count(self, name: str, n: int = 1) -> None:
         """Count an event beside the rows, such as a throttled call."""
         with self._lock:
@@ -118,15 +131,19 @@ class CampaignProgress:
         """A new phase (following upgrades until they end) with its own total and counters."""
         if self._progress is None:
             self._print_line()  # how the phase before ended
+        else:
+            self._refresh()
         with self._lock:
             self.total = total
             self.description = description
             self.shown = shown
             self.counts = Counter({"throttled": self.counts["throttled"]})
             self.done = 0
+            self._carried = 0
             self._started = time.monotonic()
         if self._progress is not None:
-            self._progress.reset(self._task, total=total, description=description, counts=self._counts_text())
+            # The finished phase's bar stays on screen, as it ended; the new phase gets a bar of its own.
+            self._task = self._progress.add_task(description, total=total, counts=self._counts_text())
         else:
             self._print_line()
 
@@ -135,7 +152,8 @@ class CampaignProgress:
         """The plain progress line: done/total, rate, ETA and the counters."""
         with self._lock:
             done, total, elapsed = self.done, self.total, time.monotonic() - self._started
-        rate = done / elapsed if elapsed > 0 else 0.0
+            worked = done - self._carried
+        rate = worked / elapsed if elapsed > 0 else 0.0
         eta = f"{(total - done) / rate:.0f} s" if rate > 0 and done < total else "-"
         return f"{self.description}: {done}/{total} done, {rate:.1f}/s, ETA {eta}; {self._counts_text()}"
 
