@@ -102,14 +102,12 @@ def render(records: list[UpgradeRecord], *, title: str, now: datetime | None = N
         f'<p class="muted">{len(records)} upgrades in the ledger; generated {escape(generated or "")}.</p>',
         '<h2>Counts by state</h2><div class="cards" id="counts">',
     ]
-    for state in UPGRADE_STATES:
+    cards = [(state, _STATE_COLORS[state], counts.get(state, 0)) for state in UPGRADE_STATES]
+    for name, color, n in [*cards, ("total", "#4a5568", len(records))]:
         parts.append(
-            f'<div class="card" style="border-top:4px solid {_STATE_COLORS[state]}">'
-            f'<div class="muted">{state}</div><div class="n" id="count-{state}">{counts.get(state, 0)}</div></div>'
+            f'<div class="card" style="border-top:4px solid {color}">'
+            f'<div class="muted">{name}</div><div class="n" id="count-{name}">{n}</div></div>'
         )
-    parts.append(
-        f'<div class="card"><div class="muted">total</div><div class="n" id="count-total">{len(records)}</div></div>'
-    )
     parts.append("</div>")
     parts += _timeline(per_hour(records))
     parts += _percentiles(records)
@@ -140,7 +138,7 @@ def _bar_chart(timeline: list[tuple[datetime, int, int]]) -> str:
     """Grouped bars, one pair per hour, as inline SVG (no library, no script)."""
     height, top, bottom, left = 180, 10, 30, 40
     slot = max(18, min(60, 900 // len(timeline)))
-    width = left + slot * len(timeline) + 10
+    width = max(left + slot * len(timeline) + 10, left + 200)  # room for the legend too
     peak = max(max(accepted, ended) for _, accepted, ended in timeline) or 1
     scale = (height - top - bottom) / peak
     bar = (slot - 6) / 2
