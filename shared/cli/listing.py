@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -17,19 +18,10 @@ from shared.settings import STORAGE_SETTING
 from .html_report import write_html_report
 from .main import EXIT_OK, Context, parse_customer
 
-#: The CSV's columns: the list route's item.
-CSV_COLUMNS = (
-    "upgradeId",
-    "customerId",
-    "productFamily",
-    "state",
-    "partnerCenterStatus",
-    "requestId",
-    "correlationId",
-    "acceptedAt",
-    "updatedAt",
-    "endedAt",
-)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+#: The CSV's columns: the keys of the list route's item, in its order.
+CSV_COLUMNS = tuple(UpgradeRecord("", "", "", "running", "", _EPOCH, _EPOCH).to_json())
 #: The columns of the human listing.
 SHOWN_COLUMNS = ("upgradeId", "customerId", "state", "partnerCenterStatus", "acceptedAt", "endedAt")
 
