@@ -517,11 +517,15 @@ def test_status_prints_the_status_document_and_waits(cli: Cli) -> None:
 def test_status_wait_of_a_failed_upgrade_exits_1(cli: Cli) -> None:
     customer = str(uuid.uuid4())
     upgrade_id = cli.partner_center.add_upgrade(customer, status="Failed")
-    cli.partner_center.throttle_next(1, retry_after="0", match="status")
+    # Partner Center down for longer than one call's retries: the wait asks again after the poll interval.
+    cli.partner_center.fail_next(5, 503, headers={"Retry-After": "0"}, match="status")
 
     ran = cli.run("status", upgrade_id, "--customer", customer, "--wait")
 
     assert ran.code == 1 and '"status": "Failed"' in ran.stdout
+    assert len(cli.partner_center.requests_to("status")) == 6
+    unknown = cli.run("status", "0f0f0f0f", "--customer", customer, "--wait")
+    assert unknown.code == 1 and "900106" in unknown.stderr
 
 
 # -- progress and summary ------------------------------------------------------------------------------------

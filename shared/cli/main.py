@@ -25,7 +25,7 @@ from shared.errors import (
     TokenError,
     ValidationError,
 )
-from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
+from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid, parse_product_family
 from shared.runtime import Runtime
 from shared.settings import Settings
 from shared.workflow import OperationIds, request_id_for
@@ -282,17 +282,21 @@ def cmd_status(context: Context, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _follow(context: Context, upgrade_id: str, request: ProductUpgradeRequest, correlation_id: str) -> Any:
-    stop = threading.Event()
-    return follow_upgrade(
+def _follow(
+    context: Context, upgrade_id: str, request: ProductUpgradeRequest, correlation_id: str
+) -> ProductUpgradesStatus:
+    """Until the upgrade has ended; Ctrl-C interrupts (exit 130)."""
+    status = follow_upgrade(
         context.runtime.workflow,
         upgrade_id,
         request,
         correlation_id,
         poll_seconds=context.settings.poll_seconds,
-        stop=stop,
+        stop=threading.Event(),  # never set: only KeyboardInterrupt ends the wait early
         on_poll=lambda status: context.output.warn(f"upgrade {upgrade_id}: {status.status}"),
     )
+    assert status is not None
+    return status
 
 
 def cmd_bulk(context: Context, args: argparse.Namespace) -> int:
