@@ -697,9 +697,7 @@ class BackgroundHost:
     line runs; it also plays the consumer of the results and outcomes queues."""
 
     def __init__(self) -> None:
-        # The real host keeps a message invisible while its function runs: 30 s, not the harness's 1 s, so a
-        # slow machine does not see a message twice (and fail to delete it).
-        self.host = Host(os.environ[STORAGE_SETTING], visibility_timeout=30)
+        self.host = Host(os.environ[STORAGE_SETTING])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, daemon=True)
 
