@@ -1,0 +1,200 @@
+"""What Azure installs: the hashed dependency locks.
+
+Issue 10 point 10: ``requirements.txt`` and ``requirements-dev.txt`` are full locks compiled by ``scripts/lock``
+from the human lists ``requirements.in`` and ``requirements-dev.in``: every package pinned with ``==`` and its
+sha256 hashes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Dependency locks
+
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+# Azure Functions on Linux (Flex Consumption) runs Python 3.11 on x86_64: the lock must serve that.
+AZURE = {
+    **default_environment(),
+    "python_version": "3.11",
+    "python_full_version": "3.11.11",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+
+
+@dataclass(frozen=True)
+class Pin:
+    requirement: Requirement
+    hashes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return canonicalize_name(self.requirement.name)
+
+    @property
+    def version(self) -> str:
+        [specifier] = self.requirement.specifier
+        return specifier.version
+
+    def applies(self, environment: dict[str, str]) -> bool:
+        marker = self.requirement.marker
+        return marker is None or marker.evaluate(environment)
+
+
+def lock_entries(text: str) -> list[str]:
+    """The logical lines of a requirements file: continuations joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    lines = (re.sub(r"(^|\s)#.*", "", line).strip() for line in joined.splitlines())
+    return [line for line in lines if line]
+
+
+def lock_problems(text: str) -> tuple[dict[str, Pin], list[str]]:
+    """The pins of a lock file, and everything that makes it less than a full hashed lock of plain pins."""
+    pins: dict[str, Pin] = {}
+    problems = []
+    for entry in lock_entries(text):
+        if entry.startswith("-"):
+            # Options (-r, -e, --index-url ...) have no place in a lock Azure's remote build installs.
+            problems.append(f"not a plain pin: {entry[:80]}")
+            continue
+        spec, *hashes = re.split(r"\s+(?=--hash=)", entry)
+        requirement = Requirement(spec)
+        pin = Pin(requirement, tuple(hashes))
+        specifiers = list(requirement.specifier)
+        if len(specifiers) != 1 or specifiers[0].operator != "==" or "*" in specifiers[0].version:
+            problems.append(f"{requirement.name}: not pinned with ==: {spec}")
+        if requirement.url:
+            problems.append(f"{requirement.name}: a URL, not a pin from the index")
+        if not hashes:
+            problems.append(f"{requirement.name}: no --hash=sha256:")
+        problems += [f"{requirement.name}: malformed hash {h[:40]}" for h in hashes if not HASH.fullmatch(h)]
+        if pin.name in pins and pins[pin.name].applies(AZURE) and pin.applies(AZURE):
+            problems.append(f"{requirement.name}: pinned twice")
+        if pin.applies(AZURE) or pin.name not in pins:
+            pins[pin.name] = pin
+    return pins, problems
+
+
+def human_list(path: Path) -> list[Requirement]:
+    """The requirements an ``.in`` file names, following ``-r`` (``-c`` constrains and adds nothing)."""
+    requirements = []
+    for entry in lock_entries(path.read_text(encoding="utf-8")):
+        if entry.startswith("-r "):
+            requirements += human_list(path.parent / entry.removeprefix("-r ").strip())
+        elif entry.startswith("-c "):
+            assert (path.parent / entry.removeprefix("-c ").strip()).is_file(), entry
+        else:
+            assert not entry.startswith("-"), f"{path.name}: unexpected option {entry}"
+            requirements.append(Requirement(entry))
+    return requirements
+
+
+def coverage_problems(human: list[Requirement], pins: dict[str, Pin]) -> list[str]:
+    problems = []
+    for requirement in human:
+        pin = pins.get(canonicalize_name(requirement.name))
+        if pin is None or not pin.applies(AZURE):
+            problems.append(f"{requirement.name} is not in the lock: run scripts/lock")
+        elif not requirement.specifier.contains(pin.version, prereleases=True):
+            problems.append(f"{requirement.name}: locked {pin.version} is outside {requirement.specifier}")
+    return problems
+
+
+def read(name: str) -> str:
+    return (REPO / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("human", "lock"), [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")]
+)
+def test_point10_every_name_of_the_human_list_is_pinned_with_hashes_in_its_lock(human: str, lock: str) -> None:
+    pins, problems = lock_problems(read(lock))
+    assert problems == []
+    assert coverage_problems(human_list(REPO / human), pins) == []
+    assert len(pins) > len(human_list(REPO / human)), "a full lock pins the transitive dependencies too"
+
+
+def test_point10_the_checks_fail_on_a_floating_unhashed_or_missing_package() -> None:
+    # The guards of the test above, on doctored copies of the real lock.
+    text = read("requirements.txt")
+    unhashed = re.sub(r"(requests==[^\s\\]+)[^#]*?(?=\n\s*#)", r"\1", text, count=1)
+    assert "requests: no --hash=sha256:" in lock_problems(unhashed)[1]
+    floating = text.replace("requests==", "requests>=", 1)
+    assert any("requests: not pinned with ==" in problem for problem in lock_problems(floating)[1])
+    assert lock_problems(text + "--index-url https://example.invalid/simple\n")[1]
+    pins, _ = lock_problems(text)
+    del pins["msal"]
+    assert coverage_problems(human_list(REPO / "requirements.in"), pins) == [
+        "msal is not in the lock: run scripts/lock"
+    ]
+    pins, _ = lock_problems(text)
+    assert coverage_problems([Requirement("requests>=99")], pins) == [
+        f"requests: locked {pins['requests'].version} is outside >=99"
+    ]
+
+
+def test_point10_the_dev_lock_holds_the_runtime_lock_at_the_same_versions() -> None:
+    # requirements-dev.in says `-c requirements.txt`: the tests run what Azure installs.
+    assert re.search(r"^-r requirements\.in$", read("requirements-dev.in"), re.MULTILINE)
+    assert re.search(r"^-c requirements\.txt$", read("requirements-dev.in"), re.MULTILINE)
+    runtime, _ = lock_problems(read("requirements.txt"))
+    dev, _ = lock_problems(read("requirements-dev.txt"))
+    assert {name: pin.version for name, pin in runtime.items()} == {
+        name: dev[name].version for name in runtime if name in dev
+    }
+    assert set(runtime) <= set(dev)
+    assert all(set(runtime[name].hashes) == set(dev[name].hashes) for name in runtime)
+
+
+def test_point10_the_runtime_lock_leaves_the_worker_to_the_functions_host() -> None:
+    runtime, _ = lock_problems(read("requirements.txt"))
+    assert "azure-functions-worker" not in runtime
+    assert {"azure-functions", "azure-identity", "azure-keyvault-secrets", "requests", "msal"} <= set(runtime)
+
+
+def test_point10_the_locks_are_closed_under_dependencies_and_installed_as_locked() -> None:
+    # What `pip install --require-hashes` enforces at install time, checked here on the installed metadata:
+    # every dependency of a locked package (for this machine's markers, without extras) is locked too, and
+    # this environment (scripts/check setup) holds exactly the locked versions.
+    pins, _ = lock_problems(read("requirements-dev.txt"))
+    here = default_environment()
+    missing, drifted = [], []
+    for name, pin in pins.items():
+        if not pin.applies(here):
+            continue
+        installed = importlib.metadata.version(name)
+        if installed != pin.version:
+            drifted.append(f"{name}: installed {installed}, locked {pin.version}")
+        for dependency in map(Requirement, importlib.metadata.requires(name) or []):
+            if dependency.marker is not None and not dependency.marker.evaluate({**here, "extra": ""}):
+                continue
+            if canonicalize_name(dependency.name) not in pins:
+                missing.append(f"{name} needs {dependency.name}")
+    assert missing == []
+    assert drifted == []
+
+
+def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock() -> None:
+    lock = REPO / "scripts" / "lock"
+    assert os.access(lock, os.X_OK)
+    assert re.search(r'^UV_VERSION="\d+\.\d+\.\d+"$', lock.read_text(encoding="utf-8"), re.MULTILINE)
+    assert "--generate-hashes" in lock.read_text(encoding="utf-8")
+    for lock_file in ("requirements.txt", "requirements-dev.txt"):
+        assert read(lock_file).splitlines()[1].strip() == "#    scripts/lock", f"{lock_file} names its command"
+    assert "--require-hashes -r requirements-dev.txt" in read("scripts/check")
+    assert "scripts/lock" in read("README.md")
