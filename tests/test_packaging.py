@@ -1,8 +1,8 @@
-"""What Azure installs: the hashed dependency locks.
+"""What Azure installs and what it is given: the hashed dependency locks and the deployment package.
 
 Issue 10 point 10: ``requirements.txt`` and ``requirements-dev.txt`` are full locks compiled by ``scripts/lock``
 from the human lists ``requirements.in`` and ``requirements-dev.in``: every package pinned with ``==`` and its
-sha256 hashes.
+sha256 hashes. Point 18: ``.funcignore`` leaves everything that is not the app out of the deployment package.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from pathspec import GitIgnoreSpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -198,3 +200,105 @@ def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock
         assert read(lock_file).splitlines()[1].strip() == "#    scripts/lock", f"{lock_file} names its command"
     assert "--require-hashes -r requirements-dev.txt" in read("scripts/check")
     assert "scripts/lock" in read("README.md")
+
+
+# Deployment package
+
+# The app: what the Functions host loads and what the remote build installs. Nothing else is deployed.
+APP_FILES = {"function_app.py", "host.json", "requirements.txt"}
+APP_PACKAGE = "shared/"
+
+# Files a developer's or CI's working tree holds besides the tracked ones; none of them may be deployed.
+LOCAL_ARTEFACTS = [
+    ".sandbox/ca.pem",
+    ".sandbox/server.key",
+    ".hypothesis/examples/0a1b/2c3d",
+    ".azurite/__queuestorage__/data",
+    "__azurite_db_queue__.json",
+    "__blobstorage__/x",
+    ".venv/bin/python",
+    "node_modules/azurite/package.json",
+    ".azure/prod/.env",
+    ".env",
+    "local.settings.json",
+    "__pycache__/function_app.cpython-311.pyc",
+    "shared/__pycache__/settings.cpython-311.pyc",
+    ".coverage",
+    "htmlcov/index.html",
+    ".pytest_cache/v/cache/nodeids",
+    ".mypy_cache/3.11/cache.db",
+    ".ruff_cache/CACHEDIR.TAG",
+    ".python_packages/lib/site-packages/x.py",
+    ".vscode/settings.json",
+    ".DS_Store",
+    # Parts of the project that are not the app (some arrive with later issues).
+    "sandbox/__init__.py",
+    "benchmarks/bench_queue.py",
+    "connector/apiDefinition.swagger.json",
+    "examples/logic-apps/create-and-wait.json",
+    ".github/workflows/ci.yml",
+    ".devcontainer/devcontainer.json",
+    "requirements.in",
+    "requirements-dev.in",
+    "requirements-dev.txt",
+    "infra/main.bicep",
+    "tests/test_packaging.py",
+    "scripts/lock",
+    "README.md",
+]
+
+
+def funcignore() -> GitIgnoreSpec:
+    # azd and Core Tools read .funcignore with gitignore syntax.
+    return GitIgnoreSpec.from_lines(read(".funcignore").splitlines())
+
+
+def deployed(paths: list[str], spec: GitIgnoreSpec) -> set[str]:
+    return {path for path in paths if not spec.match_file(path)}
+
+
+def is_app(path: str) -> bool:
+    return path in APP_FILES or (path.startswith(APP_PACKAGE) and path.endswith(".py"))
+
+
+def tracked_files() -> list[str]:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: no tracked files to package")
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, text=True)
+    return [path for path in listing.stdout.split("\0") if path]
+
+
+def working_tree_files(spec: GitIgnoreSpec) -> list[str]:
+    """Every file azd would consider: the whole folder, ignored folders pruned on the way down."""
+    files = []
+    for folder, folders, names in os.walk(REPO):
+        relative = Path(folder).relative_to(REPO).as_posix()
+        prefix = "" if relative == "." else f"{relative}/"
+        folders[:] = [name for name in folders if name != ".git" and not spec.match_file(f"{prefix}{name}/")]
+        files += [f"{prefix}{name}" for name in names]
+    return files
+
+
+def test_point18_the_deployment_package_of_the_repository_is_exactly_the_app() -> None:
+    tracked = tracked_files()
+    package = deployed(tracked, funcignore())
+    expected = {path for path in tracked if is_app(path)}
+    assert package == expected
+    assert package >= APP_FILES
+    assert "shared/__init__.py" in package and "shared/settings.py" in package
+
+
+def test_point18_no_local_artefact_or_project_tooling_is_deployed() -> None:
+    assert deployed(LOCAL_ARTEFACTS, funcignore()) == set()
+
+
+def test_point18_nothing_in_this_working_tree_but_the_app_would_be_deployed() -> None:
+    spec = funcignore()
+    assert {path for path in deployed(working_tree_files(spec), spec) if not is_app(path)} == set()
+
+
+def test_point18_the_check_fails_when_funcignore_misses_something() -> None:
+    # The guard of the tests above: drop the .sandbox/ line and the sandbox's server key would be deployed.
+    lines = [line for line in read(".funcignore").splitlines() if line.strip() != ".sandbox/"]
+    assert deployed([".sandbox/server.key"], GitIgnoreSpec.from_lines(lines)) == {".sandbox/server.key"}
+    assert deployed(["function_app.py", "shared/x.py"], GitIgnoreSpec.from_lines(["*.py"])) == set()
