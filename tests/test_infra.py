@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -667,3 +669,27 @@ def test_checkov_suppressions_carry_a_reason() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if "checkov:skip" in line:
                 assert re.search(r"checkov:skip=CKV_\w+: \S.{20,}", line), f"{path.name}: {line.strip()}"
+
+
+# Types (issue 10 point 19)
+
+BICEP_TYPES = REPO.parent / "shared" / "tools" / "bicep-types" / "check.py"
+
+
+def test_point19_every_resource_matches_azures_published_types() -> None:
+    if not BICEP_TYPES.is_file():
+        pytest.skip(f"{BICEP_TYPES} not found: ../shared is not beside this repository")
+    run = subprocess.run([sys.executable, str(BICEP_TYPES), "infra"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^0 finding\(s\)", run.stdout, re.MULTILINE), run.stdout
+    # Every registry module is named as unchecked: infra/README.md says which ones and why.
+    unchecked = set(re.findall(r"\(br/public:(avm/[\w/-]+:\d+\.\d+\.\d+)\): from a registry", run.stdout))
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert unchecked and all(f"`{module}`" in readme for module in unchecked), sorted(unchecked)
+
+
+def test_point19_ci_runs_the_type_check_and_skips_it_only_without_shared() -> None:
+    script = (REPO / ".ci" / "infra-check").read_text(encoding="utf-8")
+    assert "tools/bicep-types/check.py" in script
+    assert '"$python" "$bicep_types" infra' in script
+    assert "SKIP bicep-types" in script
