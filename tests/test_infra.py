@@ -576,13 +576,14 @@ def test_point15_every_queue_binding_of_the_app_has_its_roles_and_an_existing_po
     # Cross-check against the functions themselves: a queue trigger needs Reader + Message Processor on its
     # queue and Sender on its poison queue (which must exist: the identity cannot create queues); a queue output
     # binding needs Sender.
-    import function_app
+    # Indexed once per process by the harness: get_functions() refuses to index twice.
+    from tests.harness import indexed_functions
 
     settings = app_settings()
     api = module_params("main.bicep", "api")
     created = module_params("main.bicep", "storage")["queueNames"]
     granted = app_identity_grants()
-    bindings = [binding for function in function_app.app.get_functions() for binding in function.get_bindings()]
+    bindings = [binding for function in indexed_functions().values() for binding in function.get_bindings()]
     queue_bindings = [binding for binding in bindings if binding.type in ("queueTrigger", "queue")]
     assert any(binding.type == "queueTrigger" for binding in queue_bindings)
     for binding in queue_bindings:
