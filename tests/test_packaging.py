@@ -258,7 +258,8 @@ def deployed(paths: list[str], spec: GitIgnoreSpec) -> set[str]:
 
 
 def is_app(path: str) -> bool:
-    return path in APP_FILES or (path.startswith(APP_PACKAGE) and path.endswith(".py"))
+    # Everything tracked under shared/ is the app, data files the code reads included.
+    return path in APP_FILES or path.startswith(APP_PACKAGE)
 
 
 def tracked_files() -> list[str]:
