@@ -694,3 +694,79 @@ def test_point19_ci_runs_the_type_check_and_skips_it_only_without_shared() -> No
     assert "tools/bicep-types/check.py" in script
     assert '"$python" "$bicep_types" infra' in script
     assert "SKIP bicep-types" in script
+
+
+# infra/README.md (issue 10 point 17, issue 12 point 8)
+
+INFRA_README = INFRA / "README.md"
+
+
+def readme_section(title: str) -> str:
+    text = INFRA_README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"infra/README.md has no section '## {title}'"
+    return match[1]
+
+
+def test_point17_the_readme_says_what_is_public_and_how_network_isolation_closes_it() -> None:
+    section = readme_section("What is public by default, and how network isolation closes it")
+    for resource in ("Function App", "Storage account", "Key Vault", "Application Insights"):
+        assert f"| {resource}" in section, resource
+    # The switches it names are the ones azd feeds to main.bicep.
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    for parameter in ("enableNetworkIsolation", "keyVaultAllowedIpRange"):
+        variable = re.fullmatch(r"\$\{(\w+)=.*\}", parameters[parameter]["value"])
+        assert variable and variable[1] in section, parameter
+    # What it says isolation closes is what the Bicep closes: public access off on storage and the vault.
+    assert "enableNetworkIsolation ? 'Disabled' : 'Enabled'" in (INFRA / "app" / "storage.bicep").read_text()
+    assert (
+        "enableNetworkIsolation && empty(allowedIpRange) ? 'Disabled'" in (INFRA / "app" / "keyvault.bicep").read_text()
+    )
+
+
+def test_issue12_the_readme_has_cost_app_registration_and_clean_up() -> None:
+    cost = readme_section("Cost")
+    for item in (
+        "maximumInstanceCount",
+        "MAXIMUM_INSTANCE_COUNT",
+        "Storage",
+        "Log Analytics",
+        "Key Vault",
+        "private endpoints",
+    ):
+        assert item in cost, item
+    registration = readme_section("Register the Entra app (secure application model)")
+    assert "user_impersonation" in registration
+    assert "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd" in registration  # Microsoft Partner Center API
+    assert "1cebfa2a-fb4d-419e-b5f9-839b4383e05a=Scope" in registration  # its delegated user_impersonation
+    clean_up = readme_section("Clean up")
+    for step in ("azd down", "az ad app delete", "revokeSignInSessions", "credential delete"):
+        assert step in clean_up, step
+
+
+# GNU-only forms that fail on macOS's BSD tools or its bash 3.2.
+GNU_ONLY = {
+    r"\bdate\b[^\n|;]*\s-d\b": "date -d",
+    r"\bshred\b": "shred",
+    r"\bsed -i(?! ?'')(?! ?\"\")\s": "sed -i without a suffix",
+    r"\bsource <\(": "source <(...)",
+    r"\breadlink -f\b": "readlink -f",
+    r"\bgrep -P\b": "grep -P",
+    r"\bbase64 -w\b": "base64 -w",
+    r"\bstat -c\b": "stat -c",
+}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "infra/README.md"])
+def test_issue12_shell_commands_in_the_docs_also_work_on_macos(doc: str) -> None:
+    text = (REPO / doc).read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.DOTALL)
+    assert blocks
+    found = [
+        f"{name}: {match.group(0)!r}"
+        for block in blocks
+        for pattern, name in GNU_ONLY.items()
+        for match in re.finditer(pattern, block)
+    ]
+    assert found == []
+    assert GNU_ONLY and re.search(next(iter(GNU_ONLY)), "date -u -d '+90 days'"), "the guard itself must match"
