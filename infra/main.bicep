@@ -17,7 +17,7 @@ param environmentName string
 })
 param location string
 
-@description('Object id of the user running azd (azd fills it in). Gets Key Vault Secrets Officer on the vault and queue access for operating the app. Leave empty in CI.')
+@description('Object id of the user running azd (azd fills it in). Gets queue access for operating the app, and Key Vault Secrets Officer on the vault while grantUserSecretsOfficer is on. Leave empty in CI.')
 param principalId string = ''
 
 @description('Kind of principalId: User for a person running azd, ServicePrincipal for a pipeline.')
@@ -51,6 +51,9 @@ param partnerCenterAppSecret string = ''
 @description('Optional: the App+User refresh token from the secure application model consent, stored as a Key Vault secret.')
 param partnerCenterRefreshToken string = ''
 
+@description('Grant the deploying user (principalId) Key Vault Secrets Officer on the vault, to put the three secrets in with `az keyvault secret set`. Off by default: turn it on for the first setup or a re-consent, then delete the assignment (infra/README.md).')
+param grantUserSecretsOfficer bool = false
+
 @description('Set to true once the refresh-token secret exists in the vault (put there by hand), so the app identity gets Key Vault Secrets Officer on that one secret for rotation.')
 param refreshTokenSecretExists bool = false
 
@@ -71,7 +74,7 @@ param keyVaultAllowedIpRange string = ''
 ])
 param instanceMemoryMB int = 2048
 
-@description('Flex Consumption scale-out limit.')
+@description('Flex Consumption scale-out limit: the most instances the app runs at once (1 to 1000). It caps the cost of a burst (each instance is billed for its memory while it runs) and the calls Partner Center sees in parallel (an instance runs up to 24 messages of one queue function at once: host.json batchSize 16 + newBatchThreshold 8).')
 @minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 100
@@ -99,8 +102,8 @@ param publicUrl string = ''
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
-// Names of the contract (../shared/contract.md, shared/settings.py DEFAULTS). The app settings, the storage
-// queues and table, and the Key Vault secrets below all use these variables.
+// The app settings' default names (shared/settings.py DEFAULTS; the README's settings table). The app settings,
+// the storage queues and table, the role assignments and the Key Vault secrets below all use these variables.
 var requestsQueueName = 'product-upgrade-requests'
 var resultsQueueName = 'product-upgrade-results'
 // The Functions host moves a message here after maxDequeueCount attempts; created up front so it can be monitored.
@@ -111,6 +114,9 @@ var maxAttempts = '5'
 // Upgrade tracking: scheduled status checks (internal) and one outcome message per ended upgrade.
 var trackingQueueName = 'product-upgrade-tracking'
 var outcomesQueueName = 'product-upgrade-outcomes'
+// The tracking queue is a trigger too: its poison queue is created up front as well (the app's identity may send
+// to it but not create queues).
+var trackingPoisonQueueName = '${trackingQueueName}-poison'
 var pollSeconds = '300'
 var trackingHours = '72'
 var deferSeconds = '3600'
@@ -196,6 +202,7 @@ module storage 'app/storage.bicep' = {
       poisonQueueName
       trackingQueueName
       outcomesQueueName
+      trackingPoisonQueueName
     ]
     tableName: upgradesTableName
     enableNetworkIsolation: enableNetworkIsolation
@@ -251,6 +258,7 @@ module api 'app/api.bicep' = {
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
     virtualNetworkSubnetId: enableNetworkIsolation ? network.outputs.appSubnetId : ''
     keyVaultUri: keyVault.outputs.vaultUri
     appIdSecretName: keyVault.outputs.appIdSecretName
@@ -281,10 +289,18 @@ module rbac 'app/rbac.bicep' = {
     appInsightsName: monitoring.outputs.name
     keyVaultName: keyVault.outputs.name
     refreshTokenSecretName: keyVault.outputs.refreshTokenSecretName
+    requestsQueueName: requestsQueueName
+    trackingQueueName: trackingQueueName
+    resultsQueueName: resultsQueueName
+    outcomesQueueName: outcomesQueueName
+    requestsPoisonQueueName: poisonQueueName
+    trackingPoisonQueueName: trackingPoisonQueueName
+    tableName: upgradesTableName
     grantRefreshTokenRotation: refreshTokenSecretExists || !empty(partnerCenterRefreshToken)
     managedIdentityPrincipalId: apiUserAssignedIdentity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
+    grantUserSecretsOfficer: grantUserSecretsOfficer
   }
 }
 

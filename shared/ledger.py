@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import threading
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from shared.errors import ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.models import ProductUpgradeCreated, ProductUpgradeRequest
 from shared.retry import azure_call_limits
+from shared.storage import ensure_exists
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -488,13 +488,12 @@ class TableLedger:
             return None
 
     def _client(self) -> TableClient:
-        from azure.core.exceptions import ResourceExistsError
-
         with self._lock:
             if self._table is None:
                 service = self._service()
-                with contextlib.suppress(ResourceExistsError):
-                    service.create_table(self._table_name, **_table_call_limits())
+                ensure_exists(
+                    lambda: service.create_table(self._table_name, **_table_call_limits()), f"table {self._table_name}"
+                )
                 self._table = service.get_table_client(self._table_name)
             return self._table
 

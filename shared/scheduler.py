@@ -9,7 +9,6 @@ first use.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import StorageUnavailableError
 from shared.retry import azure_call_limits
+from shared.storage import ensure_exists
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -137,14 +137,11 @@ class QueueScheduler:
         return ScheduledMessage(queue, str(sent.id), str(sent.pop_receipt))
 
     def _queue(self, name: str) -> QueueClient:
-        from azure.core.exceptions import ResourceExistsError
-
         with self._lock:
             client = self._queues.get(name)
             if client is None:
                 client = self._service_client().get_queue_client(name)
-                with contextlib.suppress(ResourceExistsError):
-                    client.create_queue(**_limits())
+                ensure_exists(lambda: client.create_queue(**_limits()), f"queue {name}")
                 self._queues[name] = client
             return client
 

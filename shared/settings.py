@@ -1,7 +1,7 @@
 """Every setting the app reads, with its default, typed; read on first use, never at import.
 
-The names here are the contract (``../shared/contract.md``): the README's table, ``local.settings.sample.json``
-and the Bicep app settings mirror :data:`ALL_SETTINGS`.
+The names here are the app's settings contract: the README's settings table, ``local.settings.sample.json``
+and the Bicep app settings (``infra/app/api.bicep``) mirror :data:`ALL_SETTINGS`, and tests keep them in step.
 """
 
 from __future__ import annotations

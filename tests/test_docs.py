@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 from shared.settings import ALL_SETTINGS, DEFAULTS
@@ -30,3 +31,18 @@ def test_sample_settings_list_every_setting_with_the_defaults():
         assert name in values, name
         if name in DEFAULTS:
             assert values[name] == DEFAULTS[name], name
+
+
+def test_the_repository_stands_alone_without_the_leads_documents():
+    # Issue 12 point 7: the leads' folder beside the repository is not part of it; no file may send a reader
+    # there for the contract, the Partner Center facts or the design (CI's tools there are another matter).
+    leads_docs = [f"../shared/{name}.md" for name in ("contract", "partner-center", "design", "style")]
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    cited = {
+        (path, doc)
+        for path in listing.stdout.split("\0")
+        if path and (ROOT / path).is_file()
+        for doc in leads_docs
+        if doc in (ROOT / path).read_text(encoding="utf-8", errors="replace")
+    }
+    assert cited == set()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,9 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 # Built-in role definition ids, by role name.
 ROLE_IDS = {
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Queue Data Reader": "19e7f393-937e-4f77-808e-94535e297925",
+    "Storage Queue Data Message Processor": "8a0f0c08-91a1-4084-bc3d-661d67233fed",
+    "Storage Queue Data Message Sender": "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
@@ -182,6 +187,21 @@ def test_the_plan_is_flex_consumption() -> None:
     params = body(plan)["params"]
     assert params["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
     assert params["reserved"] is True
+
+
+def test_the_scale_out_limit_is_a_described_parameter_passed_to_the_app() -> None:
+    # Issue 13: maximumInstanceCount caps a burst's cost and Partner Center's parallel calls.
+    parameter = parse("main.bicep")["parameters"]["maximumInstanceCount"]
+    decorators = {decorator["type"]: decorator["argument"] for decorator in parameter["decorators"]}
+    assert "description" in decorators and "Partner Center" in decorators["description"]
+    assert (decorators["min_value"], decorators["max_value"]) == (1, 1000)
+    assert module_params("main.bicep", "api")["maximumInstanceCount"] == "maximumInstanceCount"
+    scale = function_app()["properties"]["functionAppConfig"]["scaleAndConcurrency"]
+    assert scale["maximumInstanceCount"] == "maximumInstanceCount"
+    default = parameter["default"]
+    assert parse("app/api.bicep")["parameters"]["maximumInstanceCount"]["default"] == default
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["maximumInstanceCount"]["value"] == f"${{MAXIMUM_INSTANCE_COUNT={default}}}"
 
 
 def test_python_is_3_11_everywhere() -> None:
@@ -352,6 +372,7 @@ def test_storage_has_the_deployment_container_queues_and_table() -> None:
         "poisonQueueName",
         "trackingQueueName",
         "outcomesQueueName",
+        "trackingPoisonQueueName",
     ]
     assert storage["tableName"] == "upgradesTableName"
     assert storage["deploymentContainerName"] == "deploymentStorageContainerName"
@@ -362,6 +383,7 @@ def test_queue_and_table_names_match_the_settings_defaults() -> None:
     assert main_variable("requestsQueueName") == DEFAULTS[REQUESTS_QUEUE_SETTING]
     assert main_variable("resultsQueueName") == DEFAULTS[RESULTS_QUEUE_SETTING]
     assert main_variable("poisonQueueName") == "${requestsQueueName}-poison"
+    assert main_variable("trackingPoisonQueueName") == "${trackingQueueName}-poison"
     assert main_variable("upgradesTableName") == DEFAULTS[TABLE_SETTING]
 
 
@@ -463,32 +485,165 @@ def test_role_ids_are_named_variables_of_built_in_roles() -> None:
         )
 
 
-def test_the_identity_has_each_role_on_its_scope() -> None:
-    variables = parse("app/rbac.bicep")["variables"]
+def role_name(role_id: str) -> str:
+    return {value: name for name, value in ROLE_IDS.items()}[role_id]
+
+
+def main_queue_variable(rbac_param: str) -> str:
+    """The main.bicep variable passed to rbac.bicep's parameter of that name."""
+    return module_params("main.bicep", "rbac")[rbac_param]
+
+
+def app_identity_grants() -> set[tuple[str, str]]:
+    """(role name, scope) of every assignment to the app's identity. A queue scope is ``queue:<main variable>``."""
+    tree = parse("app/rbac.bicep")
+    variables = tree["variables"]
     granted = set()
     for name, assignment in role_assignments().items():
         config = body(assignment)
         role_definition = config["properties"]["roleDefinitionId"]["function"]
         assert role_definition["type"] == "subscription_resource_id"
         assert role_definition["parameters"]["resource_type"] == "Microsoft.Authorization/roleDefinitions"
-        role_id = variables[role_definition["parameters"]["resource_name_1"]]["value"]
         assert config["name"]["function"]["type"] == "guid", f"{name}: role assignment names are guid()s"
-        if config["properties"]["principalId"] == "managedIdentityPrincipalId":
-            assert config["properties"]["principalType"] == "ServicePrincipal"
-            granted.add((role_id, config["scope"]))
-    assert granted == {
-        (ROLE_IDS["Storage Blob Data Owner"], "storageAccount"),
-        (ROLE_IDS["Storage Queue Data Contributor"], "storageAccount"),
-        (ROLE_IDS["Storage Table Data Contributor"], "storageAccount"),
-        (ROLE_IDS["Monitoring Metrics Publisher"], "applicationInsights"),
-        (ROLE_IDS["Key Vault Secrets User"], "keyVault"),
-        (ROLE_IDS["Key Vault Secrets Officer"], "refreshTokenSecret"),
+        if config["properties"]["principalId"] != "managedIdentityPrincipalId":
+            continue
+        assert config["properties"]["principalType"] == "ServicePrincipal"
+        loop = assignment["config"].get("loop_type")
+        if loop is None:
+            granted.add(
+                (role_name(variables[role_definition["parameters"]["resource_name_1"]]["value"]), config["scope"])
+            )
+            continue
+        # The queue grants: one assignment per entry of a list, scoped to that entry's queue.
+        assert name == "queueRoles" and loop["detail"]["array_name"] == "queueGrants"
+        assert config["scope"] == {
+            "operator": {"type": "index_accessor", "operands": {"operand_1": "grantedQueues", "operand_2": "i"}}
+        }
+        queues = tree["resources"]["grantedQueues"]
+        assert queues["existing"] and queues["config"]["loop_type"]["detail"]["array_name"] == "queueGrants"
+        assert body(queues)["parent"] == "queueService"
+        for grant in variables["queueGrants"]["value"]:
+            granted.add(
+                (role_name(variables[grant["roleId"]]["value"]), f"queue:{main_queue_variable(grant['queue'])}")
+            )
+    return granted
+
+
+def test_point15_the_identity_has_each_role_on_the_narrowest_scope() -> None:
+    queue = {
+        "Storage Queue Data Reader": "reader",
+        "Storage Queue Data Message Processor": "processor",
+        "Storage Queue Data Message Sender": "sender",
     }
-    secret = parse("app/rbac.bicep")["resources"]["refreshTokenSecret"]
+    expected_queue_roles = {
+        # Trigger queues that the app also writes to: deferral re-sends requests, the scheduler sends checks.
+        "requestsQueueName": {"reader", "processor", "sender"},
+        "trackingQueueName": {"reader", "processor", "sender"},
+        "resultsQueueName": {"sender"},
+        "outcomesQueueName": {"sender"},
+        # The host moves a message to its trigger queue's poison queue after maxDequeueCount attempts.
+        "poisonQueueName": {"sender"},
+        "trackingPoisonQueueName": {"sender"},
+    }
+    granted = app_identity_grants()
+    queue_roles: dict[str, set[str]] = {}
+    for role, scope in granted:
+        if scope.startswith("queue:"):
+            queue_roles.setdefault(scope.removeprefix("queue:"), set()).add(queue[role])
+    assert queue_roles == expected_queue_roles
+    assert {grant for grant in granted if not grant[1].startswith("queue:")} == {
+        # The host creates its own containers in AzureWebJobsStorage: blob access needs the account scope.
+        ("Storage Blob Data Owner", "storageAccount"),
+        ("Storage Table Data Contributor", "upgradesTable"),
+        ("Monitoring Metrics Publisher", "applicationInsights"),
+        ("Key Vault Secrets User", "keyVault"),
+        ("Key Vault Secrets Officer", "refreshTokenSecret"),
+    }
+    assert not any(role == "Storage Queue Data Contributor" for role, _ in granted), "no account-wide queue role"
+
+    tree = parse("app/rbac.bicep")
+    secret = tree["resources"]["refreshTokenSecret"]
     assert secret["existing"] and secret["config"] == {"parent": "keyVault", "name": "refreshTokenSecretName"}
+    table = tree["resources"]["upgradesTable"]
+    assert table["existing"] and table["config"] == {"parent": "tableService", "name": "tableName"}
     rbac = module_params("main.bicep", "rbac")
+    assert rbac["tableName"] == "upgradesTableName"
     assert "apiUserAssignedIdentity" in json.dumps(rbac["managedIdentityPrincipalId"])
     assert "refreshTokenSecretName" in json.dumps(rbac["refreshTokenSecretName"])
+
+
+def test_point15_every_queue_binding_of_the_app_has_its_roles_and_an_existing_poison_queue() -> None:
+    # Cross-check against the functions themselves: a queue trigger needs Reader + Message Processor on its
+    # queue and Sender on its poison queue (which must exist: the identity cannot create queues); a queue output
+    # binding needs Sender.
+    # Indexed once per process by the harness: get_functions() refuses to index twice.
+    from tests.harness import indexed_functions
+
+    settings = app_settings()
+    api = module_params("main.bicep", "api")
+    created = module_params("main.bicep", "storage")["queueNames"]
+    granted = app_identity_grants()
+    bindings = [binding for function in indexed_functions().values() for binding in function.get_bindings()]
+    queue_bindings = [binding for binding in bindings if binding.type in ("queueTrigger", "queue")]
+    assert any(binding.type == "queueTrigger" for binding in queue_bindings)
+    for binding in queue_bindings:
+        setting = re.fullmatch(r"%(\w+)%", binding.queue_name)
+        assert setting, f"{binding.queue_name}: queue names come from app settings"
+        variable = api[settings[setting[1]]]
+        assert variable in created
+        if binding.type == "queueTrigger":
+            assert ("Storage Queue Data Reader", f"queue:{variable}") in granted
+            assert ("Storage Queue Data Message Processor", f"queue:{variable}") in granted
+            poison = next(name for name in created if main_variable(name) == f"${{{variable}}}-poison")
+            assert ("Storage Queue Data Message Sender", f"queue:{poison}") in granted
+        else:
+            assert ("Storage Queue Data Message Sender", f"queue:{variable}") in granted
+
+
+def test_point15_the_deploying_user_is_secrets_officer_only_when_asked() -> None:
+    main = parse("main.bicep")
+    assert main["parameters"]["grantUserSecretsOfficer"]["default"] is False
+    assert module_params("main.bicep", "rbac")["grantUserSecretsOfficer"] == "grantUserSecretsOfficer"
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert parameters["grantUserSecretsOfficer"]["value"] == "${KEY_VAULT_SECRETS_OFFICER=false}"
+    officers = {
+        name: assignment
+        for name, assignment in role_assignments().items()
+        if body(assignment)["properties"]["principalId"] == "userPrincipalId"
+        and "keyVaultSecretsOfficerRoleId" in json.dumps(body(assignment)["properties"]["roleDefinitionId"])
+    }
+    assert condition(only(officers)) == {
+        "operator": {"type": "and", "operands": {"operand_1": "hasUser", "operand_2": "grantUserSecretsOfficer"}}
+    }
+    assert parse("app/rbac.bicep")["parameters"]["grantUserSecretsOfficer"]["default"] is False
+
+
+# Diagnostics
+
+
+def diagnostic_settings(relative: str) -> dict[str, dict[str, Any]]:
+    return {
+        body(setting)["scope"]: body(setting)
+        for setting in resources_of_type(parse(relative), "Microsoft.Insights/diagnosticSettings").values()
+    }
+
+
+def test_point16_function_app_and_blob_service_send_their_logs_to_log_analytics() -> None:
+    app = diagnostic_settings("app/api.bicep")["functionApp"]["properties"]
+    assert app["workspaceId"] == "logAnalyticsWorkspaceId"
+    assert {"category": "FunctionAppLogs", "enabled": True} in app["logs"]
+    assert (
+        module_params("main.bicep", "api")["logAnalyticsWorkspaceId"]
+        == module_params("main.bicep", "storage")["logAnalyticsWorkspaceId"]
+    )
+    assert "logAnalytics" in json.dumps(module_params("main.bicep", "api")["logAnalyticsWorkspaceId"])
+
+    storage = diagnostic_settings("app/storage.bicep")
+    assert set(storage) == {"blobService", "queueService", "tableService"}
+    for settings in storage.values():
+        assert settings["properties"]["workspaceId"] == "logAnalyticsWorkspaceId"
+        assert settings["properties"]["logs"] == [{"categoryGroup": "allLogs", "enabled": True}]
+    assert "vault" in diagnostic_settings("app/keyvault.bicep")
 
 
 # Network isolation
@@ -515,3 +670,103 @@ def test_checkov_suppressions_carry_a_reason() -> None:
         for line in path.read_text(encoding="utf-8").splitlines():
             if "checkov:skip" in line:
                 assert re.search(r"checkov:skip=CKV_\w+: \S.{20,}", line), f"{path.name}: {line.strip()}"
+
+
+# Types (issue 10 point 19)
+
+BICEP_TYPES = REPO.parent / "shared" / "tools" / "bicep-types" / "check.py"
+
+
+def test_point19_every_resource_matches_azures_published_types() -> None:
+    if not BICEP_TYPES.is_file():
+        pytest.skip(f"{BICEP_TYPES} not found: ../shared is not beside this repository")
+    run = subprocess.run([sys.executable, str(BICEP_TYPES), "infra"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"^0 finding\(s\)", run.stdout, re.MULTILINE), run.stdout
+    # Every registry module is named as unchecked: infra/README.md says which ones and why.
+    unchecked = set(re.findall(r"\(br/public:(avm/[\w/-]+:\d+\.\d+\.\d+)\): from a registry", run.stdout))
+    readme = (INFRA / "README.md").read_text(encoding="utf-8")
+    assert unchecked and all(f"`{module}`" in readme for module in unchecked), sorted(unchecked)
+
+
+def test_point19_ci_runs_the_type_check_and_skips_it_only_without_shared() -> None:
+    script = (REPO / ".ci" / "infra-check").read_text(encoding="utf-8")
+    assert "tools/bicep-types/check.py" in script
+    assert '"$python" "$bicep_types" infra' in script
+    assert "SKIP bicep-types" in script
+
+
+# infra/README.md (issue 10 point 17, issue 12 point 8)
+
+INFRA_README = INFRA / "README.md"
+
+
+def readme_section(title: str) -> str:
+    text = INFRA_README.read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert match, f"infra/README.md has no section '## {title}'"
+    return match[1]
+
+
+def test_point17_the_readme_says_what_is_public_and_how_network_isolation_closes_it() -> None:
+    section = readme_section("What is public by default, and how network isolation closes it")
+    for resource in ("Function App", "Storage account", "Key Vault", "Application Insights"):
+        assert f"| {resource}" in section, resource
+    # The switches it names are the ones azd feeds to main.bicep.
+    parameters = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    for parameter in ("enableNetworkIsolation", "keyVaultAllowedIpRange"):
+        variable = re.fullmatch(r"\$\{(\w+)=.*\}", parameters[parameter]["value"])
+        assert variable and variable[1] in section, parameter
+    # What it says isolation closes is what the Bicep closes: public access off on storage and the vault.
+    assert "enableNetworkIsolation ? 'Disabled' : 'Enabled'" in (INFRA / "app" / "storage.bicep").read_text()
+    assert (
+        "enableNetworkIsolation && empty(allowedIpRange) ? 'Disabled'" in (INFRA / "app" / "keyvault.bicep").read_text()
+    )
+
+
+def test_issue12_the_readme_has_cost_app_registration_and_clean_up() -> None:
+    cost = readme_section("Cost")
+    for item in (
+        "maximumInstanceCount",
+        "MAXIMUM_INSTANCE_COUNT",
+        "Storage",
+        "Log Analytics",
+        "Key Vault",
+        "private endpoints",
+    ):
+        assert item in cost, item
+    registration = readme_section("Register the Entra app (secure application model)")
+    assert "user_impersonation" in registration
+    assert "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd" in registration  # Microsoft Partner Center API
+    assert "1cebfa2a-fb4d-419e-b5f9-839b4383e05a=Scope" in registration  # its delegated user_impersonation
+    clean_up = readme_section("Clean up")
+    for step in ("azd down", "az ad app delete", "revokeSignInSessions", "credential delete"):
+        assert step in clean_up, step
+
+
+# GNU-only forms that fail on macOS's BSD tools or its bash 3.2.
+GNU_ONLY = {
+    r"\bdate\b[^\n|;]*\s-d\b": "date -d",
+    r"\bshred\b": "shred",
+    r"\bsed -i(?! ?'')(?! ?\"\")\s": "sed -i without a suffix",
+    r"\bsource <\(": "source <(...)",
+    r"\breadlink -f\b": "readlink -f",
+    r"\bgrep -P\b": "grep -P",
+    r"\bbase64 -w\b": "base64 -w",
+    r"\bstat -c\b": "stat -c",
+}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "infra/README.md"])
+def test_issue12_shell_commands_in_the_docs_also_work_on_macos(doc: str) -> None:
+    text = (REPO / doc).read_text(encoding="utf-8")
+    blocks = re.findall(r"```(?:bash|sh|shell)\n(.*?)```", text, re.DOTALL)
+    assert blocks
+    found = [
+        f"{name}: {match.group(0)!r}"
+        for block in blocks
+        for pattern, name in GNU_ONLY.items()
+        for match in re.finditer(pattern, block)
+    ]
+    assert found == []
+    assert GNU_ONLY and re.search(next(iter(GNU_ONLY)), "date -u -d '+90 days'"), "the guard itself must match"

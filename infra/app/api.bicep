@@ -1,5 +1,5 @@
 // The Function App: Flex Consumption, Python 3.11, user-assigned managed identity, identity-based storage,
-// and every app setting of the contract (../shared/contract.md; shared/settings.py ALL_SETTINGS).
+// and every app setting the code reads (shared/settings.py ALL_SETTINGS; the README's settings table).
 // Declared as our own resource, not an AVM module, so that checkov can check it.
 
 param name string
@@ -17,7 +17,12 @@ param storageAccountName string
 param deploymentStorageContainerName string
 param pythonVersion string = '3.11'
 param instanceMemoryMB int = 2048
+@description('Flex Consumption scale-out limit (main.bicep maximumInstanceCount).')
+@minValue(1)
+@maxValue(1000)
 param maximumInstanceCount int = 100
+@description('Log Analytics workspace receiving the Function App\'s logs and metrics.')
+param logAnalyticsWorkspaceId string
 @description('Subnet for VNet integration (delegated to Microsoft.App/environments); empty for none.')
 param virtualNetworkSubnetId string = ''
 
@@ -54,7 +59,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_16: Callers authenticate with function keys (authLevel FUNCTION, ../shared/contract.md); App Service Authentication (Easy Auth) would reject CRM webhooks and Logic Apps that send a key.
+  // checkov:skip=CKV_AZURE_16: Callers authenticate with function keys (authLevel FUNCTION, see the README); App Service Authentication (Easy Auth) would reject CRM webhooks and Logic Apps that send a key.
   // checkov:skip=CKV_AZURE_17: Incoming client certificates are not part of the contract; callers use function keys over TLS 1.2+.
   // checkov:skip=CKV_AZURE_222: The HTTP trigger is called from the internet (CRM webhooks, Logic Apps); network isolation covers the app's outbound traffic to storage and Key Vault.
   // checkov:skip=CKV_AZURE_62: Same as CKV_AZURE_222: callers' addresses are not known in advance; every function except /api/health needs a function key.
@@ -241,6 +246,28 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// Function logs (what the host and the code log) and platform metrics in Log Analytics, beside Application
+// Insights: they stay queryable there with the storage and Key Vault logs.
+resource functionAppDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'function-app-logs'
+  scope: functionApp
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
   }
 }
 

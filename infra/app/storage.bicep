@@ -9,7 +9,7 @@ param tags object = {}
 @description('Blob container Flex Consumption deploys the app package to.')
 param deploymentContainerName string
 
-@description('Queues to create: requests, results and the requests poison queue.')
+@description('Queues to create: requests, results, tracking, outcomes and the poison queues of the two trigger queues.')
 param queueNames array
 
 @description('The idempotency table (PRODUCT_UPGRADE_TABLE).')
@@ -18,7 +18,7 @@ param tableName string
 @description('Deny public network access; reached through private endpoints instead (app/network.bicep).')
 param enableNetworkIsolation bool = false
 
-@description('Log Analytics workspace receiving queue and table data-plane logs.')
+@description('Log Analytics workspace receiving blob, queue and table data-plane logs.')
 param logAnalyticsWorkspaceId string
 
 // Disabled with network isolation (private endpoints); identity-only access in either case.
@@ -112,6 +112,21 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
 resource upgradesTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: tableService
   name: tableName
+}
+
+// Blob reads and writes: the deployment package, the host's leases and keys.
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'blob-logs'
+  scope: blobService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+  }
 }
 
 resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
