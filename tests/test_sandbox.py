@@ -7,17 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sandbox.cli import READY_LINE
 from shared import runtime
 from shared.settings import ALL_SETTINGS, Settings
 from tests.fakes import CUSTOMER_ID
-from tests.fakes.sandbox import READY_LINE
 from tests.harness import App
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sandbox_serves_what_it_prints(monkeypatch, tmp_path):
-    command = [sys.executable, "-m", "tests.fakes.sandbox", "--entra-port", "0", "--partner-center-port", "0"]
+    command = [sys.executable, "-m", "sandbox", "--entra-port", "0", "--partner-center-port", "0"]
     proc = subprocess.Popen(
         [*command, "--dir", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

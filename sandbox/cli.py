@@ -1,6 +1,6 @@
 """A local Entra ID + Partner Center sandbox for ``func start``: the test fakes, run as a process.
 
-    .venv/bin/python -m tests.fakes.sandbox [--entra-port 8443] [--partner-center-port 8444] [--dir .sandbox]
+    .venv/bin/python -m sandbox [--entra-port 8443] [--partner-center-port 8444] [--dir .sandbox]
 
 It prints the ``Values`` to merge into ``local.settings.json`` (authority host, base URL, the fake app id,
 secret and refresh token, and ``REQUESTS_CA_BUNDLE`` pointing at its own test CA), then serves until Ctrl+C.
@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.fakes import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID
-from tests.fakes.entra import FakeEntra
-from tests.fakes.partner_center import FakePartnerCenter
-from tests.fakes.tls import make_tls_material
+from sandbox.constants import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID
+from sandbox.entra import FakeEntra
+from sandbox.partner_center import FakePartnerCenter
+from sandbox.tls import make_tls_material
 
 READY_LINE = "Sandbox ready; Ctrl+C to stop."
 
@@ -42,7 +42,7 @@ def settings_for(entra: FakeEntra, partner_center: FakePartnerCenter, ca_bundle:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.fakes.sandbox", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n\n")[0])
     parser.add_argument("--entra-port", type=int, default=8443, help="0 picks a free port")
     parser.add_argument("--partner-center-port", type=int, default=8444, help="0 picks a free port")
     parser.add_argument("--dir", default=".sandbox", help="where the test CA and certificate are written")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes import PARTNER_CENTER_RESOURCE
-from tests.fakes.entra import FakeEntra
-from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
-from tests.fakes.tls import TLSMaterial
+from sandbox.constants import PARTNER_CENTER_RESOURCE
+from sandbox.entra import FakeEntra
+from sandbox.server import FakeHTTPServer, RecordedRequest, Response
+from sandbox.tls import TLSMaterial
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _STATUS_PATH = re.compile(r"^/v1/productupgrades/([^/]+)/status/?$", re.IGNORECASE)
