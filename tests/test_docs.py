@@ -2,7 +2,10 @@
 
 import json
 import re
+import uuid
 from pathlib import Path
+
+from azure.storage.queue import QueueClient
 
 from shared.settings import ALL_SETTINGS, DEFAULTS
 
@@ -30,3 +33,22 @@ def test_sample_settings_list_every_setting_with_the_defaults():
         assert name in values, name
         if name in DEFAULTS:
             assert values[name] == DEFAULTS[name], name
+
+
+def test_readme_starts_azurite_as_the_tests_do():
+    commands = [line for line in README.splitlines() if line.startswith("npx azurite ")]
+    assert commands
+    for command in commands:
+        assert "--skipApiVersionCheck" in command and "--disableTelemetry" in command, command
+
+
+def test_readme_queue_snippet_works_on_a_fresh_azurite(azurite):
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", README, re.S) if "send_message" in block]
+    queue = f"readme-{uuid.uuid4().hex[:12]}"
+    code = snippet.replace('"UseDevelopmentStorage=true"', repr(azurite.connection_string))
+    code = code.replace('"product-upgrade-requests"', repr(queue))
+    assert queue in code and azurite.connection_string in code
+    for _ in range(2):  # the queue does not exist yet, then it does
+        exec(compile(code, "README.md", "exec"), {})
+    client = QueueClient.from_connection_string(azurite.connection_string, queue)
+    assert len(list(client.receive_messages(max_messages=10))) == 2

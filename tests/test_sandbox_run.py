@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -81,10 +82,9 @@ json.dump(record, open(os.environ["FUNC_RECORD"], "w"))
 """
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
+def make_project(root: Path) -> Path:
     """A scratch project: scripts copied, the rest linked to this checkout."""
-    project = tmp_path / "project"
+    project = root / "project"
     (project / "scripts").mkdir(parents=True)
     for name in ("run", "check"):
         shutil.copy2(ROOT / "scripts" / name, project / "scripts" / name)
@@ -93,19 +93,14 @@ def project(tmp_path: Path) -> Path:
     return project
 
 
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
+
+
 def path_without_func() -> str:
     dirs = os.environ.get("PATH", "").split(os.pathsep)
     return os.pathsep.join(d for d in dirs if d and not (Path(d) / "func").exists())
-
-
-@pytest.fixture
-def stand_in_func(tmp_path: Path) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "func"
-    script.write_text(STAND_IN_FUNC.format(python=sys.executable, key=run.ACCOUNT_KEY))
-    script.chmod(0o755)
-    return bin_dir
 
 
 def gone(pid: int, timeout: float = 10) -> bool:
@@ -117,58 +112,83 @@ def gone(pid: int, timeout: float = 10) -> bool:
     return False
 
 
-def test_run_starts_azurite_and_the_sandbox_then_func(project: Path, stand_in_func: Path, tmp_path: Path) -> None:
-    record_path = tmp_path / "func-record.json"
-    env = {**os.environ, "PATH": f"{stand_in_func}{os.pathsep}{path_without_func()}"}
-    env["FUNC_RECORD"] = str(record_path)
+@dataclass
+class FuncRun:
+    project: Path
+    result: subprocess.CompletedProcess[str]
+    #: What the stand-in func recorded.
+    record: dict[str, Any]
+    #: local.settings.json as func found it.
+    settings: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def func_run(tmp_path_factory: pytest.TempPathFactory) -> FuncRun:
+    """One `scripts/run` with a stand-in `func` on PATH (shared by the tests below: it takes a few seconds)."""
+    root = tmp_path_factory.mktemp("run")
+    project = make_project(root)
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    stand_in = bin_dir / "func"
+    stand_in.write_text(STAND_IN_FUNC.format(python=sys.executable, key=run.ACCOUNT_KEY))
+    stand_in.chmod(0o755)
+    record_path = root / "func-record.json"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{path_without_func()}", "FUNC_RECORD": str(record_path)}
     result = subprocess.run(
         ["bash", "scripts/run"], cwd=project, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    record = json.loads(record_path.read_text())
+    settings = json.loads((project / "local.settings.json").read_text())
+    return FuncRun(project, result, json.loads(record_path.read_text()), settings)
 
-    # func was started as `func start` in the project, with the project's virtualenv first on PATH.
+
+def test_run_starts_func_in_the_project_with_its_virtualenv(func_run: FuncRun) -> None:
+    record, project = func_run.record, func_run.project
     assert record["argv"] == ["start"]
     assert Path(record["cwd"]) == project
     assert Path(record["virtual_env"]) == project / ".venv"
     assert Path(record["path_head"]) == project / ".venv" / "bin"
-    # Azurite (blob, queue, table) and the sandbox were up; the queues the bindings name exist.
-    assert len(record["storage_ports"]) == 3 and all(record["storage_up"])
-    assert sorted(record["queues"]) == sorted(SAMPLE_QUEUES)
-    assert record["openid_status"] == 200
-    assert (record["partner_center_status"], record["partner_center_code"]) == (401, "900420")  # no token: refused
 
-    # local.settings.json: valid against its schema, pointing at the sandbox and Azurite that were up.
-    settings = json.loads((project / "local.settings.json").read_text())
-    assert_valid_local_settings(settings)
-    values = settings["Values"]
+
+def test_azurite_and_the_sandbox_were_up_when_func_ran(func_run: FuncRun) -> None:
+    record, values = func_run.record, func_run.settings["Values"]
+    # Azurite (blob, queue, table) on the ports local.settings.json names; the queues the bindings name exist.
+    ports = record["storage_ports"]
+    assert len(ports) == 3 and all(record["storage_up"])
+    storage = values["AzureWebJobsStorage"]
+    assert storage == DEV_STORAGE or all(f"127.0.0.1:{port}/" in storage for port in ports)
+    assert sorted(record["queues"]) == sorted(SAMPLE_QUEUES)
+    # The sandbox at the URLs local.settings.json names, trusted through its CA.
     assert values["PARTNER_CENTER_BASE_URL"].startswith("https://127.0.0.1:")
     assert values["PARTNER_CENTER_AUTHORITY_HOST"].startswith("https://127.0.0.1:")
-    assert Path(values["REQUESTS_CA_BUNDLE"]) == project / ".sandbox" / "ca.pem"
+    assert Path(values["REQUESTS_CA_BUNDLE"]) == func_run.project / ".sandbox" / "ca.pem"
+    assert record["openid_status"] == 200
+    assert (record["partner_center_status"], record["partner_center_code"]) == (401, "900420")  # no token: refused
     assert values["PRODUCT_UPGRADE_POLL_SECONDS"] == SANDBOX_DEFAULTS["PRODUCT_UPGRADE_POLL_SECONDS"]
-    ports = record["storage_ports"]
-    assert values["AzureWebJobsStorage"] == DEV_STORAGE or all(
-        f":{port}/" in values["AzureWebJobsStorage"] for port in ports
-    )
-    assert "00000000-0000-0000-0000-000000000006  failing upgrade" in result.stdout
+    assert "00000000-0000-0000-0000-000000000006  failing upgrade" in func_run.result.stdout
 
-    # Everything it started has stopped.
-    assert not (project / ".sandbox" / "run.json").exists()
-    assert not any(run.accepts(port) for port in ports)
+
+def test_everything_it_started_has_stopped(func_run: FuncRun) -> None:
+    values = func_run.settings["Values"]
+    assert not (func_run.project / ".sandbox" / "run.json").exists()
+    assert not any(run.accepts(port) for port in func_run.record["storage_ports"])
     assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_BASE_URL"]).port or 0))
+    assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_AUTHORITY_HOST"]).port or 0))
+
+
+def test_local_settings_match_their_schema(func_run: FuncRun) -> None:
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"stored schemas not found at {SCHEMAS}")
+    schema = json.loads((SCHEMAS / "schemastore" / "local.settings.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert [error.message for error in validator.iter_errors(func_run.settings)] == []
+    broken = {**func_run.settings, "IsEncrypted": "no"}
+    assert list(validator.iter_errors(broken))  # the schema does check
 
 
 SAMPLE_QUEUES = [
     json.loads((ROOT / "local.settings.sample.json").read_text())["Values"][name] for name in run.QUEUE_SETTINGS
 ]
-
-
-def assert_valid_local_settings(settings: Any) -> None:
-    if not SCHEMAS.is_dir():
-        pytest.skip(f"stored schemas not found at {SCHEMAS}")
-    schema = json.loads((SCHEMAS / "schemastore" / "local.settings.json").read_text())
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    assert [error.message for error in validator.iter_errors(settings)] == []
 
 
 def test_without_func_it_offers_the_command_line_and_stop_ends_it(project: Path) -> None:
