@@ -407,7 +407,9 @@ def demo(customer_id: str, url: str, timeout: float) -> int:
             timeout=60,
         )
         print(f"POST /api/productupgrades -> {response.status_code}\n{response.text}", flush=True)
+        followed = False
         while response.status_code == 202 and "Location" in response.headers:
+            followed = True
             wait = float(response.headers.get("Retry-After") or 5)
             if time.monotonic() + wait > deadline:
                 say(f"gave up after {timeout:.0f} s; the upgrade is still running")
@@ -416,7 +418,8 @@ def demo(customer_id: str, url: str, timeout: float) -> int:
             location = response.headers["Location"]
             response = session.get(location, timeout=60)
             print(f"GET {urlsplit(location).path} -> {response.status_code}", flush=True)
-        print(response.text, flush=True)
+        if followed:
+            print(response.text, flush=True)
     ended = response.status_code == 200 and str(response.json().get("status", "")).lower() == "completed"
     return 0 if ended else 1
 

@@ -333,3 +333,10 @@ def test_demo_follows_the_upgrade_to_completed(local_host: LocalHost, capsys: py
 def test_demo_fails_for_a_failing_upgrade(local_host: LocalHost, capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["demo", customers.FAILING_UPGRADE, "--url", local_host.url, "--timeout", "30"]) == 1
     assert '"Failed"' in capsys.readouterr().out
+
+
+def test_demo_reports_a_refusal_once(local_host: LocalHost, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["demo", customers.NOT_ELIGIBLE, "--url", local_host.url]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("POST /api/productupgrades -> 422\n")
+    assert out.count('"partnerCenterErrorCode": "900108"') == 1  # the problem, printed once
