@@ -44,7 +44,7 @@ SANDBOX_AZURITE = STATE / "azurite"
 AZURITE_DATA = REPO / ".azurite"
 AZURITE_DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
 AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--disableTelemetry")
-ACCOUNT = "devstoreaccount1"
+ACCOUNT_NAME = "devstoreaccount1"
 #: Azurite's well-known development account key (public, documented by Microsoft).
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 DEV_STORAGE = "UseDevelopmentStorage=true"
@@ -175,9 +175,9 @@ class Azurite:
         if self.ports == AZURITE_DEFAULT_PORTS:
             return DEV_STORAGE
         endpoints = ";".join(
-            f"{name.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT}" for name, port in self.ports.items()
+            f"{name.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT_NAME}" for name, port in self.ports.items()
         )
-        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};{endpoints}"
+        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};{endpoints}"
 
     def start(self) -> None:
         if not AZURITE_BIN.exists():
@@ -231,7 +231,7 @@ def points_at_real_partner(values: Mapping[str, Any]) -> bool:
 
 
 def is_azurite(connection: str) -> bool:
-    return connection == DEV_STORAGE or f"AccountName={ACCOUNT};" in connection
+    return connection == DEV_STORAGE or f"AccountName={ACCOUNT_NAME};" in connection
 
 
 def local_settings(

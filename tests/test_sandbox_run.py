@@ -340,3 +340,33 @@ def test_demo_reports_a_refusal_once(local_host: LocalHost, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert out.startswith("POST /api/productupgrades -> 422\n")
     assert out.count('"partnerCenterErrorCode": "900108"') == 1  # the problem, printed once
+
+
+def test_against_a_real_partner_only_azurite_starts_and_the_file_is_kept(project: Path) -> None:
+    real = dict(SAMPLE)
+    real["Values"] = {
+        **SAMPLE["Values"],
+        "PARTNER_CENTER_BASE_URL": "https://api.partnercenter.microsoft.com",
+        "REQUESTS_CA_BUNDLE": "/old/sandbox/ca.pem",
+    }
+    (project / "local.settings.json").write_text(json.dumps(real))
+    env = {**os.environ, "PATH": path_without_func()}
+    proc = subprocess.Popen(
+        ["bash", "scripts/run", "--no-func"], cwd=project, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        output = read_until(proc, "scripts/run: ready; Ctrl+C to stop")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "points at https://api.partnercenter.microsoft.com: not starting the sandbox" in output
+    assert "warning: REQUESTS_CA_BUNDLE is set" in output
+    assert "sandbox: Entra ID" not in output
+    kept = json.loads((project / "local.settings.json").read_text())
+    storage = kept["Values"].pop("AzureWebJobsStorage")
+    assert storage == DEV_STORAGE or "AccountName=devstoreaccount1;" in storage  # Azurite, maybe on other ports
+    assert kept == {**real, "Values": {k: v for k, v in real["Values"].items() if k != "AzureWebJobsStorage"}}
+    assert (project / ".azurite").is_dir()  # kept between runs, unlike the sandbox's

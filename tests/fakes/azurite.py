@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import IO, Self
 
-from sandbox.run import ACCOUNT, ACCOUNT_KEY, accepts, free_port
+from sandbox.run import ACCOUNT_KEY, ACCOUNT_NAME, accepts, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
@@ -134,16 +134,16 @@ class Azurite:
 
     @property
     def queue_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.queue.port}/{ACCOUNT}"
+        return f"http://127.0.0.1:{self.queue.port}/{ACCOUNT_NAME}"
 
     @property
     def table_endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.table.port}/{ACCOUNT}"
+        return f"http://127.0.0.1:{self.table.port}/{ACCOUNT_NAME}"
 
     @property
     def connection_string(self) -> str:
         return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
             f"QueueEndpoint={self.queue_endpoint};TableEndpoint={self.table_endpoint};"
         )
 
