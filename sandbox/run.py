@@ -65,8 +65,9 @@ Azure Functions Core Tools (`func`) is not on PATH. Install version 4, then run 
   azure-functions-core-tools@4 / Microsoft's package feed for your Linux distribution; see
   https://learn.microsoft.com/azure/azure-functions/functions-run-local)
 Meanwhile Azurite and the sandbox keep running, and the command line works against them with the same
-local.settings.json, from another terminal:
-  .venv/bin/python -m shared.cli upgrade {customer} --wait
+local.settings.json, from another terminal (the shell's environment wins over local.settings.json, hence the
+CA bundle given again):
+  REQUESTS_CA_BUNDLE=.sandbox/ca.pem .venv/bin/python -m shared.cli upgrade {customer} --wait
 Ctrl+C stops Azurite and the sandbox."""
 
 
@@ -306,6 +307,10 @@ def run_func(func: str, values: Mapping[str, Any]) -> int:
     # What `. .venv/bin/activate` does: the Functions host starts the Python worker with this interpreter.
     env["VIRTUAL_ENV"] = str(REPO / ".venv")
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    if values.get("REQUESTS_CA_BUNDLE"):
+        # The host lets the shell's environment win over local.settings.json; a REQUESTS_CA_BUNDLE exported
+        # there (corporate proxies, CI images) would hide the sandbox's CA.
+        env["REQUESTS_CA_BUNDLE"] = str(values["REQUESTS_CA_BUNDLE"])
     proc = subprocess.Popen([func, "start"], cwd=REPO, env=env)
     write_json(RUN_FILE, {**read_run_file(), "func": proc.pid})
     try:

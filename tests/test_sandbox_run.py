@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
+import certifi
 import jsonschema
 import pytest
 
@@ -70,6 +71,7 @@ record = {{
     "cwd": os.getcwd(),
     "virtual_env": os.environ.get("VIRTUAL_ENV"),
     "path_head": os.environ["PATH"].split(os.pathsep)[0],
+    "requests_ca_bundle": os.environ.get("REQUESTS_CA_BUNDLE"),
     "storage_ports": ports,
     "storage_up": [accepts(port) for port in ports],
     "queues": queues,
@@ -134,6 +136,7 @@ def func_run(tmp_path_factory: pytest.TempPathFactory) -> FuncRun:
     stand_in.chmod(0o755)
     record_path = root / "func-record.json"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{path_without_func()}", "FUNC_RECORD": str(record_path)}
+    env["REQUESTS_CA_BUNDLE"] = certifi.where()  # exported by the shell: must not hide the sandbox's CA from func
     result = subprocess.run(
         ["bash", "scripts/run"], cwd=project, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT
     )
@@ -148,6 +151,7 @@ def test_run_starts_func_in_the_project_with_its_virtualenv(func_run: FuncRun) -
     assert Path(record["cwd"]) == project
     assert Path(record["virtual_env"]) == project / ".venv"
     assert Path(record["path_head"]) == project / ".venv" / "bin"
+    assert Path(record["requests_ca_bundle"]) == project / ".sandbox" / "ca.pem"
 
 
 def test_azurite_and_the_sandbox_were_up_when_func_ran(func_run: FuncRun) -> None:
@@ -200,7 +204,9 @@ def test_without_func_it_offers_the_command_line_and_stop_ends_it(project: Path)
         output = read_until(proc, "scripts/run: ready; Ctrl+C to stop")
         assert "Azure Functions Core Tools (`func`) is not on PATH" in output
         assert "npm install -g azure-functions-core-tools@4" in output
-        assert f"python -m shared.cli upgrade {customers.ELIGIBLE} --wait" in output
+        assert (
+            f"REQUESTS_CA_BUNDLE=.sandbox/ca.pem .venv/bin/python -m shared.cli upgrade {customers.ELIGIBLE}" in output
+        )
         recorded = json.loads((project / ".sandbox" / "run.json").read_text())
         assert recorded["runner"] == proc.pid
         stop = subprocess.run(
