@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from sandbox.server import stop_all_servers
+from sandbox.tls import CA_ENV_VARS
 from tests.fakes import (
     APP_SECRET,
     DEFAULT_SECRETS,
@@ -26,8 +28,6 @@ from tests.fakes import (
     TLSMaterial,
     default_tls,
 )
-from tests.fakes.server import stop_all_servers
-from tests.fakes.tls import CA_ENV_VARS
 from tests.harness import App, installed_app, set_app_env
 
 #: The queues of a stored app, each given a name of its own per test.

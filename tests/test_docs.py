@@ -3,7 +3,10 @@
 import json
 import re
 import subprocess
+import uuid
 from pathlib import Path
+
+from azure.storage.queue import QueueClient
 
 from shared.settings import ALL_SETTINGS, DEFAULTS
 
@@ -46,3 +49,22 @@ def test_the_repository_stands_alone_without_the_leads_documents():
         if doc in (ROOT / path).read_text(encoding="utf-8", errors="replace")
     }
     assert cited == set()
+
+
+def test_readme_starts_azurite_as_the_tests_do():
+    commands = [line for line in README.splitlines() if line.startswith("npx azurite ")]
+    assert commands
+    for command in commands:
+        assert "--skipApiVersionCheck" in command and "--disableTelemetry" in command, command
+
+
+def test_readme_queue_snippet_works_on_a_fresh_azurite(azurite):
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", README, re.S) if "send_message" in block]
+    queue = f"readme-{uuid.uuid4().hex[:12]}"
+    code = snippet.replace('"UseDevelopmentStorage=true"', repr(azurite.connection_string))
+    code = code.replace('"product-upgrade-requests"', repr(queue))
+    assert queue in code and azurite.connection_string in code
+    for _ in range(2):  # the queue does not exist yet, then it does
+        exec(compile(code, "README.md", "exec"), {})
+    client = QueueClient.from_connection_string(azurite.connection_string, queue)
+    assert len(list(client.receive_messages(max_messages=10))) == 2

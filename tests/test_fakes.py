@@ -15,6 +15,7 @@ import msal
 import pytest
 import requests
 
+from sandbox.tls import CA_ENV_VARS
 from tests.fakes import (
     APP_ID,
     APP_ID_SECRET_NAME,
@@ -35,7 +36,6 @@ from tests.fakes import (
     Response,
     TLSMaterial,
 )
-from tests.fakes.tls import CA_ENV_VARS
 
 # -- helpers --------------------------------------------------------------------------------------------
 

@@ -9,35 +9,18 @@ from __future__ import annotations
 import atexit
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import IO, Self
 
+from sandbox.run import ACCOUNT_KEY, ACCOUNT_NAME, accepts, free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_BIN = REPO_ROOT / "node_modules" / ".bin"
 
-ACCOUNT_NAME = "devstoreaccount1"
-#: Azurite's well-known development account key (public, documented by Microsoft).
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-
 COMMON_FLAGS = ("--inMemoryPersistence", "--loose", "--skipApiVersionCheck", "--silent", "--disableTelemetry")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class AzuriteError(RuntimeError):
@@ -82,7 +65,7 @@ class _Service:
                 if self.proc.poll() is not None:
                     outcome = f"exited with code {self.proc.returncode} (port {self.port})"
                     break
-                if _accepts(self.port):
+                if accepts(self.port):
                     return
                 time.sleep(0.1)
             last = self.log_tail()

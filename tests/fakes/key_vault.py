@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox.server import FakeHTTPServer, RecordedRequest, Response
+from sandbox.tls import TLSMaterial
 from tests.fakes import TENANT_ID
 from tests.fakes.managed_identity import FakeManagedIdentity
-from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
-from tests.fakes.tls import TLSMaterial
 
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.server import FakeHTTPServer, RecordedRequest, Response
 from tests.fakes import MANAGED_IDENTITY_CLIENT_ID
-from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
 
 #: Path of the endpoint (App Service uses /msi/token).
 TOKEN_PATH = "/msi/token"

@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from tests.fakes import APP_ID, APP_SECRET, PARTNER_CENTER_RESOURCE, REFRESH_TOKEN, TENANT_ID, USER_OBJECT_ID
-from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
-from tests.fakes.tls import TLSMaterial
+from sandbox.constants import APP_ID, APP_SECRET, PARTNER_CENTER_RESOURCE, REFRESH_TOKEN, TENANT_ID, USER_OBJECT_ID
+from sandbox.server import FakeHTTPServer, RecordedRequest, Response
+from sandbox.tls import TLSMaterial
 
 _OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
 

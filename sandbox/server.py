@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
-from tests.fakes.tls import TLSMaterial, default_tls
+from sandbox.tls import TLSMaterial, default_tls
 
 #: How long stop() waits, in all, for handler threads to end.
 STOP_TIMEOUT = 5.0
@@ -150,7 +150,7 @@ class _Server(ThreadingHTTPServer):
                 with owner._lock:
                     owner._connections.discard(request)
                     owner._connections.add(conn)
-            self.RequestHandlerClass(conn, client_address, self)
+            _Handler(conn, client_address, self)
         except (OSError, ValueError):
             pass  # TLS handshake failures, client disconnects, resets.
         except Exception:  # pragma: no cover - recorded for tests to assert on

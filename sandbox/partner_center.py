@@ -11,15 +11,16 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes import PARTNER_CENTER_RESOURCE
-from tests.fakes.entra import FakeEntra
-from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
-from tests.fakes.tls import TLSMaterial
+from sandbox.constants import PARTNER_CENTER_RESOURCE
+from sandbox.entra import FakeEntra
+from sandbox.server import FakeHTTPServer, RecordedRequest, Response
+from sandbox.tls import TLSMaterial
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _STATUS_PATH = re.compile(r"^/v1/productupgrades/([^/]+)/status/?$", re.IGNORECASE)
@@ -37,6 +38,18 @@ def is_guid(value: object) -> bool:
     return isinstance(value, str) and bool(_GUID.match(value))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How an upgrade ends: its final ``status`` and ``errorDetails`` (top level and on the line item)."""
+
+    status: str = "Completed"
+    error_details: dict[str, Any] | None = None
+    line_item_error_details: dict[str, Any] | None = None
+
+
+COMPLETED = Outcome()
+
+
 @dataclass
 class Upgrade:
     upgrade_id: str
@@ -46,7 +59,12 @@ class Upgrade:
     correlation_id: str | None
     status: str = "InProgress"
     polls: int = 0
+    #: Ends on the status poll after this many (None: not by polls).
     complete_after: int | None = None
+    #: Ends on the first status poll at or after this time.time() (None: not by time).
+    complete_at: float | None = None
+    #: How it ends: status and error details (a Failed upgrade carries them; a Completed one has none).
+    outcome: Outcome = COMPLETED
     upgraded_date: str | None = None
     error_details: dict[str, Any] | None = None
     line_item_error_details: dict[str, Any] | None = None
@@ -93,6 +111,9 @@ class FakePartnerCenter(FakeHTTPServer):
         self._customer_errors: dict[str, CustomerError] = {}
         self._ineligible: dict[str, tuple[str, int, int | str]] = {}
         self._complete_after: int | None = None
+        self._complete_after_seconds: float | None = None
+        self._outcomes: dict[str, Outcome] = {}
+        self._throttled: dict[str, tuple[str, int | None]] = {}
         self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
 
     # -- control ---------------------------------------------------------------------------------------
@@ -138,6 +159,24 @@ class FakePartnerCenter(FakeHTTPServer):
             match=match,
         )
 
+    def throttle_customer(self, customer_id: str, retry_after: str = "30", *, calls: int | None = None) -> None:
+        """Calls about ``customer_id`` answer 429 with ``Retry-After`` (all of them, or the next ``calls``):
+        Partner Center's per-partner-and-customer limit, so other customers go through."""
+        with self._lock:
+            self._throttled[customer_id.lower()] = (str(retry_after), calls)
+
+    def set_outcome(
+        self,
+        customer_id: str,
+        status: str,
+        *,
+        error_details: dict[str, Any] | None = None,
+        line_item_error_details: dict[str, Any] | None = None,
+    ) -> None:
+        """Upgrades of ``customer_id`` created from now on end with ``status`` (instead of Completed)."""
+        with self._lock:
+            self._outcomes[customer_id.lower()] = Outcome(status, error_details, line_item_error_details)
+
     def set_upgrade_status(
         self,
         upgrade_id: str,
@@ -149,7 +188,7 @@ class FakePartnerCenter(FakeHTTPServer):
         with self._lock:
             upgrade = self.upgrades[upgrade_id.lower()]
             upgrade.status = status
-            upgrade.complete_after = None
+            upgrade.complete_after = upgrade.complete_at = None
             upgrade.error_details = error_details
             upgrade.line_item_error_details = line_item_error_details
             if status.lower() == "completed" and upgrade.upgraded_date is None:
@@ -168,6 +207,14 @@ class FakePartnerCenter(FakeHTTPServer):
                 targets = [self.upgrades[upgrade_id.lower()]]
             for upgrade in targets:
                 upgrade.complete_after = upgrade.polls + n
+
+    def complete_after_seconds(self, seconds: float | None) -> None:
+        """Upgrades created from now on end on the first status poll ``seconds`` after their creation (None: off).
+
+        Combined with :meth:`complete_after_polls`, whichever comes first ends an upgrade.
+        """
+        with self._lock:
+            self._complete_after_seconds = seconds
 
     def add_upgrade(
         self, customer_id: str, product_family: str = "Azure", status: str = "InProgress", upgrade_id: str | None = None
@@ -189,6 +236,9 @@ class FakePartnerCenter(FakeHTTPServer):
             self._customer_errors.clear()
             self._ineligible.clear()
             self._complete_after = None
+            self._complete_after_seconds = None
+            self._outcomes.clear()
+            self._throttled.clear()
 
     # -- wire ------------------------------------------------------------------------------------------
     def _headers(self, req: RecordedRequest) -> dict[str, str]:
@@ -262,6 +312,9 @@ class FakePartnerCenter(FakeHTTPServer):
             forced = self._customer_errors.get(customer_id.lower())
         if forced is not None and (forced.operations is None or operation in forced.operations):
             return self._pc_error(req, forced.status, forced.code, forced.description, forced.data)
+        throttled = self._take_throttle(customer_id)
+        if throttled is not None:
+            return self._throttled_response(req, throttled)
 
         if operation == "create":
             return self._create(req, customer_id, product_family)
@@ -269,6 +322,24 @@ class FakePartnerCenter(FakeHTTPServer):
             return self._eligibility(req, customer_id, product_family)
         assert m is not None
         return self._status(req, m.group(1), customer_id)
+
+    def _take_throttle(self, customer_id: str) -> str | None:
+        """The Retry-After of a scripted 429 for this call, or None."""
+        with self._lock:
+            throttle = self._throttled.get(customer_id.lower())
+            if throttle is None:
+                return None
+            retry_after, calls = throttle
+            if calls is not None:
+                if calls <= 1:
+                    del self._throttled[customer_id.lower()]
+                else:
+                    self._throttled[customer_id.lower()] = (retry_after, calls - 1)
+            return retry_after
+
+    def _throttled_response(self, req: RecordedRequest, retry_after: str) -> Response:
+        body = {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."}
+        return self._json(req, 429, body, {"Retry-After": retry_after})
 
     def _check_auth(self, req: RecordedRequest) -> Response | None:
         auth = req.headers.get("Authorization") or ""
@@ -322,6 +393,10 @@ class FakePartnerCenter(FakeHTTPServer):
                     request_id,
                     req.headers.get("MS-CorrelationId"),
                     complete_after=self._complete_after,
+                    complete_at=None
+                    if self._complete_after_seconds is None
+                    else time.time() + self._complete_after_seconds,
+                    outcome=self._outcomes.get(customer_id.lower(), COMPLETED),
                 )
                 self.upgrades[upgrade.upgrade_id.lower()] = upgrade
                 self.created_upgrades.append(upgrade.as_record())
@@ -347,6 +422,22 @@ class FakePartnerCenter(FakeHTTPServer):
         }
         return self._json(req, 200, body)
 
+    @staticmethod
+    def _ends_now(upgrade: Upgrade) -> bool:
+        by_polls = upgrade.complete_after is not None and upgrade.polls > upgrade.complete_after
+        by_time = upgrade.complete_at is not None and time.time() >= upgrade.complete_at
+        return by_polls or by_time
+
+    @staticmethod
+    def _end(upgrade: Upgrade) -> None:
+        outcome = upgrade.outcome
+        upgrade.status = outcome.status
+        upgrade.complete_after = upgrade.complete_at = None
+        upgrade.error_details = outcome.error_details
+        upgrade.line_item_error_details = outcome.line_item_error_details
+        if outcome.status.lower() == "completed":
+            upgrade.upgraded_date = upgrade.upgraded_date or datetime.now(UTC).isoformat()
+
     def _status(self, req: RecordedRequest, upgrade_id: str, customer_id: str) -> Response:
         with self._lock:
             upgrade = self.upgrades.get(upgrade_id.lower())
@@ -354,10 +445,8 @@ class FakePartnerCenter(FakeHTTPServer):
                 return self._pc_error(req, 404, 900106, f"The upgrade '{upgrade_id}' was not found.")
             upgrade.polls += 1
             self.status_polls += 1
-            if upgrade.complete_after is not None and upgrade.polls > upgrade.complete_after:
-                upgrade.status = "Completed"
-                upgrade.complete_after = None
-                upgrade.upgraded_date = upgrade.upgraded_date or datetime.now(UTC).isoformat()
+            if self._ends_now(upgrade):
+                self._end(upgrade)
             body = {
                 "id": upgrade.upgrade_id,
                 "productFamily": upgrade.product_family,

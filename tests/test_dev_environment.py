@@ -1,0 +1,127 @@
+"""The repository's GitHub workflows and dev container: valid, minimal in what they may do, in step with the code.
+
+Workflows are validated with check-jsonschema against SchemaStore's GitHub workflow schema (bundled in
+check-jsonschema, so offline).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
+CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
+SHA_PINNED = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+#: Actions pinned by tag, with the reason written in the workflow.
+TAG_PINNED = {"Azure/setup-azd@v2"}
+
+
+def check_workflows(*paths: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.github-workflows", *map(str, paths)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def load(name: str) -> dict[Any, Any]:
+    document = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    assert isinstance(document, dict)
+    return document
+
+
+def on(workflow: dict[Any, Any]) -> Any:
+    return workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` key as True
+
+
+def steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job["steps"]]
+
+
+def test_workflows_match_the_github_workflow_schema() -> None:
+    paths = sorted(WORKFLOWS.glob("*.yml"))
+    assert {p.name for p in paths} >= {"ci.yml", "azure-dev.yml"}
+    result = check_workflows(*paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_schema_check_rejects_a_broken_workflow(tmp_path: Path) -> None:
+    broken = load("ci.yml")
+    del broken["jobs"]["check"]["runs-on"]
+    broken["jobs"]["check"]["timeout-minutes"] = "half an hour"
+    path = tmp_path / "broken.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = check_workflows(path)
+    assert result.returncode == 1, result.stdout
+    assert "runs-on" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "azure-dev.yml"])
+def test_actions_are_pinned_by_commit(name: str) -> None:
+    uses = [step["uses"] for step in steps(load(name)) if "uses" in step]
+    assert uses
+    for action in uses:
+        assert SHA_PINNED.match(action) or action in TAG_PINNED, action
+    if set(uses) & TAG_PINNED:
+        assert "pinned by its major tag" in (WORKFLOWS / name).read_text()  # the reason is written down
+
+
+def test_ci_runs_scripts_check_with_read_only_permissions() -> None:
+    ci = load("ci.yml")
+    assert ci["permissions"] == {"contents": "read"}
+    assert {"push", "pull_request"} <= set(on(ci))
+    runs = [step.get("run", "") for step in steps(ci)]
+    assert "bash scripts/check" in runs
+    assert "bash .ci/infra-check" in runs
+    python = [step["with"]["python-version"] for step in steps(ci) if "setup-python" in step.get("uses", "")]
+    assert set(python) == {"3.11"}
+    for job in ci["jobs"].values():
+        assert job["timeout-minutes"] <= 30
+
+
+def test_azure_dev_is_what_azd_pipeline_config_expects() -> None:
+    workflow = load("azure-dev.yml")
+    assert workflow["permissions"] == {"id-token": "write", "contents": "read"}
+    assert {"workflow_dispatch", "push"} <= set(on(workflow))
+    [job] = workflow["jobs"].values()
+    env = job["env"]
+    for name in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_SUBSCRIPTION_ID", "AZURE_ENV_NAME", "AZURE_LOCATION"):
+        assert env[name] == f"${{{{ vars.{name} }}}}"
+    runs = "\n".join(step.get("run", "") for step in job["steps"])
+    assert '--federated-credential-provider "github"' in runs
+    assert "azd provision --no-prompt" in runs and "azd deploy --no-prompt" in runs
+    assert "client-secret" not in runs
+
+
+def test_azure_dev_passes_every_infra_parameter_azd_reads_from_the_environment() -> None:
+    parameters = (ROOT / "infra" / "main.parameters.json").read_text(encoding="utf-8")
+    names = set(re.findall(r"\$\{([A-Z0-9_]+)", parameters))
+    [job] = load("azure-dev.yml")["jobs"].values()
+    # azd sets AZURE_PRINCIPAL_ID itself, from the identity it logged in with.
+    assert names - {"AZURE_PRINCIPAL_ID"} <= set(job["env"]), names - set(job["env"])
+    assert job["env"]["AZURE_PRINCIPAL_TYPE"] == "ServicePrincipal"
+
+
+def test_no_secret_lives_in_the_workflows() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        text = path.read_text(encoding="utf-8")
+        # Only azd's own environment configuration comes from a repository secret; nothing is written inline.
+        assert set(re.findall(r"secrets\.(\w+)", text)) <= {"AZD_INITIAL_ENVIRONMENT_CONFIG"}, path.name
+        assert not re.search(r"(?i)(client[_-]?secret|password|refresh[_-]?token)\s*:", text), path.name
+
+
+def test_devcontainer_has_python_311_node_core_tools_and_azurite() -> None:
+    config = json.loads((ROOT / ".devcontainer" / "devcontainer.json").read_text(encoding="utf-8"))
+    assert re.search(r"/python:\d+-3\.11-", config["image"])
+    features = config["features"]
+    assert features["ghcr.io/devcontainers/features/node:1"] == {"version": "20"}
+    assert "ghcr.io/devcontainers/features/azure-cli:1" in features
+    # Core Tools from npm; Azurite (package-lock.json) and .venv from scripts/check setup.
+    assert "npm install -g azure-functions-core-tools@4" in config["postCreateCommand"]
+    assert config["postCreateCommand"].endswith("bash scripts/check setup")
+    assert {7071, 10000, 10001, 10002} <= set(config["forwardPorts"])
