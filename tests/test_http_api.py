@@ -429,3 +429,52 @@ def test_point11_status_route_passes_message_and_description(app_env):
     body = json.loads(app_env.status(created, {"customerId": CUSTOMER_ID}).get_body())
     assert body["errorDetails"] == {"code": "900114", "description": "m" * 1024, "message": "m" * 1024}
     assert body["lineItems"][0]["errorDetails"] == {"code": "900114", "description": "per line item"}
+
+
+@pytest.mark.parametrize("status", [302, 307, 308])
+def test_point2_partner_center_redirect_is_not_followed(app_env, status):
+    from tests.fakes import FakeHTTPServer
+
+    with FakeHTTPServer(use_tls=False) as elsewhere:
+        redirect = {"Location": f"{elsewhere.url}/v1/productupgrades"}
+        app_env.partner_center.fail_next(1, status, b"", redirect, match="/v1/productupgrades")
+        response = app_env.create({"customerId": CUSTOMER_ID})
+        assert response.status_code == 502
+        assert "redirect, which is not followed" in problem_of(response)["detail"]
+        assert elsewhere.requests == []  # the bearer token stayed home
+    assert app_env.partner_center.created_upgrades == []
+
+
+def test_point2_token_redirect_through_the_app_is_502(app_env):
+    from tests.fakes import FakeHTTPServer
+
+    with FakeHTTPServer(use_tls=False) as elsewhere:
+        app_env.entra.fail_next(1, 307, b"", {"Location": f"{elsewhere.url}/t"}, match="/oauth2/v2.0/token")
+        response = app_env.create({"customerId": CUSTOMER_ID})
+        assert response.status_code == 502
+        assert problem_of(response)["type"].endswith("token_error")
+        assert elsewhere.requests == []
+    assert app_env.partner_center.requests == []
+
+
+HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1>pc-int-07.corp.local 10.20.30.40 refresh_token=abcdefgh</body></html>"
+
+
+def test_point6_a_non_json_error_body_never_reaches_the_caller(app_env, caplog):
+    headers = {"Content-Type": "text/html"}
+    app_env.partner_center.fail_next(1, 400, HTML_PAGE, headers, match="/v1/productupgrades")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 400
+    assert "10.20.30.40" not in response.get_body().decode() and "<html>" not in response.get_body().decode()
+    app_env.partner_center.fail_next(1, 400, HTML_PAGE, headers, match="/v1/productupgrades")
+    result = app_env.queue({"customerId": CUSTOMER_ID})
+    assert json.loads(result)["status"] == "rejected" and "10.20.30.40" not in result
+    # the operator still sees it, at debug, redacted
+    [*_, logged] = [r.getMessage() for r in caplog.records if "not its JSON error" in r.getMessage()]
+    assert "10.20.30.40" in logged and "abcdefgh" not in logged
+
+
+def test_point6_partner_centers_description_is_passed_up_to_1024_characters(app_env):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900118, "d" * 1500)
+    detail = problem_of(app_env.create({"customerId": CUSTOMER_ID}))["detail"]
+    assert "d" * 1024 in detail and "d" * 1025 not in detail
