@@ -126,13 +126,29 @@ def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """``GET /api/health`` (anonymous): setting names present or missing, and whether a token can be acquired."""
+    """``GET /api/health`` (anonymous): ``{"status": "healthy" | "unhealthy"}`` and nothing else."""
+    status, body = _health()
+    return _json_plain(status, {"status": body["status"]})
+
+
+def health_details(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health/details`` (function key): setting names present or missing, and the token check."""
+    return _json_plain(*_health())
+
+
+def _health() -> tuple[int, dict[str, Any]]:
     try:
-        status, body = check_health()
+        return check_health()
     except Exception:
         log.exception("Health check failed unexpectedly")
-        status, body = 503, {"status": "unhealthy", "error": "internal_error"}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", charset="utf-8")
+        return 503, {"status": "unhealthy", "error": "internal_error"}
+
+
+def _json_plain(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    headers = {"Cache-Control": "no-store"}
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=headers, mimetype="application/json", charset="utf-8"
+    )
 
 
 def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRequest) -> str:
