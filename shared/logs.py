@@ -22,35 +22,53 @@ from typing import Any
 REDACTED = "[REDACTED]"
 
 #: Names whose values are secrets, in forms, query strings, connection strings, JSON and dict reprs.
-_SECRET_KEYS = (
-    r"client_secret|refresh_token|access_token|id_token|assertion|password|code|sig|"
-    r"accountkey|sharedaccesskey|x-functions-key"
+_SECRET_NAMES = (
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "assertion",
+    "password",
+    "code",
+    "sig",
+    "accountkey",
+    "sharedaccesskey",
+    "x-functions-key",
 )
+_SECRET_KEYS = "|".join(_SECRET_NAMES)
 #: Where such a name starts: a word boundary, or right after a percent-encoded byte (``%3Fcode%3D...``).
 _KEY_START = r"(?:\b|(?<=%[0-9A-Fa-f]{2}))"
 
-_PATTERNS = [
+#: (pattern, replacement, hints): a pattern runs only when the lower-cased text holds one of its hints (or
+#: it has none), so the common log line, holding none of these names, costs a few substring searches.
+_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # Authorization: Bearer <token>
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED, ("bearer",)),
     # JWTs (access and id tokens) wherever they appear
-    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
+    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED, ("eyj",)),
     # form fields, query parameters and connection-string parts that carry secrets
-    (re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})=([^&\s;\"',]+)"), r"\1=" + REDACTED),
+    (re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})=([^&\s;\"',]+)"), r"\1=" + REDACTED, _SECRET_NAMES),
     # the same, URL-encoded inside another URL or parameter (code%3D..., up to the next %26)
-    (re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})%3D((?:(?!%26)[^&\s;\"',])+)"), r"\1%3D" + REDACTED),
+    (
+        re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})%3D((?:(?!%26)[^&\s;\"',])+)"),
+        r"\1%3D" + REDACTED,
+        ("%3d",),
+    ),
     # the function key as a header line: "x-functions-key: ..."
-    (re.compile(r"(?i)\b(x-functions-key\s*:\s*)[^\s,;'\"}]+"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(x-functions-key\s*:\s*)[^\s,;'\"}]+"), r"\1" + REDACTED, ("x-functions-key",)),
     # JSON members and single-quoted dict reprs that carry secrets
     (
         re.compile(rf"(?i)(\"(?:{_SECRET_KEYS}|value)\"\s*:\s*\")(?:[^\"\\]|\\.)*"),
         r"\1" + REDACTED,
+        (*_SECRET_NAMES, "value"),
     ),
     (
         re.compile(rf"(?i)('(?:{_SECRET_KEYS}|value)'\s*:\s*['\"])(?:[^'\"\\]|\\.)*"),
         r"\1" + REDACTED,
+        (*_SECRET_NAMES, "value"),
     ),
     # long opaque strings (refresh tokens are hundreds of characters of base64url and dots)
-    (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED, ()),
 ]
 
 #: Longest value of an id field appended to a log line.
@@ -78,8 +96,10 @@ def redact(text: str) -> str:
     for value in _secret_values:
         if value in text:
             text = text.replace(value, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for pattern, replacement, hints in _PATTERNS:
+        if not hints or any(hint in lowered for hint in hints):
+            text = pattern.sub(replacement, text)
     return text
 
 
