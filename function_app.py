@@ -47,3 +47,8 @@ def list_product_upgrades(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.health(req)
+
+
+@app.route(route="health/details", methods=["GET"])
+def health_details(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.health_details(req)

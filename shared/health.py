@@ -1,6 +1,9 @@
 """Operator visibility: which settings are present (names only) and whether a token can be acquired.
 
-The answer is cached briefly, so an anonymous caller cannot use the endpoint to hammer Entra ID.
+Anonymous callers get ``healthy``/``unhealthy`` only; the detailed view (setting names, the token check's
+kind of failure) is for holders of a function key. Both read one cached answer, refreshed by one caller at
+a time without holding a lock across the network call: a slow token endpoint never queues callers up,
+and an anonymous caller cannot use the endpoint to hammer Entra ID.
 """
 
 from __future__ import annotations
@@ -34,20 +37,35 @@ CACHE_SECONDS = 60.0
 #: A probe wants an answer soon: the token check gives up after this many seconds.
 TOKEN_CHECK_SECONDS = 15.0
 
+#: What callers get while the very first check is still under way.
+_FIRST_CHECK_PENDING: dict[str, Any] = {"status": "unhealthy", "checkedAt": None, "pending": True}
+
 _lock = threading.Lock()
 _cached: tuple[float, int, dict[str, Any]] | None = None
+_refreshing = False
 
 
 def check_health(environ: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """``(status, body)``: 200 when settings are complete and a token was acquired, else 503."""
-    global _cached
+    """``(status, body)``: 200 when settings are complete and a token was acquired, else 503.
+
+    A fresh answer (younger than :data:`CACHE_SECONDS`) is given as it is. A stale one is refreshed by this
+    caller unless another is already at it: then the last answer comes back at once (``unhealthy`` while
+    the very first check is still under way).
+    """
+    global _cached, _refreshing
     with _lock:
-        now = time.monotonic()
-        if _cached is not None and now - _cached[0] < CACHE_SECONDS:
-            return _cached[1], _cached[2]
+        cached = _cached
+        if (cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS) or _refreshing:
+            return (cached[1], cached[2]) if cached is not None else (503, dict(_FIRST_CHECK_PENDING))
+        _refreshing = True
+    try:
         status, body = _check(os.environ if environ is None else environ)
-        _cached = (now, status, body)
+        with _lock:
+            _cached = (time.monotonic(), status, body)
         return status, body
+    finally:
+        with _lock:
+            _refreshing = False
 
 
 def clear_cache() -> None:

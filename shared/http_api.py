@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 
@@ -21,6 +22,7 @@ from shared.models import (
     DEFAULT_PRODUCT_FAMILY,
     MAX_BODY_BYTES,
     ProductUpgradeRequest,
+    parse_caller_id,
     parse_guid,
     parse_product_family,
 )
@@ -37,8 +39,12 @@ DEFAULT_PAGE_SIZE = 100
 #: Retry-After we send on 503 when Partner Center gave none.
 DEFAULT_RETRY_AFTER_SECONDS = 30
 PROBLEM_TYPE_BASE = "urn:partner-center-product-upgrades:problem:"
-_UPGRADE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_MAX_HEADER_VALUE = 256
+#: host.json's ``extensions.http.routePrefix``: what ``PRODUCT_UPGRADE_PUBLIC_URL`` stands for.
+ROUTE_PREFIX = "api"
+#: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
+WEBSITE_HOSTNAME = "WEBSITE_HOSTNAME"
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
 
 
 def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
@@ -78,9 +84,8 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
     """``GET /api/productupgrades/{upgradeId}?customerId=`` -> 202 + Retry-After while running, 200 when ended."""
 
     def run(correlation_id: str) -> func.HttpResponse:
-        upgrade_id = (req.route_params.get("upgradeId") or "").strip()
-        if not _UPGRADE_ID.match(upgrade_id):
-            raise ValidationError("upgradeId in the path must be Partner Center's upgrade id")
+        # Partner Center issues GUIDs; anything else is refused before any outbound call.
+        upgrade_id = parse_guid(req.route_params.get("upgradeId"), "upgradeId")
         request = ProductUpgradeRequest(
             customer_id=parse_guid(req.params.get("customerId"), "customerId"),
             product_family=parse_product_family(req.params.get("productFamily")),
@@ -121,34 +126,61 @@ def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """``GET /api/health`` (anonymous): setting names present or missing, and whether a token can be acquired."""
+    """``GET /api/health`` (anonymous): ``{"status": "healthy" | "unhealthy"}`` and nothing else."""
+    status, body = _health()
+    return _json_plain(status, {"status": body["status"]})
+
+
+def health_details(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/health/details`` (function key): setting names present or missing, and the token check."""
+    return _json_plain(*_health())
+
+
+def _health() -> tuple[int, dict[str, Any]]:
     try:
-        status, body = check_health()
+        return check_health()
     except Exception:
         log.exception("Health check failed unexpectedly")
-        status, body = 503, {"status": "unhealthy", "error": "internal_error"}
-    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", charset="utf-8")
+        return 503, {"status": "unhealthy", "error": "internal_error"}
+
+
+def _json_plain(status: int, body: dict[str, Any]) -> func.HttpResponse:
+    headers = {"Cache-Control": "no-store"}
+    return func.HttpResponse(
+        json.dumps(body), status_code=status, headers=headers, mimetype="application/json", charset="utf-8"
+    )
 
 
 def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRequest) -> str:
-    """Absolute URL of an upgrade's status route, from the request's own scheme and host.
+    """Absolute URL of an upgrade's status route, under :func:`api_base_url`.
 
     Carries ``customerId`` (and ``productFamily`` when not Azure), and the caller's ``code`` query key when
     it authenticated that way; a key sent in ``x-functions-key`` is never copied into a URL.
     """
-    parts = urlsplit(str(req.url))
-    base_path = parts.path.rstrip("/")
-    # From create (/api/productupgrades) append the id; from a status poll the path already ends in it.
-    prefix, _, last = base_path.rpartition("/")
-    if last == upgrade_id:
-        base_path = prefix
     query: dict[str, str] = {"customerId": request.customer_id}
     if request.product_family != DEFAULT_PRODUCT_FAMILY:
         query["productFamily"] = request.product_family
     code = req.params.get("code")
     if code:
         query["code"] = code
-    return urlunsplit((parts.scheme, parts.netloc, f"{base_path}/{upgrade_id}", urlencode(query), ""))
+    return f"{api_base_url(req)}/productupgrades/{upgrade_id}?{urlencode(query)}"
+
+
+def api_base_url(req: func.HttpRequest) -> str:
+    """What stands for the app's ``/api``: ``PRODUCT_UPGRADE_PUBLIC_URL``, else ``https://{WEBSITE_HOSTNAME}/api``
+    in Azure, else (local runs) the request's own scheme and host.
+
+    The client's Host (or X-Forwarded-Host) never chooses where a poller is sent with a key.
+    """
+    public_url = get_runtime().settings.public_url
+    if public_url:
+        return public_url
+    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
+    # Core Tools sets WEBSITE_HOSTNAME to localhost:<port> too: that is a local run, served over http.
+    if _HOST.fullmatch(host) and host.rsplit(":", 1)[0].lower() not in _LOCAL_HOSTS:
+        return f"https://{host}/{ROUTE_PREFIX}"
+    own = urlsplit(str(req.url))
+    return f"{own.scheme}://{own.netloc}/{ROUTE_PREFIX}"
 
 
 def problem(
@@ -239,11 +271,7 @@ def _query(req: func.HttpRequest, name: str) -> str | None:
 
 def _header(req: func.HttpRequest, name: str) -> str | None:
     value = (req.headers.get(name) or "").strip()
-    if not value:
-        return None
-    if len(value) > _MAX_HEADER_VALUE or not value.isprintable():
-        raise ValidationError(f"header {name} must be printable and at most {_MAX_HEADER_VALUE} characters")
-    return value
+    return parse_caller_id(value, f"header {name}") if value else None
 
 
 def _json(

@@ -11,35 +11,69 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
+from traceback import format_exception_only
 from typing import Any
 
 REDACTED = "[REDACTED]"
 
-_PATTERNS = [
+#: Names whose values are secrets, in forms, query strings, connection strings, JSON and dict reprs.
+_SECRET_NAMES = (
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "id_token",
+    "assertion",
+    "password",
+    "code",
+    "sig",
+    "accountkey",
+    "sharedaccesskey",
+    "x-functions-key",
+)
+_SECRET_KEYS = "|".join(_SECRET_NAMES)
+#: Where such a name starts: a word boundary, or right after a percent-encoded byte (``%3Fcode%3D...``).
+_KEY_START = r"(?:\b|(?<=%[0-9A-Fa-f]{2}))"
+
+#: (pattern, replacement, hints): a pattern runs only when the lower-cased text holds one of its hints (or
+#: it has none), so the common log line, holding none of these names, costs a few substring searches.
+_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
     # Authorization: Bearer <token>
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED, ("bearer",)),
     # JWTs (access and id tokens) wherever they appear
-    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED),
+    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED, ("eyj",)),
     # form fields, query parameters and connection-string parts that carry secrets
+    (re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})=([^&\s;\"',]+)"), r"\1=" + REDACTED, _SECRET_NAMES),
+    # the same, URL-encoded inside another URL or parameter (code%3D..., up to the next %26)
     (
-        re.compile(
-            r"(?i)\b(client_secret|refresh_token|access_token|id_token|assertion|password|code|sig|"
-            r"accountkey|sharedaccesskey|x-functions-key)=([^&\s;\"',]+)"
-        ),
-        r"\1=" + REDACTED,
+        re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})%3D((?:(?!%26)[^&\s;\"',])+)"),
+        r"\1%3D" + REDACTED,
+        ("%3d",),
     ),
-    # JSON members that carry secrets
+    # the function key as a header line: "x-functions-key: ..."
+    (re.compile(r"(?i)(x-functions-key\s*:\s*)[^\s,;'\"}]+"), r"\1" + REDACTED, ("x-functions-key",)),
+    # JSON members and single-quoted dict reprs that carry secrets
     (
-        re.compile(r"(?i)(\"(?:client_secret|refresh_token|access_token|id_token|value|password)\"\s*:\s*\")[^\"]*"),
+        re.compile(rf"(?i)(\"(?:{_SECRET_KEYS}|value)\"\s*:\s*\")(?:[^\"\\]|\\.)*"),
         r"\1" + REDACTED,
+        (*_SECRET_NAMES, "value"),
+    ),
+    (
+        re.compile(rf"(?i)('(?:{_SECRET_KEYS}|value)'\s*:\s*['\"])(?:[^'\"\\]|\\.)*"),
+        r"\1" + REDACTED,
+        (*_SECRET_NAMES, "value"),
     ),
     # long opaque strings (refresh tokens are hundreds of characters of base64url and dots)
-    (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED),
+    (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED, ()),
 ]
+
+#: Longest value of an id field appended to a log line.
+MAX_FIELD_LENGTH = 256
+_PLAIN_FIELD = re.compile(r"[A-Za-z0-9_.:/@+-]*")
 
 _secrets_lock = threading.Lock()
 _secret_values: frozenset[str] = frozenset()
@@ -62,8 +96,10 @@ def redact(text: str) -> str:
     for value in _secret_values:
         if value in text:
             text = text.replace(value, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for pattern, replacement, hints in _PATTERNS:
+        if not hints or any(hint in lowered for hint in hints):
+            text = pattern.sub(replacement, text)
     return text
 
 
@@ -99,8 +135,20 @@ def install() -> None:
 
 def _merge(current: tuple[tuple[str, str], ...], ids: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
     merged = dict(current)
-    merged.update({key: value for key, value in ids.items() if value})
+    merged.update({key: _field(value) for key, value in ids.items() if value})
     return tuple(merged.items())
+
+
+def _field(value: str) -> str:
+    """An id as it may appear in a log line: bounded, and quoted with escapes unless plainly safe, so a
+    caller's id holding a newline or ``] [requestId=...`` cannot forge a line or a field."""
+    value = value[:MAX_FIELD_LENGTH]
+    return value if _PLAIN_FIELD.fullmatch(value) else json.dumps(value)
+
+
+class RedactedException(Exception):
+    """Stands in for an exception whose text held a secret, for handlers that read ``exc_info`` themselves
+    (OpenTelemetry, Application Insights): its text is the redacted one, the traceback's frames are kept."""
 
 
 def _factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
@@ -110,8 +158,10 @@ def _factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., loggin
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # a bad format string must not lose the line; the logging module reports it
-            return record
+        except Exception as exc:
+            # Fail closed: the arguments that did not fit the format are never emitted, only their count.
+            count = len(record.args) if isinstance(record.args, tuple) else 1
+            message = f"{record.msg} [log call failed to format: {type(exc).__name__}; {count} argument(s) withheld]"
         ids = _context.get()
         if ids:
             message += " [" + " ".join(f"{key}={value}" for key, value in ids) + "]"
@@ -119,8 +169,22 @@ def _factory(previous: Callable[..., logging.LogRecord]) -> Callable[..., loggin
                 setattr(record, key, value)
         record.msg = redact(message)
         record.args = None
-        if record.exc_info:
-            record.exc_text = redact(formatter.formatException(record.exc_info))
+        if record.exc_info and record.exc_info[1] is not None:
+            _redact_exception(record, formatter)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return record
 
     return make
+
+
+def _redact_exception(record: logging.LogRecord, formatter: logging.Formatter) -> None:
+    assert record.exc_info is not None
+    exc_type, exc_value, traceback = record.exc_info
+    text = formatter.formatException(record.exc_info)
+    record.exc_text = redact(text)
+    if record.exc_text != text:
+        assert exc_type is not None
+        summary = redact("".join(format_exception_only(exc_type, exc_value)).strip())
+        stand_in = RedactedException(summary)
+        record.exc_info = (RedactedException, stand_in, traceback)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from shared.errors import ValidationError
+from shared.errors import UpstreamUnavailableError, ValidationError
 
 DEFAULT_PRODUCT_FAMILY = "Azure"
+
+#: Partner Center matches product families case-insensitively ("azure" and "Azure" both appear in its
+#: docs); by lower-case name, its own spelling, so one family has one spelling in idempotency and on the wire.
+PRODUCT_FAMILY_SPELLINGS = {"azure": "Azure"}
+_PRODUCT_FAMILY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+#: Partner Center's error descriptions are "up to 1,024 characters": kept whole, cut beyond.
+MAX_DESCRIPTION = 1024
+
+#: A caller's own id (correlation id, request id, idempotency key): printable and bounded, so that it
+#: can neither forge a log line nor bloat one.
+MAX_CALLER_ID = 256
 
 #: Partner Center status values that mean the upgrade is still under way (compared case-insensitively).
 RUNNING_STATUSES = frozenset({"inprogress", "notstarted", "pending", "queued", "running"})
@@ -42,6 +55,13 @@ def optional_str(data: JSONObject, key: str, *, max_length: int = 256) -> str | 
     return value or None
 
 
+def parse_caller_id(value: str, name: str) -> str:
+    """A caller's id as it is, or :class:`ValidationError` when it is not printable or is too long."""
+    if len(value) > MAX_CALLER_ID or not value.isprintable():
+        raise ValidationError(f"{name} must be printable and at most {MAX_CALLER_ID} characters")
+    return value
+
+
 @dataclass(frozen=True)
 class ProductUpgradeRequest:
     """What a caller asks for: upgrade this customer's product family (the body of Partner Center's calls)."""
@@ -68,9 +88,9 @@ def parse_product_family(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("productFamily must be a non-empty string, like Azure")
     family = value.strip()
-    if len(family) > 64 or not family.replace("_", "").replace("-", "").isalnum():
-        raise ValidationError("productFamily must be a short name of letters and digits, like Azure")
-    return family
+    if not _PRODUCT_FAMILY.fullmatch(family):
+        raise ValidationError("productFamily must be a short name of ASCII letters and digits, like Azure")
+    return PRODUCT_FAMILY_SPELLINGS.get(family.lower(), family)
 
 
 @dataclass(frozen=True)
@@ -112,20 +132,33 @@ class ProductUpgradesEligibility:
 
 @dataclass(frozen=True)
 class ErrorDetails:
+    """Partner Center's ``errorDetails``: its REST docs name the text ``message``, both SDKs ``description``.
+
+    ``description`` is the canonical key, filled from ``message`` when only that came; ``message`` is
+    kept too (and given back) when Partner Center sent it. Each is kept up to 1,024 characters.
+    """
+
     code: str | None
     description: str | None
+    message: str | None = None
 
     @classmethod
     def from_json(cls, data: object) -> ErrorDetails | None:
         if not isinstance(data, dict):
             return None
         code = data.get("code")
-        # The REST docs name it ``message``, Partner Center's SDKs ``description``: keep whichever is there.
-        text = data.get("description") if data.get("description") is not None else data.get("message")
-        return cls(code=None if code is None else str(code), description=_str_or_none(text))
+        message = _text(data.get("message"))
+        return cls(
+            code=None if code is None else str(code),
+            description=_text(data.get("description")) or message,
+            message=message,
+        )
 
     def to_json(self) -> JSONObject:
-        return {"code": self.code, "description": self.description}
+        body: JSONObject = {"code": self.code, "description": self.description}
+        if self.message is not None:
+            body["message"] = self.message
+        return body
 
 
 @dataclass(frozen=True)
@@ -188,11 +221,15 @@ class ProductUpgradesStatus:
 
     @classmethod
     def from_json(cls, data: JSONObject, upgrade_id: str) -> ProductUpgradesStatus:
+        """Partner Center's document; without a ``status`` it is malformed (not "ended"): a 502 upstream."""
+        status = data.get("status")
+        if not isinstance(status, str) or not status.strip():
+            raise UpstreamUnavailableError(f"Partner Center's status document for upgrade {upgrade_id} has no status")
         items = data.get("lineItems")
         return cls(
             id=_str_or(data.get("id"), upgrade_id),
             product_family=_str_or_none(data.get("productFamily")),
-            status=_str_or(data.get("status"), "Unknown"),
+            status=status,
             line_items=tuple(UpgradesLineItem.from_json(item) for item in items) if isinstance(items, list) else (),
             error_details=ErrorDetails.from_json(data.get("errorDetails")),
         )
@@ -211,6 +248,11 @@ def _str_or_none(value: object) -> str | None:
     if value is None:
         return None
     return str(value)
+
+
+def _text(value: object) -> str | None:
+    """A description-like field: a non-empty string, cut to :data:`MAX_DESCRIPTION`; anything else None."""
+    return value[:MAX_DESCRIPTION] if isinstance(value, str) and value else None
 
 
 def _str_or(value: object, default: str) -> str:

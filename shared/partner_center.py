@@ -15,7 +15,9 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from shared.errors import PartnerCenterError, UpstreamUnavailableError
+from shared.logs import redact
 from shared.models import (
+    MAX_DESCRIPTION,
     ProductUpgradeCreated,
     ProductUpgradeRequest,
     ProductUpgradesEligibility,
@@ -27,7 +29,6 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "partner-center-product-upgrades-functions"
 LOCALE = "en-US"
-_MAX_DESCRIPTION = 500
 
 
 class AccessTokens(Protocol):
@@ -98,6 +99,12 @@ class PartnerCenterClient:
                 "MS-PartnerCenter-Application": self._application_name,
             }
             response = self._post(url, data, headers)
+            if 300 <= response.status_code < 400:
+                # Never followed: a redirect would carry our token (and the request) to wherever it points.
+                raise UpstreamUnavailableError(
+                    f"Partner Center answered {response.status_code}, a redirect, which is not followed "
+                    f"(MS-RequestId {request_id})"
+                )
             if response.status_code < 400:
                 return response
             error = error_from_response(response, request_id=request_id, correlation_id=correlation_id)
@@ -110,7 +117,7 @@ class PartnerCenterClient:
 
     def _post(self, url: str, data: bytes, headers: dict[str, str]) -> requests.Response:
         def attempt(timeout: tuple[float, float]) -> requests.Response:
-            return self._session.post(url, data=data, headers=headers, timeout=timeout)
+            return self._session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
 
         return self._policy.send(attempt, service="Partner Center")
 
@@ -132,8 +139,12 @@ def parse_location(location: str | None) -> str | None:
 def error_from_response(
     response: requests.Response, *, request_id: str | None = None, correlation_id: str | None = None
 ) -> PartnerCenterError:
-    """Partner Center's error, typed: ``{"code", "description"}``, the 429 shape ``{"statusCode", "message"}``,
-    or whatever text came, cut short."""
+    """Partner Center's error, typed: ``{"code", "description"}`` or the 429 shape ``{"statusCode", "message"}``.
+
+    Only Partner Center's JSON ``description`` (else ``message``) travels on to callers, up to 1,024
+    characters. Any other body (an HTML page from a gateway, with internal names) stays out of problem
+    details and results: it is logged at debug, redacted.
+    """
     code: str | None = None
     description = ""
     try:
@@ -144,15 +155,20 @@ def error_from_response(
         raw_code = body.get("code")
         if raw_code is not None and raw_code != "" and not isinstance(raw_code, bool | dict | list):
             code = str(raw_code)
-        text = body.get("description") or body.get("message") or ""
-        description = str(text)
-    elif response.text:
-        description = response.text.strip()
+        text = body.get("description") or body.get("message")
+        description = text if isinstance(text, str) else ""
+    elif response.text.strip():
+        log.debug(
+            "Partner Center answered %d with a body that is not its JSON error (MS-RequestId %s): %s",
+            response.status_code,
+            request_id,
+            redact(response.text.strip()[:MAX_DESCRIPTION]),
+        )
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     return PartnerCenterError(
         response.status_code,
         code,
-        description[:_MAX_DESCRIPTION],
+        description[:MAX_DESCRIPTION],
         retry_after=math.ceil(retry_after) if retry_after is not None else None,
         correlation_id=response.headers.get("MS-CorrelationId") or correlation_id,
         request_id=response.headers.get("MS-RequestId") or request_id,

@@ -20,10 +20,10 @@ import azure.functions as func
 from shared import logs
 from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
 from shared.messages import decode_json_message
-from shared.models import ProductUpgradeRequest, optional_str
+from shared.models import ProductUpgradeRequest, optional_str, parse_caller_id
 from shared.retry import remaining_budget, time_budget
 from shared.runtime import Runtime, get_runtime
-from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, get_settings
+from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, MAX_DEQUEUE_COUNT, get_settings
 from shared.workflow import OperationIds, request_id_for
 
 log = logging.getLogger(__name__)
@@ -205,12 +205,18 @@ def parse_message(raw: bytes) -> QueueRequest:
         raise ValidationError("deferrals must be a count")
     return QueueRequest(
         request=request,
-        request_id=optional_str(data, "requestId"),
-        correlation_id=optional_str(data, "correlationId"),
+        request_id=_caller_id(data, "requestId"),
+        correlation_id=_caller_id(data, "correlationId"),
         check_eligibility=bool(check),
         deferrals=deferrals,
         original_message_id=optional_str(data, "originalMessageId"),
     )
+
+
+def _caller_id(data: dict[str, Any], key: str) -> str | None:
+    # The HTTP path's rule for the caller's ids: printable and bounded, so they cannot forge log fields.
+    value = optional_str(data, key)
+    return parse_caller_id(value, key) if value else None
 
 
 def result_message(
@@ -257,11 +263,12 @@ def _max_attempts() -> int:
         return get_settings().max_attempts
     except SettingError:
         # Settings are broken (the failure being reported); count attempts against the setting alone, else
-        # host.json's maxDequeueCount, so the last attempt still writes a result.
+        # host.json's maxDequeueCount (never beyond it), so the last attempt still writes a result.
         try:
-            return max(1, int(os.environ.get(MAX_ATTEMPTS_SETTING) or DEFAULTS[MAX_ATTEMPTS_SETTING]))
+            attempts = int(os.environ.get(MAX_ATTEMPTS_SETTING) or DEFAULTS[MAX_ATTEMPTS_SETTING])
         except ValueError:
-            return int(DEFAULTS[MAX_ATTEMPTS_SETTING])
+            attempts = int(DEFAULTS[MAX_ATTEMPTS_SETTING])
+        return min(MAX_DEQUEUE_COUNT, max(1, attempts))
 
 
 def _echo_fields(raw: bytes) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 from requests.adapters import HTTPAdapter
 
+from shared.azure_limits import client_options, credential_options
 from shared.ledger import Ledger, NoLedger, TableLedger
 from shared.partner_center import PartnerCenterClient
 from shared.retry import RetryPolicy
@@ -58,7 +59,7 @@ class Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         policy = policy or RetryPolicy()
         session = _session()
-        credential = _credential(settings)
+        credential = _credential(settings, policy)
         secrets = _secret_store(settings, policy, credential)
         tokens = TokenProvider(
             authority_host=settings.authority_host,
@@ -104,14 +105,18 @@ def _session() -> requests.Session:
     return session
 
 
-def _credential(settings: Settings) -> TokenCredential | None:
+def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | None:
     """One credential for Key Vault and identity-based storage; None when neither is used."""
     storage = settings.storage
     if settings.key_vault_url is None and (storage is None or storage.connection_string):
         return None
     # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
     client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
-    return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
+    # The managed-identity request takes no per-call limits: its pipeline keeps to the invocation's budget.
+    options = credential_options(policy)
+    if client_id:
+        options["managed_identity_client_id"] = client_id
+    return DefaultAzureCredential(**options)
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
@@ -137,16 +142,8 @@ def _scheduler(settings: Settings, credential: TokenCredential | None) -> Schedu
 def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:
     if settings.key_vault_url is None or credential is None:
         return EnvironmentSecretStore()
-    client = SecretClient(
-        vault_url=settings.key_vault_url,
-        credential=credential,
-        retry_total=policy.max_attempts - 1,
-        retry_backoff_factor=policy.backoff_base,
-        retry_backoff_max=policy.backoff_max,
-        retry_timeout=policy.total_budget,
-        connection_timeout=policy.connect_timeout,
-        read_timeout=policy.read_timeout,
-    )
+    # retry_timeout is read by no azure-core policy: the limits are in the pipeline (and per call, in secrets.py).
+    client = SecretClient(vault_url=settings.key_vault_url, credential=credential, **client_options(policy))
     names = SecretNames(
         app_id=settings.app_id_secret_name,
         app_secret=settings.app_secret_secret_name,

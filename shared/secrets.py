@@ -94,6 +94,7 @@ class KeyVaultSecretStore:
                 # Entra refresh tokens live 90 days, sliding: the new version's expiry says when this one lapses.
                 expires_on=datetime.now(UTC) + REFRESH_TOKEN_LIFETIME,
                 tags={"rotatedBy": "partner-center-product-upgrades"},
+                **azure_call_limits(),
             )
         except AzureError as exc:
             raise SecretStoreError(f"Key Vault refused to store secret {name}: {_describe(exc)}") from None

@@ -39,6 +39,10 @@ MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
+#: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
+#: without a result, so ``PRODUCT_UPGRADE_MAX_ATTEMPTS`` may not exceed it.
+MAX_DEQUEUE_COUNT = 5
+
 #: Defaults of the contract; a setting absent here has none.
 DEFAULTS: Mapping[str, str] = {
     APP_ID_SECRET_NAME_SETTING: "partner-center-app-id",
@@ -150,7 +154,7 @@ class Settings:
             requests_queue=reader.required(REQUESTS_QUEUE_SETTING),
             results_queue=reader.required(RESULTS_QUEUE_SETTING),
             table_name=reader.required(TABLE_SETTING),
-            max_attempts=reader.positive_int(MAX_ATTEMPTS_SETTING),
+            max_attempts=reader.positive_int(MAX_ATTEMPTS_SETTING, maximum=MAX_DEQUEUE_COUNT),
             storage=storage_connection(env),
             tracking_queue=reader.required(TRACKING_QUEUE_SETTING),
             outcomes_queue=reader.required(OUTCOMES_QUEUE_SETTING),
@@ -206,14 +210,17 @@ class _Reader:
     def https_url(self, name: str) -> str:
         return _https_url(name, self.required(name))
 
-    def positive_int(self, name: str) -> int:
+    def positive_int(self, name: str, *, maximum: int | None = None) -> int:
+        expected = "a whole number of at least 1"
+        if maximum is not None:
+            expected = f"a whole number from 1 to {maximum} (host.json's maxDequeueCount)"
         raw = self.required(name)
         try:
             value = int(raw)
         except ValueError:
-            raise InvalidSettingError(name, "a whole number of at least 1") from None
-        if value < 1:
-            raise InvalidSettingError(name, "a whole number of at least 1")
+            raise InvalidSettingError(name, expected) from None
+        if value < 1 or (maximum is not None and value > maximum):
+            raise InvalidSettingError(name, expected)
         return value
 
     def positive_float(self, name: str) -> float:

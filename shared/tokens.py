@@ -50,10 +50,15 @@ class RetryingHttpClient:
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         kwargs.pop("timeout", None)  # ours, from the policy, rule
-        return self._policy.send(
+        # Never followed: a 307 would re-post the app secret and the refresh token to wherever it points.
+        kwargs["allow_redirects"] = False
+        response = self._policy.send(
             lambda timeout: self._session.request(method, url, timeout=timeout, **kwargs),
             service="Entra ID token endpoint",
         )
+        if 300 <= response.status_code < 400:
+            raise TokenError(f"Entra ID answered {response.status_code}, a redirect, which is not followed")
+        return response
 
 
 class TokenProvider:

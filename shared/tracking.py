@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 #: Partner Center statuses that mean the upgrade succeeded (compared case-insensitively).
 COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
 #: How long a worker that claimed an outcome has to send it before another delivery may send it instead.
-OUTCOME_LEASE_SECONDS = 60.0
+OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
 MAX_BACKOFF_FACTOR = 4
 
@@ -246,7 +246,12 @@ class UpgradeTracker:
 
     def _send_outcome(self, record: UpgradeRecord) -> None:
         self._scheduler.send_outcome(outcome_message(record))
-        if self._ledger.update_upgrade(replace(record, outcome_sent=True)) is None:
+        # Sent: from here on nothing may raise, or the check would be retried and the outcome sent again.
+        try:
+            marked = self._ledger.update_upgrade(replace(record, outcome_sent=True)) is not None
+        except ProductUpgradeError:
+            marked = False
+        if not marked:
             log.warning("Outcome of upgrade %s sent, but not marked sent in the ledger", record.upgrade_id)
 
     def _expired(self, record: UpgradeRecord, now: datetime | None = None) -> bool:

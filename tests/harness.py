@@ -132,6 +132,9 @@ class App:
     def health(self) -> func.HttpResponse:
         return self.http("health", "GET", "/api/health")
 
+    def health_details(self) -> func.HttpResponse:
+        return self.http("health_details", "GET", "/api/health/details")
+
     def queue(self, body: bytes | str | dict[str, Any], *, message_id: str = "msg-1", dequeue_count: int = 1) -> str:
         """Run the queue function on one message; the result message, or the exception the host would see."""
         raw = (

@@ -33,6 +33,7 @@ def test_import_and_indexing_need_no_settings():
             "create_product_upgrade",
             "get_product_upgrade_status",
             "health",
+            "health_details",
             "list_product_upgrades",
             "product_upgrade_from_queue",
             "track_product_upgrade",
@@ -51,6 +52,7 @@ def test_http_bindings():
         "get_product_upgrade_status": ("productupgrades/{upgradeId}", ["GET"], "FUNCTION"),
         "list_product_upgrades": ("productupgrades", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
+        "health_details": ("health/details", ["GET"], "FUNCTION"),
     }
     for name, (route, methods, auth) in expected.items():
         trigger = bindings(name)["req"]

@@ -306,3 +306,175 @@ def test_logic_apps_poller_follows_location_until_completed(app_env):
     body = json.loads(response.get_body())
     assert body["status"] == "Completed" and body["upgradeId"] == upgrade_id
     assert polls == 3 and waited >= 2  # the create's 202 has no Retry-After; two running polls asked for 1 s each
+
+
+# -- issue 10 ----------------------------------------------------------------------------------------------
+
+
+def _reinstall_runtime():
+    from shared import runtime
+    from shared.settings import Settings
+    from tests.harness import FAST_POLICY
+
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+
+
+def test_point1_location_ignores_forged_host(monkeypatch, app_env):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "upgrades-prod.azurewebsites.net")
+    app_env.base_url = "http://attacker.example:8080"
+    response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "K"}, headers={"Host": "evil.example"})
+    assert response.status_code == 202
+    upgrade_id = json.loads(response.get_body())["upgradeId"]
+    location = urlsplit(response.headers["Location"])
+    assert (location.scheme, location.netloc) == ("https", "upgrades-prod.azurewebsites.net")
+    assert location.path == f"/api/productupgrades/{upgrade_id}"
+    assert parse_qs(location.query) == {"customerId": [CUSTOMER_ID], "code": ["K"]}
+    # the status route's own Location follows the same rule
+    running = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID, "code": "K"})
+    assert running.status_code == 202
+    assert running.headers["Location"] == response.headers["Location"]
+    assert "attacker.example" not in running.headers["Location"]
+
+
+def test_point1_location_uses_the_public_url_first(monkeypatch, app_env):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "upgrades-prod.azurewebsites.net")
+    monkeypatch.setenv("PRODUCT_UPGRADE_PUBLIC_URL", "https://apim.contoso.com/upgrades/")
+    _reinstall_runtime()
+    app_env.base_url = "http://attacker.example:8080"
+    response = app_env.create({"customerId": CUSTOMER_ID}, headers={"x-functions-key": "K"})
+    upgrade_id = json.loads(response.get_body())["upgradeId"]
+    assert response.headers["Location"] == (
+        f"https://apim.contoso.com/upgrades/productupgrades/{upgrade_id}?customerId={CUSTOMER_ID}"
+    )
+
+
+@pytest.mark.parametrize("website_hostname", [None, "localhost:7071"])
+def test_point1_local_runs_use_the_requests_own_host(monkeypatch, app_env, website_hostname):
+    if website_hostname is None:
+        monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    else:
+        monkeypatch.setenv("WEBSITE_HOSTNAME", website_hostname)  # what Core Tools sets
+    app_env.base_url = "http://localhost:7071"
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.headers["Location"].startswith("http://localhost:7071/api/productupgrades/")
+
+
+def test_point1_route_prefix_is_host_jsons():
+    from pathlib import Path
+
+    from shared.http_api import ROUTE_PREFIX
+
+    host = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == ROUTE_PREFIX
+
+
+@pytest.mark.parametrize("family", ["azure", "AZURE", " Azure "])
+def test_point13_product_family_is_sent_in_partner_centers_spelling(app_env, family):
+    response = app_env.create({"customerId": CUSTOMER_ID, "productFamily": family}, params={"code": "K"})
+    assert response.status_code == 202
+    assert json.loads(response.get_body())["productFamily"] == "Azure"
+    assert "productFamily" not in response.headers["Location"]
+    [post] = app_env.partner_center.requests_to("/v1/productupgrades", "POST")
+    assert post.json() == {"customerId": CUSTOMER_ID, "productFamily": "Azure"}
+
+
+def test_point13_same_key_with_another_spelling_is_the_same_upgrade(stored_app):
+    first = stored_app.create({"customerId": CUSTOMER_ID, "productFamily": "azure"}, headers={"Idempotency-Key": "k"})
+    second = stored_app.create({"customerId": CUSTOMER_ID, "productFamily": "Azure"}, headers={"Idempotency-Key": "k"})
+    assert first.status_code == second.status_code == 202
+    assert json.loads(first.get_body())["upgradeId"] == json.loads(second.get_body())["upgradeId"]
+    assert len(stored_app.partner_center.created_upgrades) == 1
+
+
+@pytest.mark.parametrize("family", ["Ａzure", "Azüre", "Azure\u200b"])
+def test_point13_non_ascii_product_family_is_400(app_env, family):
+    response = app_env.create({"customerId": CUSTOMER_ID, "productFamily": family})
+    assert response.status_code == 400
+    assert "ASCII" in problem_of(response)["detail"]
+    assert app_env.partner_center.requests == []
+
+
+@pytest.mark.parametrize(
+    "upgrade_id", ["upgrade-1", "42d075a4-bfe7-43e7-af6d", "42d075a4bfe743e7af6d7c68a57edcb4x", "..%2F..", "%00"]
+)
+def test_point14_status_accepts_only_guid_upgrade_ids(app_env, upgrade_id):
+    response = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID})
+    assert response.status_code == 400
+    assert "upgradeId must be a GUID" in problem_of(response)["detail"]
+    assert app_env.partner_center.requests == [] and app_env.entra.requests == []
+
+
+def test_point14_partner_centers_guid_upgrade_ids_are_accepted(app_env):
+    created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
+    assert str(uuid.UUID(created)) == created  # the fake issues GUIDs, as Partner Center does
+    assert app_env.status(created.upper(), {"customerId": CUSTOMER_ID}).status_code == 202
+
+
+def test_point12_status_document_without_status_is_502(app_env):
+    created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
+    app_env.partner_center.fail_next(1, 200, {"id": created, "productFamily": "Azure", "lineItems": []}, match="status")
+    response = app_env.status(created, {"customerId": CUSTOMER_ID})
+    assert response.status_code == 502
+    assert "has no status" in problem_of(response)["detail"]
+
+
+def test_point11_status_route_passes_message_and_description(app_env):
+    created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
+    app_env.partner_center.set_upgrade_status(
+        created,
+        "Failed",
+        error_details={"code": "900114", "message": "m" * 1100},
+        line_item_error_details={"code": "900114", "description": "per line item"},
+    )
+    body = json.loads(app_env.status(created, {"customerId": CUSTOMER_ID}).get_body())
+    assert body["errorDetails"] == {"code": "900114", "description": "m" * 1024, "message": "m" * 1024}
+    assert body["lineItems"][0]["errorDetails"] == {"code": "900114", "description": "per line item"}
+
+
+@pytest.mark.parametrize("status", [302, 307, 308])
+def test_point2_partner_center_redirect_is_not_followed(app_env, status):
+    from tests.fakes import FakeHTTPServer
+
+    with FakeHTTPServer(use_tls=False) as elsewhere:
+        redirect = {"Location": f"{elsewhere.url}/v1/productupgrades"}
+        app_env.partner_center.fail_next(1, status, b"", redirect, match="/v1/productupgrades")
+        response = app_env.create({"customerId": CUSTOMER_ID})
+        assert response.status_code == 502
+        assert "redirect, which is not followed" in problem_of(response)["detail"]
+        assert elsewhere.requests == []  # the bearer token stayed home
+    assert app_env.partner_center.created_upgrades == []
+
+
+def test_point2_token_redirect_through_the_app_is_502(app_env):
+    from tests.fakes import FakeHTTPServer
+
+    with FakeHTTPServer(use_tls=False) as elsewhere:
+        app_env.entra.fail_next(1, 307, b"", {"Location": f"{elsewhere.url}/t"}, match="/oauth2/v2.0/token")
+        response = app_env.create({"customerId": CUSTOMER_ID})
+        assert response.status_code == 502
+        assert problem_of(response)["type"].endswith("token_error")
+        assert elsewhere.requests == []
+    assert app_env.partner_center.requests == []
+
+
+HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1>pc-int-07.corp.local 10.20.30.40 refresh_token=abcdefgh</body></html>"
+
+
+def test_point6_a_non_json_error_body_never_reaches_the_caller(app_env, caplog):
+    headers = {"Content-Type": "text/html"}
+    app_env.partner_center.fail_next(1, 400, HTML_PAGE, headers, match="/v1/productupgrades")
+    response = app_env.create({"customerId": CUSTOMER_ID})
+    assert response.status_code == 400
+    assert "10.20.30.40" not in response.get_body().decode() and "<html>" not in response.get_body().decode()
+    app_env.partner_center.fail_next(1, 400, HTML_PAGE, headers, match="/v1/productupgrades")
+    result = app_env.queue({"customerId": CUSTOMER_ID})
+    assert json.loads(result)["status"] == "rejected" and "10.20.30.40" not in result
+    # the operator still sees it, at debug, redacted
+    [*_, logged] = [r.getMessage() for r in caplog.records if "not its JSON error" in r.getMessage()]
+    assert "10.20.30.40" in logged and "abcdefgh" not in logged
+
+
+def test_point6_partner_centers_description_is_passed_up_to_1024_characters(app_env):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900118, "d" * 1500)
+    detail = problem_of(app_env.create({"customerId": CUSTOMER_ID}))["detail"]
+    assert "d" * 1024 in detail and "d" * 1025 not in detail

@@ -1,7 +1,8 @@
 import pytest
 
-from shared.errors import ValidationError
+from shared.errors import UpstreamUnavailableError, ValidationError
 from shared.models import (
+    ErrorDetails,
     ProductUpgradeRequest,
     ProductUpgradesEligibility,
     ProductUpgradesStatus,
@@ -79,4 +80,48 @@ def test_status_document_round_trip_and_running_states():
         assert ProductUpgradesStatus.from_json({"status": running}, "u1").is_running
     for ended in ("Completed", "Failed", "Cancelled"):
         assert not ProductUpgradesStatus.from_json({"status": ended}, "u1").is_running
-    assert ProductUpgradesStatus.from_json({"lineItems": "junk"}, "u9").to_json()["id"] == "u9"
+    assert ProductUpgradesStatus.from_json({"status": "Failed", "lineItems": "junk"}, "u9").to_json()["id"] == "u9"
+
+
+# -- issue 10 ----------------------------------------------------------------------------------------------
+
+
+def test_point11_error_details_keep_message_or_description():
+    docs = ErrorDetails.from_json({"code": 900120, "message": "from the REST docs"})
+    assert docs.to_json() == {"code": "900120", "description": "from the REST docs", "message": "from the REST docs"}
+    sdk = ErrorDetails.from_json({"code": "900120", "description": "from the SDKs"})
+    assert sdk.to_json() == {"code": "900120", "description": "from the SDKs"}
+    both = ErrorDetails.from_json({"code": "1", "description": "d", "message": "m"})
+    assert (both.description, both.message) == ("d", "m")
+    long = ErrorDetails.from_json({"code": "1", "message": "x" * 1500})
+    assert len(long.description) == len(long.message) == 1024
+
+
+def test_point11_line_items_keep_message_too():
+    doc = {
+        "status": "Failed",
+        "lineItems": [{"status": "Failed", "errorDetails": {"code": "7", "message": "m" * 1024}}],
+    }
+    [item] = ProductUpgradesStatus.from_json(doc, "u1").to_json()["lineItems"]
+    assert item["errorDetails"] == {"code": "7", "description": "m" * 1024, "message": "m" * 1024}
+
+
+@pytest.mark.parametrize("doc", [{}, {"status": None}, {"status": ""}, {"status": "  "}, {"status": 3}, {"id": "u1"}])
+def test_point12_status_document_without_status_is_malformed(doc):
+    with pytest.raises(UpstreamUnavailableError, match="has no status") as info:
+        ProductUpgradesStatus.from_json(doc, "u1")
+    assert info.value.http_status == 502
+
+
+@pytest.mark.parametrize(
+    ("given", "sent"), [("azure", "Azure"), ("AZURE", "Azure"), ("aZuRe", "Azure"), ("Other", "Other")]
+)
+def test_point13_product_family_is_normalised(given, sent):
+    request = ProductUpgradeRequest.from_json({"customerId": CUSTOMER, "productFamily": given})
+    assert request.product_family == sent
+
+
+@pytest.mark.parametrize("family", ["Ａzure", "Azüre", "Azure\u0130", "Az\u200bure", "-Azure", "A" * 65])
+def test_point13_product_family_is_ascii_only(family):
+    with pytest.raises(ValidationError, match="ASCII"):
+        ProductUpgradeRequest.from_json({"customerId": CUSTOMER, "productFamily": family})

@@ -62,12 +62,6 @@ def test_string_code_and_throttle_body():
     assert throttled.retry_after == 3 and throttled.http_status == 503 and throttled.transient
 
 
-def test_non_json_body_is_cut_short():
-    error = error_from_response(response(502, b"<html>" + b"x" * 5000))
-    assert error.error_code is None and len(error.description) == 500
-    assert error.http_status == 502 and error.transient
-
-
 @pytest.mark.parametrize(
     ("status", "code", "http_status", "transient"),
     [
@@ -104,3 +98,16 @@ def test_any_location_gives_an_id_segment_or_none(location):
 )
 def test_any_upgrade_id_round_trips_through_location(upgrade_id, prefix):
     assert parse_location(prefix + upgrade_id) == upgrade_id
+
+
+def test_point6_non_json_body_is_logged_not_described(caplog):
+    error = error_from_response(response(502, b"<html>internal 10.1.2.3 " + b"x" * 5000), request_id="r-1")
+    assert error.description == "" and "10.1.2.3" not in error.message
+    assert error.http_status == 502 and error.transient
+    [record] = [r for r in caplog.records if "not its JSON error" in r.getMessage()]
+    assert record.levelname == "DEBUG" and "10.1.2.3" in record.getMessage() and "r-1" in record.getMessage()
+
+
+@pytest.mark.parametrize("body", [{"code": "1", "description": {"nested": "x"}}, ["a"], "just a string"])
+def test_point6_json_without_a_text_description_gives_none(body):
+    assert error_from_response(response(400, body)).description == ""

@@ -202,3 +202,45 @@ def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env
         result = result_of(app_env.queue(raw, message_id="fuzz"))
         assert result["status"] == "rejected" and result["error"]["code"] == "invalid_request"
         assert app_env.partner_center.create_posts == 0
+
+
+# -- issue 10 ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        {"correlationId": "c-1\nERROR forged line"},
+        {"requestId": "r-1\r\n[correlationId=forged]"},
+        {"requestId": "r\x1b[31m"},
+        {"correlationId": "c\u2028line"},
+        {"requestId": "r" * 257},
+    ],
+)
+def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID, **ids}, message_id="m-forge"))
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "invalid_request" and result["error"]["retryable"] is False
+    assert "at most 256 characters" in result["error"]["message"]
+    assert app_env.partner_center.requests == []
+
+
+def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
+    body = {"customerId": CUSTOMER_ID, "correlationId": "c-1] [requestId=forged"}
+    assert result_of(app_env.queue(body))["status"] == "accepted"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("shared.")]
+    assert lines and all('correlationId="c-1] [requestId=forged"' in line for line in lines if "correlationId" in line)
+    assert not any("correlationId=c-1]" in line for line in lines)
+
+
+def test_point8_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
+    from shared import runtime
+
+    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "10")  # the review's reproduction
+    runtime.install(None)
+    with pytest.raises(Exception, match="PRODUCT_UPGRADE_MAX_ATTEMPTS"):
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=4)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=5))  # host.json's last attempt
+    assert result["status"] == "failed" and result["error"]["code"] == "configuration_error"
+    assert "PRODUCT_UPGRADE_MAX_ATTEMPTS" in result["error"]["message"]
+    assert app_env.partner_center.requests == []

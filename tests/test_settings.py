@@ -120,3 +120,24 @@ def test_get_settings_reads_on_first_use_and_caches(monkeypatch):
     monkeypatch.setenv(s.TENANT_ID_SETTING, "t2")
     assert s.get_settings().tenant_id == "t1"
     s.get_settings.cache_clear()
+
+
+# -- issue 10 ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["6", "10", "100"])
+def test_point8_max_attempts_above_max_dequeue_count_is_refused(value):
+    with pytest.raises(InvalidSettingError) as info:
+        s.Settings.from_env({**MINIMAL, s.MAX_ATTEMPTS_SETTING: value})
+    assert info.value.name == s.MAX_ATTEMPTS_SETTING
+    assert "from 1 to 5 (host.json's maxDequeueCount)" in str(info.value)
+    assert s.Settings.from_env({**MINIMAL, s.MAX_ATTEMPTS_SETTING: "5"}).max_attempts == 5
+
+
+def test_point8_host_json_max_dequeue_count_and_the_default_agree():
+    import json
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())
+    max_dequeue_count = host["extensions"]["queues"]["maxDequeueCount"]
+    assert max_dequeue_count == s.MAX_DEQUEUE_COUNT == int(s.DEFAULTS[s.MAX_ATTEMPTS_SETTING])

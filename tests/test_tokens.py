@@ -19,6 +19,7 @@ from tests.fakes import (
     REFRESH_TOKEN,
     REFRESH_TOKEN_SECRET_NAME,
     TENANT_ID,
+    FakeHTTPServer,
 )
 from tests.harness import vault_store
 
@@ -157,3 +158,17 @@ def test_token_endpoint_failing_once_is_retried(entra):
     entra.fail_next(1, 503, {"error": "temporarily_unavailable"}, match="/oauth2/v2.0/token")
     assert entra.is_valid_access_token(provider(entra).get_token())
     assert len(token_posts(entra)) == 2
+
+
+# -- issue 10 ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_point2_token_endpoint_redirect_is_not_followed(entra, status):
+    with FakeHTTPServer(use_tls=False) as elsewhere:
+        entra.fail_next(1, status, b"", {"Location": f"{elsewhere.url}/collect"}, match="/oauth2/v2.0/token")
+        with pytest.raises(TokenError, match="redirect, which is not followed") as info:
+            provider(entra).get_token()
+        assert info.value.http_status == 502
+        assert elsewhere.requests == []  # neither the app secret nor the refresh token went there
+    assert len(token_posts(entra)) == 1

@@ -427,7 +427,7 @@ def test_an_outcome_claimed_by_a_worker_that_died_is_sent_once_the_claim_lapses(
     ledger = ledger_of(azurite)
     [record] = ledger.list_upgrades().items
     # a worker claimed the outcome a while ago and died before sending it
-    claimed_at = utc_now() - timedelta(minutes=5)
+    claimed_at = utc_now() - timedelta(minutes=10)
     died = replace(record, state="completed", ended_at=claimed_at, outcome_claimed_at=claimed_at, checks=1)
     assert ledger.update_upgrade(died) is not None
     run_tracking_function(message)
