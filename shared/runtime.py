@@ -9,22 +9,24 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import requests
-from azure.core.credentials import TokenCredential
-from azure.identity import DefaultAzureCredential
-from azure.keyvault.secrets import SecretClient
-from requests.adapters import HTTPAdapter
-
-from shared.ledger import Ledger, NoLedger, TableLedger
-from shared.partner_center import PartnerCenterClient
 from shared.retry import RetryPolicy
-from shared.scheduler import NoScheduler, QueueScheduler, Scheduler
-from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames, SecretStore
 from shared.settings import Settings, get_settings
-from shared.tokens import TokenProvider
-from shared.tracking import UpgradeTracker
-from shared.workflow import ProductUpgradeWorkflow
+
+# The SDKs and the modules wrapping them are imported where first needed (Runtime.build), not with this
+# module: importing function_app and indexing the functions stays close to importing azure.functions alone.
+if TYPE_CHECKING:
+    import requests
+    from azure.core.credentials import TokenCredential
+
+    from shared.ledger import Ledger
+    from shared.partner_center import PartnerCenterClient
+    from shared.scheduler import Scheduler
+    from shared.secrets import SecretStore
+    from shared.tokens import TokenProvider
+    from shared.tracking import UpgradeTracker
+    from shared.workflow import ProductUpgradeWorkflow
 
 #: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
 POOL_SIZE = 32
@@ -56,6 +58,13 @@ class Runtime:
         poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS,
     ) -> Runtime:
         """Wire every object for ``settings``; no network call happens here."""
+        from shared.ledger import TableLedger
+        from shared.partner_center import PartnerCenterClient
+        from shared.scheduler import QueueScheduler
+        from shared.tokens import TokenProvider
+        from shared.tracking import UpgradeTracker
+        from shared.workflow import ProductUpgradeWorkflow
+
         policy = policy or RetryPolicy()
         session = _session()
         credential = _credential(settings)
@@ -99,6 +108,9 @@ class Runtime:
 def _session() -> requests.Session:
     """One session for the token endpoint and Partner Center; it trusts what requests trusts
     (``REQUESTS_CA_BUNDLE`` works). Its pool holds a connection per concurrent invocation of a host batch."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
     session = requests.Session()
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     return session
@@ -109,12 +121,16 @@ def _credential(settings: Settings) -> TokenCredential | None:
     storage = settings.storage
     if settings.key_vault_url is None and (storage is None or storage.connection_string):
         return None
+    from azure.identity import DefaultAzureCredential
+
     # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
     client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
     return DefaultAzureCredential(managed_identity_client_id=client_id) if client_id else DefaultAzureCredential()
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
+    from shared.ledger import NoLedger, TableLedger
+
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
         return NoLedger()
@@ -122,6 +138,8 @@ def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
 
 
 def _scheduler(settings: Settings, credential: TokenCredential | None) -> Scheduler:
+    from shared.scheduler import NoScheduler, QueueScheduler
+
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.queue_service_uri and credential)):
         return NoScheduler()
@@ -135,6 +153,10 @@ def _scheduler(settings: Settings, credential: TokenCredential | None) -> Schedu
 
 
 def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames
+
     if settings.key_vault_url is None or credential is None:
         return EnvironmentSecretStore()
     client = SecretClient(
