@@ -41,6 +41,17 @@ _PATTERNS = [
     (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED),
 ]
 
+#: Azure SDK loggers held at WARNING by :func:`install` (unless configured otherwise): at INFO they log every
+#: request and response they send, which costs CPU on each storage and Key Vault call (every record goes
+#: through the redaction here) and Application Insights ingestion. Their warnings and errors still come through.
+SDK_LOGGERS: tuple[str, ...] = (
+    "azure.core",
+    "azure.identity",
+    "azure.keyvault",
+    "azure.data.tables",
+    "azure.storage",
+)
+
 _secrets_lock = threading.Lock()
 _secret_values: frozenset[str] = frozenset()
 
@@ -87,13 +98,17 @@ def current_ids() -> dict[str, str]:
 
 
 def install() -> None:
-    """Wrap the log-record factory once per process; safe to call again."""
+    """Wrap the log-record factory once per process and quiet the Azure SDK loggers; safe to call again."""
     global _installed
     with _install_lock:
         if _installed:
             return
         previous = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_factory(previous))
+        for name in SDK_LOGGERS:
+            sdk_logger = logging.getLogger(name)
+            if sdk_logger.level == logging.NOTSET:  # a level someone set on purpose stays
+                sdk_logger.setLevel(logging.WARNING)
         _installed = True
 
 
