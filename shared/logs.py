@@ -105,11 +105,16 @@ def install() -> None:
             return
         previous = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_factory(previous))
-        for name in SDK_LOGGERS:
-            sdk_logger = logging.getLogger(name)
-            if sdk_logger.level == logging.NOTSET:  # a level someone set on purpose stays
-                sdk_logger.setLevel(logging.WARNING)
+        quiet_sdk_loggers()
         _installed = True
+
+
+def quiet_sdk_loggers() -> None:
+    """Hold the :data:`SDK_LOGGERS` at WARNING; a level someone set on purpose stays."""
+    for name in SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        if sdk_logger.level == logging.NOTSET:
+            sdk_logger.setLevel(logging.WARNING)
 
 
 def _merge(current: tuple[tuple[str, str], ...], ids: dict[str, str | None]) -> tuple[tuple[str, str], ...]:

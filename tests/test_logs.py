@@ -51,3 +51,15 @@ def test_installed_factory_adds_ids_and_redacts_args_and_tracebacks(caplog):
     assert second.getMessage().endswith("[correlationId=corr-1 requestId=req-1]")
     assert third.getMessage() == "outside"
     assert logs.current_ids() == {}
+
+
+def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.NOTSET, logger="azure.core")  # as in a fresh worker (the fixture set DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure.identity")  # an operator's choice
+    logs.quiet_sdk_loggers()
+    assert logging.getLogger("azure.core").level == logging.WARNING
+    http_logging = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    assert not http_logging.isEnabledFor(logging.INFO) and http_logging.isEnabledFor(logging.WARNING)
+    assert logging.getLogger("azure.identity").level == logging.DEBUG
+    assert logging.getLogger("shared.workflow").isEnabledFor(logging.INFO)
