@@ -11,11 +11,14 @@ every Azure SDK; ``.netrc`` credentials are not used (every call we make carries
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.utils import get_environ_proxies
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 #: The variables requests reads for the CA bundle, in its order of preference.
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -42,15 +45,11 @@ class EnvironmentOnceSession(requests.Session):
         return cached
 
     def merge_environment_settings(
-        self,
-        url: str,
-        proxies: Any,
-        stream: Any,
-        verify: Any,
-        cert: Any,
-    ) -> dict[str, Any]:
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> _Settings:
         # requests' own rules (Session.merge_environment_settings with trust_env), on cached values:
         # explicit proxies win over the environment's, and the CA bundle variables beat verify=True.
+        url = url.decode() if isinstance(url, bytes) else (url or "")
         env_proxies, ca_bundle = self.environment_for(url)
         merged_proxies = dict(proxies or {})
         if "no_proxy" in merged_proxies:  # a caller's own NO_PROXY list: resolve with it, as requests does
