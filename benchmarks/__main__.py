@@ -1,0 +1,53 @@
+"""``python -m benchmarks [--quick] [--only SECTION ...]``: every figure of the performance targets, measured
+side by side in one run, printed as a table with PASS/MISS per target and written to benchmarks/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import sections
+from benchmarks.report import machine, print_table, targets
+from benchmarks.services import ROOT, Services
+
+RESULTS = ROOT / "benchmarks" / "results.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes: proves every section runs (CI)")
+    parser.add_argument("--only", nargs="*", choices=sorted(sections.ALL), help="run only these sections")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    chosen = args.only or list(sections.ALL)
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir, Services(Path(workdir)) as services:
+        for name in chosen:
+            print(f"== {name} ...", file=sys.stderr, flush=True)
+            section_started = time.monotonic()
+            results[name] = sections.ALL[name](services, quick=args.quick)
+            print(f"   {time.monotonic() - section_started:.1f} s", file=sys.stderr, flush=True)
+    rows = targets(results)
+    document = {
+        "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
+        "quick": args.quick,
+        "machine": machine(),
+        "seconds": round(time.monotonic() - started, 1),
+        "targets": rows,
+        "results": results,
+    }
+    args.output.write_text(json.dumps(document, indent=2) + "\n")
+    print_table(rows)
+    print(f"\n{len(rows)} figures, {sum(r['verdict'] == 'MISS' for r in rows)} MISS; written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
