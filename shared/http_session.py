@@ -18,6 +18,7 @@ import requests
 from requests.utils import get_environ_proxies
 
 if TYPE_CHECKING:
+    from azure.core.pipeline.transport import RequestsTransport
     from requests.sessions import _Settings
 
 #: The variables requests reads for the CA bundle, in its order of preference.
@@ -59,3 +60,20 @@ class EnvironmentOnceSession(requests.Session):
         if ca_bundle and (verify is True or verify is None):
             verify = ca_bundle
         return super().merge_environment_settings(url, merged_proxies, stream, verify, cert)
+
+
+def azure_transport() -> RequestsTransport:
+    """A transport for an Azure SDK client (tables, queues) on an :class:`EnvironmentOnceSession`.
+
+    azure-core's default transport builds a plain session, which reads the environment on every call, as
+    above. Its own retry policy does the retrying, so the adapter does none (as azure-core's own adapter).
+    """
+    from azure.core.pipeline.transport import RequestsTransport
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    session = EnvironmentOnceSession()
+    adapter = HTTPAdapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, adapter)
+    return RequestsTransport(session=session)

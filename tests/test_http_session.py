@@ -1,6 +1,8 @@
 """The process's requests session against a loopback HTTPS fake: CA bundle and proxies from the environment,
 with requests' own rules, read once per origin."""
 
+import uuid
+
 import certifi
 import pytest
 import requests
@@ -73,3 +75,16 @@ def test_same_settings_as_requests_with_trust_env(monkeypatch, url, proxies, ver
     ours = EnvironmentOnceSession().merge_environment_settings(url, dict(proxies), None, verify, None)
     theirs = requests.Session().merge_environment_settings(url, dict(proxies), None, verify, None)
     assert ours == theirs
+
+
+def test_azure_sdk_transport_reads_the_environment_once(azurite):
+    from azure.data.tables import TableServiceClient
+
+    from shared.http_session import azure_transport
+
+    transport = azure_transport()
+    service = TableServiceClient.from_connection_string(azurite.connection_string, transport=transport)
+    table = service.create_table_if_not_exists(f"session{uuid.uuid4().hex[:10]}")
+    table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "Value": 1})
+    assert table.get_entity("p", "r")["Value"] == 1
+    assert isinstance(transport.session, EnvironmentOnceSession) and transport.session.trust_env is False
