@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -32,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in chosen:
             print(f"== {name} ...", file=sys.stderr, flush=True)
             section_started = time.monotonic()
+            load_before = os.getloadavg()[0]
             results[name] = sections.ALL[name](services, quick=args.quick)
+            # Other work on the machine shows here: wall-clock figures (cold start, drain) suffer from it.
+            results[name]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             print(f"   {time.monotonic() - section_started:.1f} s", file=sys.stderr, flush=True)
     rows = targets(results)
     document = {
@@ -45,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.write_text(json.dumps(document, indent=2) + "\n")
     print_table(rows)
+    loads = ", ".join(f"{name} {r['load_average'][0]}-{r['load_average'][1]}" for name, r in results.items())
+    print(f"\nmachine: {document['machine']}; load average (1 min) around each section: {loads}")
     print(f"\n{len(rows)} figures, {sum(r['verdict'] == 'MISS' for r in rows)} MISS; written to {args.output}")
     return 0
 

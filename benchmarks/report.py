@@ -180,7 +180,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "verdict": "-",
             }
         )
-    for label, run in (results.get("drain") or {}).items():
+    drains = dict(results.get("drain") or {})
+    capacity = drains.pop("capacity", None)
+    drains.pop("load_average", None)
+    if capacity:
+        rows.append(
+            {
+                "section": f"drain, no throttle, {capacity['messages']} msgs, {capacity['workers']} workers",
+                "figure": "harness capacity (Azurite, fakes, workers on this machine)",
+                "value": capacity["messages_per_second"],
+                "shown": f"{capacity['messages_per_second']:.1f} msgs/s",
+                "target": "(figure)",
+                "verdict": "-",
+            }
+        )
+    for label, run in drains.items():
         section = f"drain {label}/s, {run['messages']} msgs, {run['workers']} workers"
         rows.append(
             _row(
