@@ -62,8 +62,9 @@ class EnvironmentOnceSession(requests.Session):
         return super().merge_environment_settings(url, merged_proxies, stream, verify, cert)
 
 
-def azure_transport() -> RequestsTransport:
-    """A transport for an Azure SDK client (tables, queues) on an :class:`EnvironmentOnceSession`.
+def azure_transport(*, connection_timeout: float, read_timeout: float) -> RequestsTransport:
+    """A transport for an Azure SDK client (tables, queues) on an :class:`EnvironmentOnceSession`, with the
+    client's default timeouts (given a transport, the SDK no longer applies its own timeout options to one).
 
     azure-core's default transport builds a plain session, which reads the environment on every call, as
     above. Its own retry policy does the retrying, so the adapter does none (as azure-core's own adapter).
@@ -76,4 +77,4 @@ def azure_transport() -> RequestsTransport:
     adapter = HTTPAdapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
     for prefix in ("http://", "https://"):
         session.mount(prefix, adapter)
-    return RequestsTransport(session=session)
+    return RequestsTransport(session=session, connection_timeout=connection_timeout, read_timeout=read_timeout)

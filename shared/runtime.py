@@ -107,11 +107,13 @@ class Runtime:
 
 def _session() -> requests.Session:
     """One session for the token endpoint and Partner Center; it trusts what requests trusts
-    (``REQUESTS_CA_BUNDLE`` works). Its pool holds a connection per concurrent invocation of a host batch."""
-    import requests
+    (``REQUESTS_CA_BUNDLE`` works), read from the environment once. Its pool holds a connection per
+    concurrent invocation of a host batch."""
     from requests.adapters import HTTPAdapter
 
-    session = requests.Session()
+    from shared.http_session import EnvironmentOnceSession
+
+    session = EnvironmentOnceSession()
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     return session
 

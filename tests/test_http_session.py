@@ -82,7 +82,7 @@ def test_azure_sdk_transport_reads_the_environment_once(azurite):
 
     from shared.http_session import azure_transport
 
-    transport = azure_transport()
+    transport = azure_transport(connection_timeout=5, read_timeout=10)
     service = TableServiceClient.from_connection_string(azurite.connection_string, transport=transport)
     table = service.create_table_if_not_exists(f"session{uuid.uuid4().hex[:10]}")
     table.upsert_entity({"PartitionKey": "p", "RowKey": "r", "Value": 1})
