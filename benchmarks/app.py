@@ -80,6 +80,13 @@ class Functions:
         self.by_name["product_upgrade_from_queue"](msg, out)
         return out.value
 
+    def track(self, check: dict[str, Any]) -> None:
+        """Run the tracking function on one scheduled status check."""
+        from azure.functions.queue import QueueMessage
+
+        msg = QueueMessage(id=str(uuid.uuid4()), body=json.dumps(check).encode(), dequeue_count=1, pop_receipt="pr")
+        self.by_name["track_product_upgrade"](msg)
+
 
 class Out:
     """A queue output binding as the host gives it."""

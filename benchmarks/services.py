@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import subprocess
 import sys
@@ -23,48 +22,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 READY = "benchmark services ready"
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade"}
-
-
-def _storage_proxy_class() -> type:
-    from tests.fakes.server import FakeHTTPServer, RecordedRequest, Response
-
-    class StorageProxy(FakeHTTPServer):
-        """Plain HTTP reverse proxy to one Azurite service; ``requests`` records what went through."""
-
-        server_header = "Azurite-Proxy"
-
-        def __init__(self, target_port: int) -> None:
-            super().__init__(use_tls=False)
-            self.target_port = target_port
-            self._local = threading.local()
-
-        def _connection(self) -> http.client.HTTPConnection:
-            conn = getattr(self._local, "conn", None)
-            if conn is None:
-                conn = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.target_port, timeout=30)
-            return conn
-
-        def handle(self, req: RecordedRequest) -> Response:
-            headers = {k: v for k, v in req.headers.items() if k.lower() not in _HOP_BY_HOP}
-            headers["Content-Length"] = str(len(req.body))
-            for attempt in (1, 2):  # a kept-alive connection Azurite closed meanwhile: one fresh try
-                conn = self._connection()
-                try:
-                    conn.request(req.method, req.target, body=req.body, headers=headers)
-                    answer = conn.getresponse()
-                    body = answer.read()
-                    break
-                except (http.client.HTTPException, OSError):
-                    conn.close()
-                    self._local.conn = None
-                    if attempt == 2:
-                        raise
-            out = {k: v for k, v in answer.getheaders() if k.lower() not in _HOP_BY_HOP}
-            return Response(answer.status, body, out)
-
-    return StorageProxy
-
 
 def serve(args: argparse.Namespace) -> int:
     """The fakes process."""
@@ -73,6 +30,7 @@ def serve(args: argparse.Namespace) -> int:
     from tests.fakes.key_vault import FakeKeyVault
     from tests.fakes.managed_identity import FakeManagedIdentity
     from tests.fakes.partner_center import FakePartnerCenter
+    from tests.fakes.storage_proxy import CountingStorageProxy
     from tests.fakes.tls import make_tls_material
 
     tls = make_tls_material(Path(args.dir))
@@ -80,9 +38,8 @@ def serve(args: argparse.Namespace) -> int:
     partner_center = FakePartnerCenter(entra, tls=tls).start()
     identity = FakeManagedIdentity().start()
     vault = FakeKeyVault(DEFAULT_SECRETS, managed_identity=identity, tls=tls).start()
-    proxy_class = _storage_proxy_class()
-    table_proxy = proxy_class(args.table_port).start()
-    queue_proxy = proxy_class(args.queue_port).start()
+    ports = argparse.Namespace(queue_port=args.queue_port, table_port=args.table_port)
+    storage_proxy = CountingStorageProxy(ports).__enter__()  # type: ignore[arg-type]  # Azurite's two ports
 
     vault_state = {"delay": 0.0, "in_flight": 0, "max_in_flight": 0}
     vault_lock = threading.Lock()
@@ -108,11 +65,8 @@ def serve(args: argparse.Namespace) -> int:
     vault.handle = vault_handle  # type: ignore[method-assign]
 
     def counts() -> dict[str, Any]:
-        storage: dict[str, int] = {}
-        for name, proxy in (("table", table_proxy), ("queue", queue_proxy)):
-            for r in list(proxy.requests):
-                key = f"{name} {r.method} {_shape(r.path)}"
-                storage[key] = storage.get(key, 0) + 1
+        with storage_proxy._lock:
+            storage = {f"{service} {method}": n for (service, method), n in storage_proxy.counts.items()}
         return {
             "token_requests": len(entra.requests_to("/oauth2/v2.0/token", "POST"))
             + len(entra.requests_to("/oauth2/token", "POST")),
@@ -130,8 +84,9 @@ def serve(args: argparse.Namespace) -> int:
         }
 
     def reset() -> None:
-        for fake in (entra, partner_center, identity, vault, table_proxy, queue_proxy):
+        for fake in (entra, partner_center, identity, vault):
             fake.requests.clear()
+        storage_proxy.reset()
         partner_center.reset()
         vault.gets.clear()
         vault_state["max_in_flight"] = 0
@@ -144,8 +99,7 @@ def serve(args: argparse.Namespace) -> int:
                 "key_vault": vault.url,
                 "identity_env": identity.env(),
                 "ca_bundle": tls.ca_bundle,
-                "table_proxy": table_proxy.url,
-                "queue_proxy": queue_proxy.url,
+                "storage_proxy": storage_proxy.connection_string,
             }
         ),
         flush=True,
@@ -170,18 +124,10 @@ def serve(args: argparse.Namespace) -> int:
         else:
             reply = {"error": f"unknown command {name!r}"}
         print(json.dumps(reply), flush=True)
-    for fake in (table_proxy, queue_proxy, vault, identity, partner_center, entra):
+    storage_proxy.__exit__()
+    for fake in (vault, identity, partner_center, entra):
         fake.stop()
     return 0
-
-
-def _shape(path: str) -> str:
-    """A storage path without its ids: ``/devstoreaccount1/$batch``, ``/devstoreaccount1/q/messages``."""
-    parts = path.split("/")
-    shaped = [parts[1] if len(parts) > 1 else ""]
-    for part in parts[2:]:
-        shaped.append(part.split("(")[0] + ("(...)" if "(" in part else ""))
-    return "/" + "/".join(shaped)
 
 
 class Services:
@@ -245,15 +191,7 @@ class Services:
 
     def storage_connection(self, *, counted: bool) -> str:
         """``AzureWebJobsStorage`` for the app: through the recording proxy when ``counted``."""
-        if not counted:
-            return self.azurite.connection_string
-        from tests.fakes.azurite import ACCOUNT_KEY, ACCOUNT_NAME
-
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
-            f"QueueEndpoint={self.info['queue_proxy']}/{ACCOUNT_NAME};"
-            f"TableEndpoint={self.info['table_proxy']}/{ACCOUNT_NAME};"
-        )
+        return str(self.info["storage_proxy"]) if counted else self.azurite.connection_string
 
     def app_env(self, *, storage: str | None, key_vault: bool = False, table: str = "benchupgrades") -> dict[str, str]:
         """The environment of an app process pointed at these services."""
@@ -272,6 +210,11 @@ class Services:
                 "PARTNER_CENTER_AUTHORITY_HOST": self.info["entra"],
                 "PARTNER_CENTER_BASE_URL": self.info["partner_center"],
                 "PRODUCT_UPGRADE_TABLE": table,
+                # Queues of this app process's own, created by the app on first use.
+                "PRODUCT_UPGRADE_TRACKING_QUEUE": f"{table}-tracking",
+                "PRODUCT_UPGRADE_OUTCOMES_QUEUE": f"{table}-outcomes",
+                "PRODUCT_UPGRADE_REQUESTS_QUEUE": f"{table}-requests",
+                "PRODUCT_UPGRADE_RESULTS_QUEUE": f"{table}-results",
             }
         )
         if key_vault:

@@ -38,6 +38,8 @@ def environment_scans(op: Callable[[], object], n: int) -> float:
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
     from shared import runtime
+    from shared.ids import request_id_for
+    from shared.tracking import TrackingCheck
 
     handler = host_logging()
     functions = Functions()
@@ -62,6 +64,24 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     def app_queue() -> None:
         functions.queue({"customerId": new_customer(), "requestId": str(uuid.uuid4())})
 
+    # Tracking checks: upgrades created beforehand (keyed, so their ledger key is known), one check each.
+    checks_needed = rounds * per_round + 2
+    app_checks: list[dict[str, Any]] = []
+    floor_checks: list[tuple[str, str]] = []
+    if storage:
+        for _ in range(checks_needed):
+            customer, key = new_customer(), str(uuid.uuid4())
+            created = json.loads(functions.create_http(customer, idempotency_key=key).get_body())
+            app_checks.append(
+                TrackingCheck(
+                    created["upgradeId"], customer, "Azure", request_id_for("idempotency-key", key), 1
+                ).to_json()
+            )
+            other = new_customer()  # one running upgrade per customer at Partner Center
+            floor_checks.append((floor.with_storage(other, keyed=False)[0], other))
+        functions.track(app_checks.pop())
+        floor.tracking_check(*floor_checks.pop())
+
     ops: dict[str, Callable[[], object]] = {
         "app_http": app_http,
         "app_queue": app_queue,
@@ -71,6 +91,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         ops["app_http_keyed"] = app_http_keyed
         ops["floor_storage"] = lambda: floor.with_storage(new_customer(), keyed=False)
         ops["floor_storage_keyed"] = lambda: floor.with_storage(new_customer(), keyed=True)
+    if storage:
+        ops["app_tracking"] = lambda: functions.track(app_checks.pop())
+        ops["floor_tracking"] = lambda: floor.tracking_check(*floor_checks.pop())
     samples = interleaved(ops, rounds=rounds, per_round=per_round)
 
     result: dict[str, Any] = {"storage": bool(storage)}
@@ -80,6 +103,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     if storage:
         result["http_keyed"] = ratio_summary(samples["app_http_keyed"], samples["floor_storage_keyed"])
         result["floor_storage_vs_post"] = ratio_summary(samples["floor_storage"], samples["floor_post"])
+        result["tracking"] = ratio_summary(samples["app_tracking"], samples["floor_tracking"])
     result["http_vs_bare_post"] = ratio_summary(samples["app_http"], samples["floor_post"])
 
     records_before, sdk_before = handler.records, handler.sdk_records
