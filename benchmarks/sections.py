@@ -143,7 +143,9 @@ def drain(services: Services, *, quick: bool) -> dict[str, Any]:
     return runs
 
 
-def drain_once(services: Services, *, messages: int, rate: float | None, workers: int) -> dict[str, Any]:
+def drain_once(
+    services: Services, *, messages: int, rate: float | None, workers: int, service_seconds: float = 0.0
+) -> dict[str, Any]:
     from azure.storage.queue import QueueClient
 
     suffix = uuid.uuid4().hex[:8]
@@ -165,6 +167,7 @@ def drain_once(services: Services, *, messages: int, rate: float | None, workers
 
     services.command("reset")
     services.command("admit", rate=rate)
+    services.command("service_time", seconds=service_seconds)
     env = services.app_env(storage=connection, table=_table())
     env.update(names)
     procs = [
@@ -197,21 +200,18 @@ def drain_once(services: Services, *, messages: int, rate: float | None, workers
             if proc.poll() is None:
                 proc.kill()
         services.command("admit", rate=None)
+        services.command("service_time", seconds=0.0)
     elapsed = max(f["last_result_at"] for f in figures) - started
     counts = services.counts()
 
-    results: list[dict[str, Any]] = []
-    while True:
-        page = list(results_queue.receive_messages(max_messages=32, visibility_timeout=300))
-        if not page:
-            break
-        results += [json.loads(m.content) for m in page]
+    results = [json.loads(message) for f in figures for message in f.pop("result_messages")]
     per_message = Counter(r["correlationId"] for r in results)
     statuses = Counter(r["status"] for r in results)
     ideal = messages / rate if rate else None
     return {
         "messages": messages,
         "rate_per_second": rate,
+        "partner_center_service_seconds": service_seconds,
         "workers": workers,
         "drain_seconds": elapsed,
         "ideal_seconds": ideal,

@@ -4,8 +4,9 @@ Partner Center throttles per partner. Scaled-out instances each running a host b
 otherwise meet its limit with a storm of 429s; instead each process keeps its own share of calls in flight,
 found by AIMD (as TCP finds its congestion window):
 
-- additive increase: each call that was not throttled adds ``increase / limit`` (about one more call in
-  flight per round of ``limit`` calls);
+- additive increase: each call that was not throttled adds ``increase / limit`` (half a call more in
+  flight per round of ``limit`` calls: gentler than TCP's one, because a throttled call still counts
+  against Partner Center's limit and its Retry-After can be a minute);
 - multiplicative decrease: a 429 multiplies the limit by ``decrease``, once per round: calls that were
   already in flight when the limit was cut do not cut it again;
 - ``Retry-After`` honoured: after a 429, no new call starts in this process before it has passed.
@@ -49,7 +50,7 @@ class AdaptiveConcurrencyLimit:
         initial: float = 8.0,
         minimum: float = 1.0,
         maximum: float = 32.0,
-        increase: float = 1.0,
+        increase: float = 0.5,
         decrease: float = 0.5,
         reserve_seconds: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
