@@ -28,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
 
     chosen = args.only or list(sections.ALL)
     results: dict[str, Any] = {}
+    if args.only and args.output.exists():  # a partial run updates the sections it ran
+        previous = json.loads(args.output.read_text())
+        if previous.get("quick") == args.quick:
+            results = previous["results"]
     started = time.monotonic()
+    document: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir, Services(Path(workdir)) as services:
         for name in chosen:
             print(f"== {name} ...", file=sys.stderr, flush=True)
@@ -38,16 +43,16 @@ def main(argv: list[str] | None = None) -> int:
             # Other work on the machine shows here: wall-clock figures (cold start, drain) suffer from it.
             results[name]["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             print(f"   {time.monotonic() - section_started:.1f} s", file=sys.stderr, flush=True)
-    rows = targets(results)
-    document = {
-        "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
-        "quick": args.quick,
-        "machine": machine(),
-        "seconds": round(time.monotonic() - started, 1),
-        "targets": rows,
-        "results": results,
-    }
-    args.output.write_text(json.dumps(document, indent=2) + "\n")
+            document = {
+                "command": "python -m benchmarks" + (" --quick" if args.quick else ""),
+                "quick": args.quick,
+                "machine": machine(),
+                "seconds": round(time.monotonic() - started, 1),
+                "targets": targets(results),
+                "results": results,
+            }
+            args.output.write_text(json.dumps(document, indent=2) + "\n")  # after every section
+    rows = document["targets"]
     print_table(rows)
     loads = ", ".join(f"{name} {r['load_average'][0]}-{r['load_average'][1]}" for name, r in results.items())
     print(f"\nmachine: {document['machine']}; load average (1 min) around each section: {loads}")
