@@ -79,8 +79,8 @@ class FakePartnerCenter(FakeHTTPServer):
     Records: ``requests`` (all, with headers), ``create_posts`` (every POST to the create path, whatever the
     outcome, injected faults included), ``created_upgrades`` (one dict per upgrade really created: upgrade_id,
     customer_id, product_family, request_id, correlation_id), ``status_polls`` (count of status calls answered
-    200), ``upgrades`` (lower-cased id -> Upgrade), ``in_flight``/``max_in_flight`` (calls being answered at
-    once) and ``rate_limited`` (429s of :meth:`admit_per_second`).
+    200), ``upgrades`` (lower-cased id -> Upgrade) and ``rate_limited`` (429s of :meth:`admit_per_second`);
+    ``in_flight``/``max_in_flight`` come with the base server.
     """
 
     server_header = "Microsoft-IIS/10.0"
@@ -97,9 +97,6 @@ class FakePartnerCenter(FakeHTTPServer):
         self._ineligible: dict[str, tuple[str, int, int | str]] = {}
         self._complete_after: int | None = None
         self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
-        #: Calls being answered now, and the most there ever were at once.
-        self.in_flight = 0
-        self.max_in_flight = 0
         #: Calls answered 429 by :meth:`admit_per_second`'s rate limit.
         self.rate_limited = 0
         self._rate: float | None = None
@@ -213,7 +210,6 @@ class FakePartnerCenter(FakeHTTPServer):
             self._customer_errors.clear()
             self._ineligible.clear()
             self._complete_after = None
-            self.max_in_flight = self.in_flight
             self.rate_limited = 0
 
     # -- wire ------------------------------------------------------------------------------------------
@@ -250,19 +246,12 @@ class FakePartnerCenter(FakeHTTPServer):
             self.create_posts += 1
 
     def handle(self, req: RecordedRequest) -> Response:
-        with self._lock:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            limited = self._rate_limit(req)
-            if limited is not None:
-                return limited
-            if self._service_seconds:
-                self._stop_event.wait(self._service_seconds)
-            return self._answer(req)
-        finally:
-            with self._lock:
-                self.in_flight -= 1
+        limited = self._rate_limit(req)
+        if limited is not None:
+            return limited
+        if self._service_seconds:
+            self._stop_event.wait(self._service_seconds)
+        return self._answer(req)
 
     def _rate_limit(self, req: RecordedRequest) -> Response | None:
         with self._lock:
