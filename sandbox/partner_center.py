@@ -9,6 +9,7 @@ shape ``{"code", "description", "data", "source"}``; throttling answers 429 with
 from __future__ import annotations
 
 import base64
+import math
 import re
 import secrets
 import time
@@ -95,7 +96,8 @@ class FakePartnerCenter(FakeHTTPServer):
     Records: ``requests`` (all, with headers), ``create_posts`` (every POST to the create path, whatever the
     outcome, injected faults included), ``created_upgrades`` (one dict per upgrade really created: upgrade_id,
     customer_id, product_family, request_id, correlation_id), ``status_polls`` (count of status calls answered
-    200), ``upgrades`` (lower-cased id -> Upgrade).
+    200), ``upgrades`` (lower-cased id -> Upgrade) and ``rate_limited`` (429s of :meth:`admit_per_second`);
+    ``in_flight``/``max_in_flight`` come with the base server.
     """
 
     server_header = "Microsoft-IIS/10.0"
@@ -115,6 +117,12 @@ class FakePartnerCenter(FakeHTTPServer):
         self._outcomes: dict[str, Outcome] = {}
         self._throttled: dict[str, tuple[str, int | None]] = {}
         self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
+        #: Calls answered 429 by :meth:`admit_per_second`'s rate limit.
+        self.rate_limited = 0
+        self._rate: float | None = None
+        self._tokens = 0.0
+        self._refilled_at = 0.0
+        self._service_seconds = 0.0
 
     # -- control ---------------------------------------------------------------------------------------
     def set_customer_error(
@@ -225,6 +233,18 @@ class FakePartnerCenter(FakeHTTPServer):
             self.upgrades[upgrade.upgrade_id.lower()] = upgrade
         return upgrade.upgrade_id
 
+    def admit_per_second(self, rate: float | None) -> None:
+        """Admit at most ``rate`` calls per second in all, as a token bucket holding one second's worth; beyond
+        it, answer 429 with the gateway's body and ``Retry-After`` in whole seconds. None lifts the limit."""
+        with self._lock:
+            self._rate = rate
+            self._tokens = max(1.0, rate or 0.0)
+            self._refilled_at = time.monotonic()
+
+    def service_time(self, seconds: float) -> None:
+        """Every call admitted takes ``seconds`` before it is answered (the real service is not instant)."""
+        self._service_seconds = seconds
+
     def reset(self) -> None:
         super().reset()
         with self._lock:
@@ -239,6 +259,7 @@ class FakePartnerCenter(FakeHTTPServer):
             self._complete_after_seconds = None
             self._outcomes.clear()
             self._throttled.clear()
+            self.rate_limited = 0
 
     # -- wire ------------------------------------------------------------------------------------------
     def _headers(self, req: RecordedRequest) -> dict[str, str]:
@@ -274,6 +295,34 @@ class FakePartnerCenter(FakeHTTPServer):
             self.create_posts += 1
 
     def handle(self, req: RecordedRequest) -> Response:
+        limited = self._rate_limit(req)
+        if limited is not None:
+            return limited
+        if self._service_seconds:
+            self._stop_event.wait(self._service_seconds)
+        return self._answer(req)
+
+    def _rate_limit(self, req: RecordedRequest) -> Response | None:
+        with self._lock:
+            if self._rate is None:
+                return None
+            now = time.monotonic()
+            capacity = max(1.0, self._rate)
+            self._tokens = min(capacity, self._tokens + (now - self._refilled_at) * self._rate)
+            self._refilled_at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return None
+            self.rate_limited += 1
+            retry_after = max(1, math.ceil((1.0 - self._tokens) / self._rate))
+        return self._json(
+            req,
+            429,
+            {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."},
+            {"Retry-After": str(retry_after)},
+        )
+
+    def _answer(self, req: RecordedRequest) -> Response:
         path = req.path
         if _CREATE_PATH.match(path):
             operation = "create"

@@ -500,10 +500,11 @@ class TableLedger:
     def _service(self) -> Any:
         from azure.data.tables import TableServiceClient
 
+        from shared.http_session import azure_transport
+
         # Short timeouts and few retries: this is a record beside the upgrade, not on its critical path.
         options: dict[str, Any] = {
-            "connection_timeout": 5,
-            "read_timeout": 10,
+            "transport": azure_transport(connection_timeout=5, read_timeout=10),
             "retry_total": 2,
             "retry_backoff_factor": 0.2,
         }

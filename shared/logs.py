@@ -75,6 +75,17 @@ _PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
 MAX_FIELD_LENGTH = 256
 _PLAIN_FIELD = re.compile(r"[A-Za-z0-9_.:/@+-]*")
 
+#: Azure SDK loggers held at WARNING by :func:`install` (unless configured otherwise): at INFO they log every
+#: request and response they send, which costs CPU on each storage and Key Vault call (every record goes
+#: through the redaction here) and Application Insights ingestion. Their warnings and errors still come through.
+SDK_LOGGERS: tuple[str, ...] = (
+    "azure.core",
+    "azure.identity",
+    "azure.keyvault",
+    "azure.data.tables",
+    "azure.storage",
+)
+
 _secrets_lock = threading.Lock()
 _secret_values: frozenset[str] = frozenset()
 
@@ -123,14 +134,23 @@ def current_ids() -> dict[str, str]:
 
 
 def install() -> None:
-    """Wrap the log-record factory once per process; safe to call again."""
+    """Wrap the log-record factory once per process and quiet the Azure SDK loggers; safe to call again."""
     global _installed
     with _install_lock:
         if _installed:
             return
         previous = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_factory(previous))
+        quiet_sdk_loggers()
         _installed = True
+
+
+def quiet_sdk_loggers() -> None:
+    """Hold the :data:`SDK_LOGGERS` at WARNING; a level someone set on purpose stays."""
+    for name in SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        if sdk_logger.level == logging.NOTSET:
+            sdk_logger.setLevel(logging.WARNING)
 
 
 def _merge(current: tuple[tuple[str, str], ...], ids: dict[str, str | None]) -> tuple[tuple[str, str], ...]:

@@ -24,6 +24,7 @@ from shared.models import (
     ProductUpgradesStatus,
 )
 from shared.retry import RetryPolicy, parse_retry_after
+from shared.throttle import AdaptiveConcurrencyLimit
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,11 @@ class PartnerCenterClient:
         policy: RetryPolicy,
         application_name: str = APPLICATION_NAME,
         locale: str = LOCALE,
+        limit: AdaptiveConcurrencyLimit | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
+        # One per client, and the runtime builds one client per process: the process's share of the throttle.
+        self._limit = limit or AdaptiveConcurrencyLimit()
         self._session = session
         self._tokens = tokens
         self._policy = policy
@@ -117,7 +121,9 @@ class PartnerCenterClient:
 
     def _post(self, url: str, data: bytes, headers: dict[str, str]) -> requests.Response:
         def attempt(timeout: tuple[float, float]) -> requests.Response:
-            return self._session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+            return self._limit.call(
+                lambda: self._session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+            )
 
         return self._policy.send(attempt, service="Partner Center")
 

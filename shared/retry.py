@@ -18,11 +18,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import UpstreamTimeoutError, UpstreamUnavailableError
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class RetryPolicy:
         returned for the caller to interpret; transport failures on the last attempt raise
         :class:`UpstreamTimeoutError` (read timeout) or :class:`UpstreamUnavailableError`.
         """
+        import requests  # imported on first call, not with the module: indexing the functions stays quick
+
         should_retry = retry_on or (lambda response: response.status_code in RETRYABLE_STATUSES)
         deadline = time.monotonic() + self.total_budget
         outer = _deadline.get()
@@ -154,6 +157,8 @@ class RetryPolicy:
 def _transport_error(service: str, failure: Exception, attempts: int) -> UpstreamUnavailableError:
     # Exception text from requests can carry URLs but never our headers or bodies; we still keep it out
     # and name only the kind of failure.
+    import requests
+
     is_read_timeout = isinstance(failure, requests.ReadTimeout)
     kind = "timed out" if is_read_timeout else f"could not be reached ({type(failure).__name__})"
     message = f"{service} {kind} after {attempts} attempt{'s' if attempts != 1 else ''}"

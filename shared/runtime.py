@@ -9,23 +9,24 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import requests
-from azure.core.credentials import TokenCredential
-from azure.identity import DefaultAzureCredential
-from azure.keyvault.secrets import SecretClient
-from requests.adapters import HTTPAdapter
-
-from shared.azure_limits import client_options, credential_options
-from shared.ledger import Ledger, NoLedger, TableLedger
-from shared.partner_center import PartnerCenterClient
 from shared.retry import RetryPolicy
-from shared.scheduler import NoScheduler, QueueScheduler, Scheduler
-from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames, SecretStore
 from shared.settings import Settings, get_settings
-from shared.tokens import TokenProvider
-from shared.tracking import UpgradeTracker
-from shared.workflow import ProductUpgradeWorkflow
+
+# The SDKs and the modules wrapping them are imported where first needed (Runtime.build), not with this
+# module: importing function_app and indexing the functions stays close to importing azure.functions alone.
+if TYPE_CHECKING:
+    import requests
+    from azure.core.credentials import TokenCredential
+
+    from shared.ledger import Ledger
+    from shared.partner_center import PartnerCenterClient
+    from shared.scheduler import Scheduler
+    from shared.secrets import SecretStore
+    from shared.tokens import TokenProvider
+    from shared.tracking import UpgradeTracker
+    from shared.workflow import ProductUpgradeWorkflow
 
 #: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
 POOL_SIZE = 32
@@ -57,6 +58,13 @@ class Runtime:
         poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS,
     ) -> Runtime:
         """Wire every object for ``settings``; no network call happens here."""
+        from shared.ledger import TableLedger
+        from shared.partner_center import PartnerCenterClient
+        from shared.scheduler import QueueScheduler
+        from shared.tokens import TokenProvider
+        from shared.tracking import UpgradeTracker
+        from shared.workflow import ProductUpgradeWorkflow
+
         policy = policy or RetryPolicy()
         session = _session()
         credential = _credential(settings, policy)
@@ -99,8 +107,13 @@ class Runtime:
 
 def _session() -> requests.Session:
     """One session for the token endpoint and Partner Center; it trusts what requests trusts
-    (``REQUESTS_CA_BUNDLE`` works). Its pool holds a connection per concurrent invocation of a host batch."""
-    session = requests.Session()
+    (``REQUESTS_CA_BUNDLE`` works), read from the environment once. Its pool holds a connection per
+    concurrent invocation of a host batch."""
+    from requests.adapters import HTTPAdapter
+
+    from shared.http_session import EnvironmentOnceSession
+
+    session = EnvironmentOnceSession()
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
     return session
 
@@ -110,8 +123,12 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
     storage = settings.storage
     if settings.key_vault_url is None and (storage is None or storage.connection_string):
         return None
+    from azure.identity import DefaultAzureCredential
+
     # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
     client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
+    from shared.azure_limits import credential_options
+
     # The managed-identity request takes no per-call limits: its pipeline keeps to the invocation's budget.
     options = credential_options(policy)
     if client_id:
@@ -120,6 +137,8 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
+    from shared.ledger import NoLedger, TableLedger
+
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
         return NoLedger()
@@ -127,6 +146,8 @@ def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
 
 
 def _scheduler(settings: Settings, credential: TokenCredential | None) -> Scheduler:
+    from shared.scheduler import NoScheduler, QueueScheduler
+
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.queue_service_uri and credential)):
         return NoScheduler()
@@ -140,6 +161,11 @@ def _scheduler(settings: Settings, credential: TokenCredential | None) -> Schedu
 
 
 def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.azure_limits import client_options
+    from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames
+
     if settings.key_vault_url is None or credential is None:
         return EnvironmentSecretStore()
     # retry_timeout is read by no azure-core policy: the limits are in the pipeline (and per call, in secrets.py).

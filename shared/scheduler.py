@@ -148,10 +148,13 @@ class QueueScheduler:
     def _service_client(self) -> Any:
         from azure.storage.queue import ExponentialRetry, QueueServiceClient
 
+        from shared.http_session import azure_transport
+
         if self._service is None:
             # Storage's default retry waits 15 s, then 45 s: far past an invocation's budget. Two quick retries.
             retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2)
-            options: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "retry_policy": retry}
+            transport = azure_transport(connection_timeout=5, read_timeout=10)
+            options: dict[str, Any] = {"transport": transport, "retry_policy": retry}
             if self._storage.connection_string:
                 self._service = QueueServiceClient.from_connection_string(self._storage.connection_string, **options)
             else:

@@ -22,14 +22,16 @@ import logging
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import PartnerCenterError, ProductUpgradeError, ValidationError
 from shared.ids import correlation_guid
 from shared.ledger import Ledger, UpgradeRecord, UpgradeState, iso, utc_now
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
-from shared.partner_center import PartnerCenterClient
 from shared.scheduler import Scheduler
+
+if TYPE_CHECKING:  # the client imports requests; the tracker adapter imports this module at indexing
+    from shared.partner_center import PartnerCenterClient
 
 log = logging.getLogger(__name__)
 

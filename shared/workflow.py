@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from shared.errors import IdempotencyKeyReusedError, NotEligibleError, PartnerCenterError, ProductUpgradeError
 from shared.ids import ID_NAMESPACE, OperationIds, correlation_guid, request_id_for
@@ -14,8 +15,10 @@ from shared.models import (
     ProductUpgradesEligibility,
     ProductUpgradesStatus,
 )
-from shared.partner_center import PartnerCenterClient
-from shared.tracking import UpgradeTracker
+
+if TYPE_CHECKING:  # the client imports requests; the adapters import this module, and indexing stays quick
+    from shared.partner_center import PartnerCenterClient
+    from shared.tracking import UpgradeTracker
 
 __all__ = ["ID_NAMESPACE", "OperationIds", "ProductUpgradeWorkflow", "correlation_guid", "request_id_for"]
 

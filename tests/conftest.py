@@ -14,6 +14,7 @@ import pytest
 
 from sandbox.server import stop_all_servers
 from sandbox.tls import CA_ENV_VARS
+from shared import logs
 from tests.fakes import (
     APP_SECRET,
     DEFAULT_SECRETS,
@@ -164,6 +165,8 @@ def secrets_never_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptu
     included), every access token Entra and the managed identity issued, and the Key Vault secret values.
     """
     caplog.set_level(logging.DEBUG)
+    for name in logs.SDK_LOGGERS:  # quiet in production (logs.install); here they must show what they would log
+        caplog.set_level(logging.DEBUG, logger=name)
     # Requested before the test, so that they are torn down after this check.
     used = [name for name in ("entra", "managed_identity") if name in request.fixturenames]
     fakes = {name: request.getfixturevalue(name) for name in used}

@@ -41,6 +41,18 @@ def test_import_and_indexing_need_no_settings():
     )
 
 
+def test_import_and_indexing_load_no_sdk():
+    """The SDKs are imported where first needed: a cold start indexes the functions without them."""
+    code = (
+        "import sys, function_app; function_app.app.get_functions(); "
+        "print(sorted(m for m in ('requests', 'azure.core', 'azure.identity', 'azure.keyvault.secrets', "
+        "'azure.data.tables', 'azure.storage.queue', 'msal') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def bindings(name):
     return {b["name"]: b for b in json.loads(indexed_functions()[name].get_function_json())["bindings"]}
 

@@ -170,3 +170,15 @@ def test_point4_ids_cannot_forge_log_lines_or_fields(caplog):
     assert first.correlationId == '"c-1] [requestId=forged\\nERROR fake line"' and first.messageId == "m-1"
     assert not hasattr(first, "requestId")
     assert second.requestId == "x" * logs.MAX_FIELD_LENGTH
+
+
+def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.NOTSET, logger="azure.core")  # as in a fresh worker (the fixture set DEBUG)
+    caplog.set_level(logging.DEBUG, logger="azure.identity")  # an operator's choice
+    logs.quiet_sdk_loggers()
+    assert logging.getLogger("azure.core").level == logging.WARNING
+    http_logging = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+    assert not http_logging.isEnabledFor(logging.INFO) and http_logging.isEnabledFor(logging.WARNING)
+    assert logging.getLogger("azure.identity").level == logging.DEBUG
+    assert logging.getLogger("shared.workflow").isEnabledFor(logging.INFO)

@@ -1,10 +1,12 @@
 """Secrets from the loopback Key Vault, read with the real SecretClient and DefaultAzureCredential."""
 
 import json
+import threading
 import time
 
 import pytest
 
+from sandbox.server import Response
 from shared.errors import MissingSettingError, SecretStoreError
 from shared.secrets import EnvironmentSecretStore, PartnerCenterCredentials
 from tests.fakes import (
@@ -12,6 +14,7 @@ from tests.fakes import (
     APP_ID_SECRET_NAME,
     APP_SECRET,
     APP_SECRET_SECRET_NAME,
+    DEFAULT_SECRETS,
     REFRESH_TOKEN,
     REFRESH_TOKEN_SECRET_NAME,
 )
@@ -139,3 +142,23 @@ def test_a_slow_vault_is_given_up_within_the_invocation_budget(key_vault):
     with time_budget(1.0), pytest.raises(SecretStoreError):
         vault_store(key_vault).load()
     assert time.monotonic() - started < 2.5
+
+
+def test_the_three_reads_are_in_flight_together(key_vault):
+    """The vault holds each authenticated read until all three have arrived: reads one after another
+    would break the barrier (a 503 the test sees as a failure), reads side by side all pass it."""
+    barrier = threading.Barrier(len(DEFAULT_SECRETS), timeout=10)
+    inner = key_vault.handle
+
+    def handle(req):
+        if req.method == "GET" and req.headers.get("Authorization") and req.path.lower().startswith("/secrets/"):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                return Response.json(503, {"error": {"code": "NotConcurrent", "message": "reads came one by one"}})
+        return inner(req)
+
+    key_vault.handle = handle
+    store = vault_store(key_vault, retry_total=0)
+    assert store.load() == PartnerCenterCredentials(APP_ID, APP_SECRET, REFRESH_TOKEN)
+    assert key_vault.gets == {name: 1 for name in DEFAULT_SECRETS}

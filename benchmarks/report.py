@@ -1,0 +1,218 @@
+"""Targets: each figure against its target, PASS or MISS; the table; the machine it ran on."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    memory_kib = 0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            memory_kib = int(next(line for line in meminfo if line.startswith("MemTotal")).split()[1])
+    except (OSError, StopIteration, ValueError):
+        pass
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line for line in cpuinfo if line.startswith("model name")).split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+
+
+def _row(section: str, figure: str, value: float, target: float, shown: str, *, at_most: bool = True) -> dict[str, Any]:
+    passed = value <= target if at_most else value >= target
+    return {
+        "section": section,
+        "figure": figure,
+        "value": value,
+        "shown": shown,
+        "target": ("<= " if at_most else ">= ") + f"{target:g}",
+        "verdict": "PASS" if passed else "MISS",
+    }
+
+
+def _ratio(summary: dict[str, float]) -> str:
+    return f"{summary['median']:.2f}x ({summary['min']:.2f}-{summary['max']:.2f}, n={summary['rounds']})"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    warm = results.get("warm")
+    if warm:
+        plain, stored = warm["without_storage"], warm["with_storage"]
+        # Without storage there is no tracking (the tracker needs the ledger and the queues).
+        for data, section, floor, limit in (
+            (plain, "warm, no storage", "bare POST", 1.15),
+            (stored, "warm, storage", "bare POST + same SDK storage calls", 1.2),
+        ):
+            for path in ("http", "http_keyed", "queue", "tracking"):
+                if path in data:
+                    summary = data[path]
+                    rows.append(_row(section, f"{path}: CPU vs {floor}", summary["median"], limit, _ratio(summary)))
+        for name, data in (("no storage", plain), ("storage", stored)):
+            rows.append(
+                _row(
+                    f"warm, {name}",
+                    "Azure SDK log records per create at INFO",
+                    data["sdk_log_records_per_create"],
+                    0,
+                    f"{data['sdk_log_records_per_create']:.2f}",
+                )
+            )
+            rows.append(
+                _row(
+                    f"warm, {name}",
+                    "environment scans per create",
+                    data["environment_scans_per_create"],
+                    0,
+                    f"{data['environment_scans_per_create']:.2f} "
+                    f"(bare POST: {data['environment_scans_per_bare_post']:.2f})",
+                )
+            )
+    calls = results.get("calls_and_memory")
+    if calls:
+        small, large = calls["n"]
+        at = calls["calls_at_large_n"]
+        rows.append(
+            _row("outbound calls", f"token requests at N={large}", at["token_requests"], 1, str(at["token_requests"]))
+        )
+        rows.append(
+            _row(
+                "outbound calls",
+                f"Key Vault secret reads at N={large}",
+                at["key_vault_reads"],
+                3,
+                str(at["key_vault_reads"]),
+            )
+        )
+        rows.append(
+            _row(
+                "outbound calls",
+                f"Partner Center POSTs at N={large}",
+                at["partner_center_calls"],
+                large,
+                f"{at['partner_center_calls']} (N={large})",
+            )
+        )
+        rows.append(
+            _row(
+                "outbound calls",
+                "storage requests per create, no Idempotency-Key",
+                calls["storage_requests_per_create"],
+                2,
+                f"{calls['storage_requests_per_create']:.2f}",
+            )
+        )
+        rows.append(
+            _row(
+                "outbound calls",
+                "storage requests per create, Idempotency-Key",
+                calls["storage_requests_per_keyed_create"],
+                3,
+                f"{calls['storage_requests_per_keyed_create']:.2f}",
+            )
+        )
+        rss = calls["peak_rss_kib"]
+        rows.append(
+            _row(
+                "memory",
+                f"peak RSS growth N={small} -> N={large}",
+                calls["rss_growth_kib"],
+                1024,
+                f"{calls['rss_growth_kib']:.0f} KiB ({rss[str(small)] / 1024:.1f} -> {rss[str(large)] / 1024:.1f} MiB)",
+            )
+        )
+    cold = results.get("cold_start")
+    if cold:
+        ms = cold["import_cpu_ms"]
+        rows.append(
+            _row(
+                "cold start",
+                "import function_app + index vs import azure.functions (CPU)",
+                cold["import_ratio"]["median"],
+                1.5,
+                f"{_ratio(cold['import_ratio'])}; {ms['function-app']:.0f} vs {ms['azure-functions']:.0f} ms",
+            )
+        )
+        rows.append(
+            _row(
+                "cold start",
+                "Key Vault secret reads in flight at once (first 202)",
+                cold["key_vault_reads_in_flight_at_once"],
+                3,
+                str(cold["key_vault_reads_in_flight_at_once"]),
+                at_most=False,
+            )
+        )
+        wall = cold["first_202_wall_ms"]
+        rows.append(
+            {
+                "section": "cold start",
+                "figure": "fresh process to first 202 vs the same calls made directly (wall)",
+                "value": cold["first_202_ratio"]["median"],
+                "shown": f"{_ratio(cold['first_202_ratio'])}; "
+                f"{wall['first-202']:.0f} vs {wall['first-202-floor']:.0f} ms",
+                "target": "(figure)",
+                "verdict": "-",
+            }
+        )
+    drains = dict(results.get("drain") or {})
+    capacity = drains.pop("capacity", None)
+    drains.pop("load_average", None)
+    if capacity:
+        rows.append(
+            {
+                "section": f"drain, no throttle, {capacity['messages']} msgs, {capacity['workers']} workers",
+                "figure": "harness capacity (Azurite, fakes, workers on this machine)",
+                "value": capacity["messages_per_second"],
+                "shown": f"{capacity['messages_per_second']:.1f} msgs/s",
+                "target": "(figure)",
+                "verdict": "-",
+            }
+        )
+    for label, run in drains.items():
+        section = f"drain {label}/s, {run['messages']} msgs, {run['workers']} workers"
+        rows.append(
+            _row(
+                section,
+                "drain time vs ideal messages/R",
+                run["drain_ratio"],
+                1.25,
+                f"{run['drain_ratio']:.2f}x ({run['drain_seconds']:.1f} s vs {run['ideal_seconds']:.0f} s)",
+            )
+        )
+        rows.append(
+            _row(
+                section,
+                "throttled calls / all calls",
+                run["throttled_fraction"],
+                0.10,
+                f"{run['throttled_fraction']:.1%} ({run['throttled_calls']} of {run['partner_center_calls']})",
+            )
+        )
+        lost = run["messages_without_result"]
+        duplicated = run["messages_with_two_results"] + run["duplicate_upgrades"]
+        rows.append(_row(section, "messages lost / duplicated", lost + duplicated, 0, f"{lost} / {duplicated}"))
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    headers = ("section", "figure", "measured", "target", "")
+    table = [(r["section"], r["figure"], r["shown"], r["target"], r["verdict"]) for r in rows]
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *table, strict=False)]
+    line = "  ".join("{:<" + str(w) + "}" for w in widths)
+    print(line.format(*headers))
+    print(line.format(*("-" * w for w in widths)))
+    for row in table:
+        print(line.format(*row))
