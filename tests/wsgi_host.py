@@ -71,15 +71,16 @@ class FunctionsWsgiApp:
         path = environ.get("PATH_INFO", "")
         response = self.dispatch(environ, method, path)
         headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-type"]
-        headers.append(("Content-Type", response.headers.get("Content-Type") or response.mimetype))
         body = response.get_body() or b""
+        if body:  # the host's own answers (401, 404) have no body and no Content-Type
+            headers.append(("Content-Type", response.headers.get("Content-Type") or response.mimetype))
         status = response.status_code
         start_response(f"{status} {HTTPStatus(status).phrase}", headers)
         return [body]
 
     def dispatch(self, environ: dict[str, Any], method: str, path: str) -> func.HttpResponse:
         if not path.startswith(ROUTE_PREFIX + "/"):
-            return func.HttpResponse("not found", status_code=404)
+            return func.HttpResponse(status_code=404)
         relative = path[len(ROUTE_PREFIX) + 1 :]
         for route in self.routes:
             match = route.pattern.match(relative)
@@ -88,7 +89,7 @@ class FunctionsWsgiApp:
                 if route.auth_level != "ANONYMOUS" and not self.authorized(req):
                     return func.HttpResponse(status_code=401)
                 return self.functions[route.function_name](req)
-        return func.HttpResponse("not found", status_code=404)
+        return func.HttpResponse(status_code=404)
 
     def authorized(self, req: func.HttpRequest) -> bool:
         key = req.headers.get("x-functions-key") or req.params.get("code")
