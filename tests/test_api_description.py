@@ -25,6 +25,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
 from shared import api_description, http_api
+from shared.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.models import (
     ErrorDetails,
     ProductUpgradeRequest,
@@ -149,6 +150,19 @@ def test_schemas_carry_the_keys_the_models_write(definition):
     assert properties(definition, "UpgradesLineItem") == set(line_item.to_json())
     assert properties(definition, "UpgradeProduct") == set(UpgradeProduct(None, None).to_json())
     assert properties(definition, "ErrorDetails") == set(ErrorDetails(None, None).to_json())
+
+
+def test_list_schema_carries_the_ledgers_item_and_limits(definition):
+    now = utc_now()
+    record = UpgradeRecord("u-1", "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a", "Azure", "running", "k", now, now)
+    item = schema_of(definition, "TrackedProductUpgrade")
+    assert set(item["properties"]) == set(item["required"]) == set(record.to_json())
+    assert item["properties"]["state"]["enum"] == list(UPGRADE_STATES)
+    parameters = {p["name"]: p for p in operations(definition)[("GET", "productupgrades")]["parameters"]}
+    assert parameters["state"]["enum"] == list(UPGRADE_STATES)
+    assert (parameters["top"]["minimum"], parameters["top"]["maximum"]) == (1, MAX_PAGE_SIZE)
+    assert parameters["top"]["default"] == http_api.DEFAULT_PAGE_SIZE
+    assert set(schema_of(definition, "ProductUpgradePage")["properties"]) == {"items", "continuationToken"}
 
 
 def test_problem_schema_covers_what_the_adapter_writes(definition):

@@ -5,7 +5,7 @@ definition language), that every route they call is one of the app's HTTP routes
 pattern is never switched off, and they replay what the runtime would do: the create-and-wait HTTP action's
 request goes to the function app through a WSGI stand-in for the host, then Location is followed while it
 answers 202 (honouring Retry-After) until the 200 that the Switch branches on; the enqueue workflow's message
-is one the queue function accepts; the outcomes workflow reads the keys an outcome message carries.
+is one the queue function accepts; the outcomes workflow parses the outcome messages the app writes.
 """
 
 from __future__ import annotations
@@ -15,15 +15,19 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import jsonschema
 import pytest
 from pycep import BicepParser
 from werkzeug.test import Client
 
+from shared.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
+from shared.tracking import outcome_message
 from tests.fakes import CUSTOMER_ID
 from tests.harness import follow_async_pattern
 from tests.wsgi_host import FunctionsWsgiApp, http_routes
@@ -35,20 +39,6 @@ WORKFLOW_SCHEMA = (
     "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#"
 )
 WORKFLOWS = sorted(EXAMPLES.glob("*.workflow.json"))
-#: Keys of an outcome message (the contract's Tracking section).
-OUTCOME_KEYS = {
-    "outcome",
-    "upgradeId",
-    "customerId",
-    "productFamily",
-    "requestId",
-    "correlationId",
-    "partnerCenterStatus",
-    "acceptedAt",
-    "endedAt",
-    "lineItems",
-    "errorDetails",
-}
 #: Keys of a request message (the contract's Queue function section).
 REQUEST_MESSAGE_KEYS = {"customerId", "productFamily", "correlationId", "requestId"}
 FUNCTION_KEY = "logic-app-key"
@@ -287,8 +277,20 @@ def test_outcomes_workflow_reads_the_outcome_message(app_env):
     loop = definition["actions"]["For_each_outcome"]
     parse = loop["actions"]["Parse_outcome"]
     schema = parse["inputs"]["schema"]
-    assert set(schema["properties"]) == OUTCOME_KEYS
-    assert set(schema["properties"]["outcome"]["enum"]) == {"completed", "failed", "expired"}
+    now = utc_now()
+    running = UpgradeRecord("u-1", CUSTOMER_ID, "Azure", "running", "k", now, now)
+    completed = replace(
+        running, state="completed", partner_center_status="Completed", request_id="crm-1", ended_at=now,
+        line_items=[{"status": "Completed"}],
+    )  # fmt: skip
+    expired = replace(running, state="expired")  # nulls where nothing is known
+    failed = replace(running, state="failed", error_details={"code": "1", "description": "no"}, ended_at=now)
+    for record in (completed, expired, failed):
+        message = outcome_message(record)
+        assert set(schema["properties"]) == set(message)
+        # what the ParseJson action would do with it
+        assert list(jsonschema.Draft4Validator(schema).iter_errors(message)) == [], record.state
+    assert set(schema["properties"]["outcome"]["enum"]) == set(UPGRADE_STATES) - {"running"}
     # deleted only after the CRM was told
     assert loop["actions"]["Delete_handled_message"]["runAfter"] == {"Branch_on_outcome": ["Succeeded"]}
     for name in ("Get_outcome_messages",):
