@@ -29,7 +29,7 @@ from shared.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
 from shared.tracking import outcome_message
 from tests.fakes import CUSTOMER_ID
-from tests.harness import follow_async_pattern
+from tests.harness import Host, follow_async_pattern
 from tests.wsgi_host import FunctionsWsgiApp, http_routes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,6 +272,31 @@ def test_enqueue_workflow_puts_a_message_the_queue_function_accepts(app_env):
     assert result["status"] == "accepted" and result["error"] is None
     assert result["customerId"] == CUSTOMER_ID and result["correlationId"] == RUN_NAME
     assert result["requestId"] is None  # the caller gave none: the workflow sent "" and the app read it as absent
+
+
+def test_queue_workflows_end_to_end_through_the_app(stored_app, azurite):
+    """The enqueue workflow's message on the real requests queue, the host's loop running the queue and tracking
+    functions, the outcome message parsed and branched on as the outcomes workflow does."""
+    stored_app.partner_center.complete_after_polls(1)
+    host = Host(azurite.connection_string)
+    compose = load("enqueue-request.workflow.json")["actions"]["Compose_request_message"]
+    message = evaluate(compose["inputs"], {}) | {"requestId": "crm-2001"}
+    # What Put_request_on_queue sends as MessageText: base64 of the composed JSON.
+    host.requests.send_message(base64.b64encode(json.dumps(message).encode()).decode())
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    [result] = host.results
+    [outcome] = host.outcomes
+    assert result["status"] == "accepted" and result["requestId"] == "crm-2001"
+
+    loop = load("react-to-outcomes.workflow.json")["actions"]["For_each_outcome"]
+    schema = loop["actions"]["Parse_outcome"]["inputs"]["schema"]
+    assert list(jsonschema.Draft4Validator(schema).iter_errors(outcome)) == []
+    switch = loop["actions"]["Branch_on_outcome"]
+    assert evaluate(switch["expression"], {}, {"Parse_outcome": outcome}) == "completed"
+    [case] = [c for c in switch["cases"].values() if c["case"] == "completed"]
+    sent = evaluate(case["actions"]["Tell_CRM_completed"]["inputs"]["body"], {}, {"Parse_outcome": outcome})
+    assert (sent["requestId"], sent["upgradeId"]) == ("crm-2001", result["upgradeId"])
+    assert sent["lineItems"] == outcome["lineItems"] and sent["lineItems"]
 
 
 def test_outcomes_workflow_reads_the_outcome_message(app_env):
