@@ -5,7 +5,7 @@ Each function hands over to the shared package in a line; importing this module 
 
 import azure.functions as func
 
-from shared import http_api, logs, queue_worker, tracker
+from shared import api_description, http_api, logs, queue_worker, tracker
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -52,3 +52,8 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route="health/details", methods=["GET"])
 def health_details(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.health_details(req)
+
+
+@app.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi_definition(req: func.HttpRequest) -> func.HttpResponse:
+    return api_description.serve(req)

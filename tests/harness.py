@@ -291,3 +291,20 @@ def run_queue_function_or_none(message: Any) -> str | None:
     out = OutCollector()
     user_functions()["product_upgrade_from_queue"](msg, out)
     return out.value
+
+
+def follow_async_pattern(response: Any, get: Any, *, max_polls: int = 10) -> tuple[Any, int, float]:
+    """What a Logic App's HTTP action does by default with a ``202``: wait ``Retry-After`` seconds (none: at
+    once), GET the absolute ``Location``, until an answer that is not ``202``. ``get(url)`` makes the call;
+    returns the final response, the number of polls and the seconds waited."""
+    polls, waited = 0, 0.0
+    while response.status_code == 202:
+        assert polls < max_polls, "still 202 after too many polls"
+        location = response.headers["Location"]
+        assert location.startswith(("https://", "http://")), "Location must be absolute"
+        retry_after = float(response.headers.get("Retry-After") or 0)
+        time.sleep(retry_after)
+        waited += retry_after
+        response = get(location)
+        polls += 1
+    return response, polls, waited

@@ -35,6 +35,7 @@ def test_import_and_indexing_need_no_settings():
             "health",
             "health_details",
             "list_product_upgrades",
+            "openapi_definition",
             "product_upgrade_from_queue",
             "track_product_upgrade",
         ]

@@ -1,7 +1,6 @@
 """The HTTP functions, called as the host calls them, against the loopback Entra ID and Partner Center."""
 
 import json
-import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,6 +10,7 @@ from hypothesis import strategies as st
 
 from shared.workflow import request_id_for
 from tests.fakes import CUSTOMER_ID
+from tests.harness import follow_async_pattern
 
 PROBLEM = "application/problem+json"
 
@@ -290,18 +290,15 @@ def test_logic_apps_poller_follows_location_until_completed(app_env):
     """What a Logic App's HTTP action does by default: POST, then GET Location while 202, after Retry-After."""
     app_env.partner_center.complete_after_polls(2)
     response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "key-1"})
-    polls, waited = 0, 0.0
-    while response.status_code == 202:
-        location = urlsplit(response.headers["Location"])
+
+    def get(url):
+        location = urlsplit(url)
         query = {k: v[0] for k, v in parse_qs(location.query).items()}
         assert query["code"] == "key-1"
-        retry_after = float(response.headers.get("Retry-After", "0"))
-        time.sleep(retry_after)
-        waited += retry_after
-        upgrade_id = location.path.rsplit("/", 1)[1]
-        response = app_env.status(upgrade_id, query)
-        polls += 1
-        assert polls < 10
+        return app_env.status(location.path.rsplit("/", 1)[1], query)
+
+    response, polls, waited = follow_async_pattern(response, get)
+    upgrade_id = json.loads(response.get_body())["upgradeId"]
     assert response.status_code == 200
     body = json.loads(response.get_body())
     assert body["status"] == "Completed" and body["upgradeId"] == upgrade_id

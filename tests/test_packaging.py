@@ -205,7 +205,8 @@ def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock
 # Deployment package
 
 # The app: what the Functions host loads and what the remote build installs. Nothing else is deployed.
-APP_FILES = {"function_app.py", "host.json", "requirements.txt"}
+# The connector's definition too: GET /api/openapi.json serves it.
+APP_FILES = {"function_app.py", "host.json", "requirements.txt", "connector/apiDefinition.swagger.json"}
 APP_PACKAGE = "shared/"
 
 # Files a developer's or CI's working tree holds besides the tracked ones; none of them may be deployed.
@@ -234,7 +235,8 @@ LOCAL_ARTEFACTS = [
     # Parts of the project that are not the app (some arrive with later issues).
     "sandbox/__init__.py",
     "benchmarks/bench_queue.py",
-    "connector/apiDefinition.swagger.json",
+    "connector/apiProperties.json",
+    "connector/settings.json",
     "examples/logic-apps/create-and-wait.json",
     ".github/workflows/ci.yml",
     ".devcontainer/devcontainer.json",

@@ -1,0 +1,148 @@
+// The three example Logic Apps (Consumption) beside a deployed function app. Optional: azd up does not deploy
+// them. Deploy into the app's resource group, with names from azd's environment (`azd env get-values`):
+//   az deployment group create -g "$AZURE_RESOURCE_GROUP" -f examples/logic-apps/main.bicep \
+//     -p functionAppName="$AZURE_FUNCTION_APP_NAME" storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
+//     -p notifyUrl='https://crm.example.com/hooks/upgrades'
+// The workflows reach the storage queues with their own system-assigned identities (storage is identity-only),
+// and the function with its default host key, read here at deployment and kept as a secure parameter.
+
+@description('Name of the function app (azd output AZURE_FUNCTION_APP_NAME).')
+param functionAppName string
+
+@description('Name of the app\'s storage account (azd output AZURE_STORAGE_ACCOUNT_NAME).')
+param storageAccountName string
+
+@description('Where the workflows post outcomes: your CRM\'s webhook URL (it may carry a key, hence secure).')
+@secure()
+param notifyUrl string
+
+@description('PRODUCT_UPGRADE_REQUESTS_QUEUE of the app.')
+param requestsQueueName string = 'product-upgrade-requests'
+
+@description('PRODUCT_UPGRADE_OUTCOMES_QUEUE of the app.')
+param outcomesQueueName string = 'product-upgrade-outcomes'
+
+param location string = resourceGroup().location
+
+param tags object = {}
+
+// Built-in role definition ids (the same in every Azure cloud).
+// Storage Queue Data Message Sender: put messages (the enqueue workflow, on the requests queue only).
+var queueMessageSenderRoleId = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+// Storage Queue Data Message Processor: peek, receive and delete (the outcomes workflow, on the outcomes queue only).
+var queueMessageProcessorRoleId = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
+  name: functionAppName
+}
+
+resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource requestsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: requestsQueueName
+}
+
+resource outcomesQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: outcomesQueueName
+}
+
+resource createAndWait 'Microsoft.Logic/workflows@2019-05-01' = {
+  name: 'logic-upgrade-create-and-wait-${uniqueString(functionApp.id)}'
+  location: location
+  tags: tags
+  properties: {
+    state: 'Enabled'
+    definition: loadJsonContent('create-and-wait.workflow.json')
+    parameters: {
+      functionAppUrl: {
+        value: 'https://${functionApp.properties.defaultHostName}'
+      }
+      functionKey: {
+        value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
+      }
+      notifyUrl: {
+        value: notifyUrl
+      }
+    }
+  }
+}
+
+resource enqueueRequest 'Microsoft.Logic/workflows@2019-05-01' = {
+  name: 'logic-upgrade-enqueue-${uniqueString(functionApp.id)}'
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    state: 'Enabled'
+    definition: loadJsonContent('enqueue-request.workflow.json')
+    parameters: {
+      storageAccountName: {
+        value: storageAccount.name
+      }
+      requestsQueue: {
+        value: requestsQueue.name
+      }
+    }
+  }
+}
+
+resource reactToOutcomes 'Microsoft.Logic/workflows@2019-05-01' = {
+  name: 'logic-upgrade-outcomes-${uniqueString(functionApp.id)}'
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    state: 'Enabled'
+    definition: loadJsonContent('react-to-outcomes.workflow.json')
+    parameters: {
+      storageAccountName: {
+        value: storageAccount.name
+      }
+      outcomesQueue: {
+        value: outcomesQueue.name
+      }
+      notifyUrl: {
+        value: notifyUrl
+      }
+    }
+  }
+}
+
+resource enqueueCanSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(requestsQueue.id, enqueueRequest.id, queueMessageSenderRoleId)
+  scope: requestsQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageSenderRoleId)
+    principalId: enqueueRequest.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource outcomesCanProcess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(outcomesQueue.id, reactToOutcomes.id, queueMessageProcessorRoleId)
+  scope: outcomesQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageProcessorRoleId)
+    principalId: reactToOutcomes.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Names only; the trigger URLs carry a SAS signature: read them with
+// az rest --method post --uri "<workflow id>/triggers/When_an_upgrade_is_requested/listCallbackUrl?api-version=2019-05-01"
+output CREATE_AND_WAIT_WORKFLOW string = createAndWait.name
+output ENQUEUE_WORKFLOW string = enqueueRequest.name
+output OUTCOMES_WORKFLOW string = reactToOutcomes.name

@@ -1,0 +1,372 @@
+"""The Logic Apps examples (``examples/logic-apps/``): complete workflow definitions that call only what exists.
+
+No Logic Apps runtime runs here, so the tests check the definitions' structure (the 2016-06-01 workflow
+definition language), that every route they call is one of the app's HTTP routes, that the asynchronous
+pattern is never switched off, and they replay what the runtime would do: the create-and-wait HTTP action's
+request goes to the function app through a WSGI stand-in for the host, then Location is followed while it
+answers 202 (honouring Retry-After) until the 200 that the Switch branches on; the enqueue workflow's message
+is one the queue function accepts; the outcomes workflow parses the outcome messages the app writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jsonschema
+import pytest
+from pycep import BicepParser
+from werkzeug.test import Client
+
+from shared.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
+from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
+from shared.tracking import outcome_message
+from tests.fakes import CUSTOMER_ID
+from tests.harness import Host, follow_async_pattern
+from tests.wsgi_host import FunctionsWsgiApp, http_routes
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "logic-apps"
+BICEP_TYPES_CHECK = REPO.parent / "shared" / "tools" / "bicep-types" / "check.py"
+WORKFLOW_SCHEMA = (
+    "https://schema.management.azure.com/providers/Microsoft.Logic/schemas/2016-06-01/workflowdefinition.json#"
+)
+WORKFLOWS = sorted(EXAMPLES.glob("*.workflow.json"))
+#: Keys of a request message (the contract's Queue function section).
+REQUEST_MESSAGE_KEYS = {"customerId", "productFamily", "correlationId", "requestId"}
+FUNCTION_KEY = "logic-app-key"
+BASE_URL = "https://func-upgrades.azurewebsites.net"
+
+
+def load(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((EXAMPLES / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+def actions_in(scope: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every action of a definition or container action, nested ones included (Switch, Foreach, Scope, If)."""
+    found: dict[str, dict[str, Any]] = {}
+    containers = [scope.get("actions", {})]
+    containers += [case.get("actions", {}) for case in scope.get("cases", {}).values()]
+    containers += [scope.get(key, {}).get("actions", {}) for key in ("default", "else")]
+    for container in containers:
+        for name, action in container.items():
+            found[name] = action
+            found.update(actions_in(action))
+    return found
+
+
+def sibling_groups(scope: dict[str, Any]) -> list[dict[str, dict[str, Any]]]:
+    """Each set of actions that share one scope (runAfter may only name a sibling)."""
+    groups = [scope.get("actions", {})]
+    groups += [case.get("actions", {}) for case in scope.get("cases", {}).values()]
+    groups += [scope.get(key, {}).get("actions", {}) for key in ("default", "else")]
+    nested = [group for action in [a for g in groups for a in g.values()] for group in sibling_groups(action)]
+    return [g for g in groups if g] + nested
+
+
+def strings_in(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in strings_in(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in strings_in(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def route_of(uri: str) -> str | None:
+    """The app route an HTTP action's uri calls (what follows ``/api/``), or None for another service."""
+    match = re.search(r"/api/([^?]*)$", uri)
+    return match.group(1) if match else None
+
+
+def app_route_matches(method: str, route: str) -> bool:
+    return any(r.pattern.match(route) and method in r.methods for r in http_routes())
+
+
+# -- every workflow ------------------------------------------------------------------------------------------
+
+
+def test_the_three_examples_are_there_and_in_the_readme():
+    assert [w.name for w in WORKFLOWS] == [
+        "create-and-wait.workflow.json",
+        "enqueue-request.workflow.json",
+        "react-to-outcomes.workflow.json",
+    ]
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert all(f"`{w.name}`" in readme for w in WORKFLOWS)
+    assert "examples/logic-apps/main.bicep" in readme
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_a_complete_definition(path):
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    assert definition["$schema"] == WORKFLOW_SCHEMA
+    assert definition["contentVersion"] == "1.0.0.0"
+    assert len(definition["triggers"]) == 1 and definition["actions"] and "outputs" in definition
+    for name, action in actions_in(definition).items():
+        assert action["type"] in {"Http", "Response", "Switch", "Foreach", "Compose", "ParseJson"}, name
+        assert "runAfter" in action, name
+    for group in sibling_groups(definition):
+        for name, action in group.items():
+            for previous, statuses in action["runAfter"].items():
+                assert previous in group, f"{name} runs after {previous}, which is not beside it"
+                assert set(statuses) <= {"Succeeded", "Failed", "Skipped", "TimedOut"}
+    declared = set(definition.get("parameters", {}))
+    used = {m for s in strings_in(definition) for m in re.findall(r"parameters\('([^']+)'\)", s)}
+    assert used == declared, "parameters used and declared differ"
+    referenced = {m for s in strings_in(definition) for m in re.findall(r"(?:body|outputs)\('([^']+)'\)", s)}
+    assert referenced <= set(actions_in(definition)), "an expression names an action that does not exist"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_never_disables_the_asynchronous_pattern(path):
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    assert "DisableAsyncPattern" not in path.read_text(encoding="utf-8")
+    for action in actions_in(definition).values():
+        assert "DisableAsyncPattern" not in action.get("operationOptions", "")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_calls_only_routes_that_exist(path):
+    definition = json.loads(path.read_text(encoding="utf-8"))
+    for name, action in actions_in(definition).items():
+        if action["type"] == "Http" and (route := route_of(action["inputs"]["uri"])) is not None:
+            assert app_route_matches(action["inputs"]["method"].upper(), route), f"{name}: {route}"
+
+
+def test_route_check_can_fail():
+    assert app_route_matches("POST", "productupgrades")
+    assert not app_route_matches("POST", "productupgrade")
+    assert not app_route_matches("DELETE", "productupgrades/abc")
+    assert route_of("https://x.queue.core.windows.net/q/messages") is None
+
+
+# -- create and wait: the HTTP action and the asynchronous pattern, replayed -------------------------------------
+
+TRIGGER_BODY = {"customerId": CUSTOMER_ID, "orderId": "crm-order-1017"}
+RUN_NAME = "08585000000000000000000000000CU00"
+PARAMETERS = {"functionAppUrl": BASE_URL, "functionKey": FUNCTION_KEY, "notifyUrl": "https://crm.example/hooks"}
+
+
+def evaluate(value: Any, parameters: dict[str, str], bodies: dict[str, Any] | None = None) -> Any:
+    """The few workflow expressions the examples use, evaluated as the runtime would; any other fails the test."""
+    bodies = bodies or {}
+    if isinstance(value, dict):
+        return {k: evaluate(v, parameters, bodies) for k, v in value.items()}
+    if not isinstance(value, str) or "@" not in value:
+        return value
+
+    def one(expression: str) -> Any:
+        if m := re.fullmatch(r"parameters\('([^']+)'\)", expression):
+            return parameters[m.group(1)]
+        if m := re.fullmatch(r"triggerBody\(\)\?\['([^']+)'\]", expression):
+            return TRIGGER_BODY.get(m.group(1))
+        if expression == "workflow()?['run']?['name']":
+            return RUN_NAME
+        if m := re.fullmatch(r"body\('([^']+)'\)\?\['([^']+)'\]", expression):
+            return bodies[m.group(1)].get(m.group(2))
+        if m := re.fullmatch(r"body\('([^']+)'\)", expression):
+            return bodies[m.group(1)]
+        if m := re.fullmatch(r"outputs\('([^']+)'\)\?\['statusCode'\]", expression):
+            return bodies[m.group(1)]["status"]  # a problem's status is the response's
+        if m := re.fullmatch(r"toLower\(coalesce\(body\('([^']+)'\)\?\['([^']+)'\], ''\)\)", expression):
+            return (bodies[m.group(1)].get(m.group(2)) or "").lower()
+        raise AssertionError(f"expression not understood by the test: {expression}")
+
+    if value.startswith("@") and not value.startswith("@{"):
+        return one(value[1:])
+    # Interpolation writes null as an empty string.
+    return re.sub(r"@\{([^}]*)\}", lambda m: "" if (v := one(m.group(1))) is None else str(v), value)
+
+
+def test_create_and_wait_follows_location_to_the_end_and_branches_on_status(stored_app):
+    definition = load("create-and-wait.workflow.json")
+    action = definition["actions"]["Upgrade_customer_to_Azure_plan"]
+    assert action.get("operationOptions", "") == ""  # the asynchronous pattern is on
+    assert action["inputs"]["queries"] == {"code": "@parameters('functionKey')"}  # a key the poller can follow
+    parameters = PARAMETERS
+    inputs = evaluate(action["inputs"], parameters)
+    stored_app.partner_center.complete_after_polls(2)
+
+    client = Client(FunctionsWsgiApp([FUNCTION_KEY]))
+    uri = urlsplit(inputs["uri"])
+    first = client.open(
+        uri.path,
+        base_url=f"{uri.scheme}://{uri.netloc}",
+        method=inputs["method"],
+        query_string=urlencode(inputs["queries"]),
+        headers=inputs["headers"],
+        json=inputs["body"],
+    )
+    assert first.status_code == 202, first.get_data(as_text=True)
+    assert urlsplit(first.headers["Location"]).netloc == uri.netloc
+
+    def get(url: str) -> Any:
+        location = urlsplit(url)  # the poller sends no header of the action: the key travels in the URL
+        return client.get(location.path, base_url=f"{location.scheme}://{location.netloc}", query_string=location.query)
+
+    final, polls, waited = follow_async_pattern(first, get)
+    assert final.status_code == 200 and polls == 3 and waited >= 2
+    body = final.get_json()
+    assert body["status"] == "Completed" and body["customerId"] == CUSTOMER_ID
+
+    switch = definition["actions"]["Branch_on_status"]
+    branch = evaluate(switch["expression"], parameters, {"Upgrade_customer_to_Azure_plan": body})
+    [case] = [c for c in switch["cases"].values() if c["case"] == branch]
+    [notify] = case["actions"].values()
+    sent = evaluate(notify["inputs"]["body"], parameters, {"Upgrade_customer_to_Azure_plan": body})
+    assert sent["outcome"] == "completed" and sent["upgradeId"] == body["upgradeId"]
+    # the same order replayed (a retried run) returns the same upgrade: Idempotency-Key is the order id
+    again = client.post(
+        uri.path, base_url=f"{uri.scheme}://{uri.netloc}", query_string=urlencode(inputs["queries"]),
+        headers=inputs["headers"], json=inputs["body"],
+    )  # fmt: skip
+    assert again.get_json()["upgradeId"] == body["upgradeId"]
+
+
+def test_create_and_wait_passes_refusals_on(app_env):
+    """A 4xx fails the HTTP action (Logic Apps retries only 408, 429 and 5xx): the refusal branch runs with the
+    problem, the status branch does not."""
+    definition = load("create-and-wait.workflow.json")
+    refused = definition["actions"]["Tell_CRM_refused"]
+    assert set(refused["runAfter"]["Upgrade_customer_to_Azure_plan"]) == {"Failed", "TimedOut"}
+    assert definition["actions"]["Branch_on_status"]["runAfter"] == {"Upgrade_customer_to_Azure_plan": ["Succeeded"]}
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 403, 900108, "The customer is not eligible.")
+    inputs = evaluate(definition["actions"]["Upgrade_customer_to_Azure_plan"]["inputs"], PARAMETERS)
+    client = Client(FunctionsWsgiApp([FUNCTION_KEY]))
+    uri = urlsplit(inputs["uri"])
+    response = client.post(
+        uri.path, base_url=BASE_URL, query_string=urlencode(inputs["queries"]), headers=inputs["headers"],
+        json=inputs["body"],
+    )  # fmt: skip
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert problem["type"].endswith(":not_eligible") and problem["partnerCenterErrorCode"] == "900108"
+    sent = evaluate(refused["inputs"]["body"], PARAMETERS, {"Upgrade_customer_to_Azure_plan": problem})
+    assert sent["outcome"] == "refused" and sent["problem"] == problem
+
+
+# -- the queue workflows -------------------------------------------------------------------------------------
+
+
+def test_enqueue_workflow_puts_a_message_the_queue_function_accepts(app_env):
+    definition = load("enqueue-request.workflow.json")
+    assert definition["parameters"]["requestsQueue"]["defaultValue"] == DEFAULTS[REQUESTS_QUEUE_SETTING]
+    put = definition["actions"]["Put_request_on_queue"]
+    assert put["inputs"]["authentication"]["type"] == "ManagedServiceIdentity"
+    assert put["inputs"]["uri"].endswith("/@{parameters('requestsQueue')}/messages")
+    compose = definition["actions"]["Compose_request_message"]
+    assert set(compose["inputs"]) <= REQUEST_MESSAGE_KEYS
+    message = evaluate(compose["inputs"], {})
+    # base64(string(...)) inside <MessageText>, as the action's body does it
+    assert "@{base64(string(outputs('Compose_request_message')))}" in put["inputs"]["body"]
+    encoded = base64.b64encode(json.dumps(message).encode()).decode()
+    result = json.loads(app_env.queue(encoded, message_id="logic-app-1"))
+    assert result["status"] == "accepted" and result["error"] is None
+    assert result["customerId"] == CUSTOMER_ID and result["correlationId"] == RUN_NAME
+    assert result["requestId"] is None  # the caller gave none: the workflow sent "" and the app read it as absent
+
+
+def test_queue_workflows_end_to_end_through_the_app(stored_app, azurite):
+    """The enqueue workflow's message on the real requests queue, the host's loop running the queue and tracking
+    functions, the outcome message parsed and branched on as the outcomes workflow does."""
+    stored_app.partner_center.complete_after_polls(1)
+    host = Host(azurite.connection_string)
+    compose = load("enqueue-request.workflow.json")["actions"]["Compose_request_message"]
+    message = evaluate(compose["inputs"], {}) | {"requestId": "crm-2001"}
+    # What Put_request_on_queue sends as MessageText: base64 of the composed JSON.
+    host.requests.send_message(base64.b64encode(json.dumps(message).encode()).decode())
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    [result] = host.results
+    [outcome] = host.outcomes
+    assert result["status"] == "accepted" and result["requestId"] == "crm-2001"
+
+    loop = load("react-to-outcomes.workflow.json")["actions"]["For_each_outcome"]
+    schema = loop["actions"]["Parse_outcome"]["inputs"]["schema"]
+    assert list(jsonschema.Draft4Validator(schema).iter_errors(outcome)) == []
+    switch = loop["actions"]["Branch_on_outcome"]
+    assert evaluate(switch["expression"], {}, {"Parse_outcome": outcome}) == "completed"
+    [case] = [c for c in switch["cases"].values() if c["case"] == "completed"]
+    sent = evaluate(case["actions"]["Tell_CRM_completed"]["inputs"]["body"], {}, {"Parse_outcome": outcome})
+    assert (sent["requestId"], sent["upgradeId"]) == ("crm-2001", result["upgradeId"])
+    assert sent["lineItems"] == outcome["lineItems"] and sent["lineItems"]
+
+
+def test_outcomes_workflow_reads_the_outcome_message(app_env):
+    definition = load("react-to-outcomes.workflow.json")
+    assert definition["parameters"]["outcomesQueue"]["defaultValue"] == DEFAULTS[OUTCOMES_QUEUE_SETTING]
+    loop = definition["actions"]["For_each_outcome"]
+    parse = loop["actions"]["Parse_outcome"]
+    schema = parse["inputs"]["schema"]
+    now = utc_now()
+    running = UpgradeRecord("u-1", CUSTOMER_ID, "Azure", "running", "k", now, now)
+    completed = replace(
+        running, state="completed", partner_center_status="Completed", request_id="crm-1", ended_at=now,
+        line_items=[{"status": "Completed"}],
+    )  # fmt: skip
+    expired = replace(running, state="expired")  # nulls where nothing is known
+    failed = replace(running, state="failed", error_details={"code": "1", "description": "no"}, ended_at=now)
+    for record in (completed, expired, failed):
+        message = outcome_message(record)
+        assert set(schema["properties"]) == set(message)
+        # what the ParseJson action would do with it
+        assert list(jsonschema.Draft4Validator(schema).iter_errors(message)) == [], record.state
+    assert set(schema["properties"]["outcome"]["enum"]) == set(UPGRADE_STATES) - {"running"}
+    # deleted only after the CRM was told
+    assert loop["actions"]["Delete_handled_message"]["runAfter"] == {"Branch_on_outcome": ["Succeeded"]}
+    for name in ("Get_outcome_messages",):
+        assert definition["actions"][name]["inputs"]["authentication"]["audience"] == "https://storage.azure.com/"
+
+
+# -- the Bicep beside them -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bicep() -> dict[str, Any]:
+    tree: dict[str, Any] = BicepParser().parse(text=(EXAMPLES / "main.bicep").read_text(encoding="utf-8"))
+    return tree
+
+
+def test_bicep_deploys_each_workflow_with_the_parameters_it_declares(bicep):
+    text = (EXAMPLES / "main.bicep").read_text(encoding="utf-8")
+    workflows = {
+        name: resource["config"]
+        for name, resource in bicep["resources"].items()
+        if resource["type"] == "Microsoft.Logic/workflows"
+    }
+    assert len(workflows) == 3
+    loaded = set(re.findall(r"loadJsonContent\('([^']+)'\)", text))
+    assert loaded == {w.name for w in WORKFLOWS}
+    for config in workflows.values():
+        loader = config["properties"]["definition"]["function"]
+        assert loader["type"] == "load_json_content"
+        file_name = loader["parameters"]["file_path"]
+        declared = load(file_name)["parameters"]
+        required = {name for name, p in declared.items() if "defaultValue" not in p}
+        passed = set(config["properties"]["parameters"])
+        assert required <= passed <= set(declared), file_name
+
+
+def test_bicep_grants_each_workflow_only_its_queue(bicep):
+    assignments = [r["config"] for r in bicep["resources"].values() if "roleAssignments" in r["type"]]
+    scopes = sorted(a["scope"] for a in assignments)
+    assert scopes == ["outcomesQueue", "requestsQueue"]
+
+
+def test_bicep_types_check_passes():
+    if not BICEP_TYPES_CHECK.is_file():
+        pytest.skip(f"bicep-types checker not found at {BICEP_TYPES_CHECK} (../shared is not beside the repo)")
+    out = subprocess.run(
+        [sys.executable, str(BICEP_TYPES_CHECK), str(EXAMPLES / "main.bicep")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
