@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 import uuid
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,12 +19,9 @@ import azure.functions as func
 
 from shared import http_api
 from shared.errors import InvalidSettingError
-from shared.settings import PUBLIC_URL_SETTING
 
 #: Packaged with the app (``.funcignore`` keeps it); paconn and the maker portal read the same file.
 DEFINITION_PATH = Path(__file__).resolve().parents[1] / "connector" / "apiDefinition.swagger.json"
-#: The host's ``routePrefix`` (host.json): the path that stands for the app's API without a public URL.
-ROUTE_PREFIX = "/api"
 
 
 class PublicBase(NamedTuple):
@@ -44,23 +40,10 @@ def definition() -> dict[str, Any]:
 
 
 def public_base(req: func.HttpRequest) -> PublicBase:
-    """The app's public base, by the contract's rule for ``Location``.
-
-    ``PRODUCT_UPGRADE_PUBLIC_URL`` when set (it stands for ``/api``: API Management, a custom domain); else, in
-    Azure, ``https://{WEBSITE_HOSTNAME}`` (set by the platform: a client's Host header never chooses it); else
-    (local runs) the request's own scheme and host.
-    """
-    public_url = os.environ.get(PUBLIC_URL_SETTING, "").strip()
-    if public_url:
-        parts = urlsplit(public_url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise InvalidSettingError(PUBLIC_URL_SETTING, "an https:// URL")
-        return PublicBase(parts.scheme, parts.netloc, parts.path.rstrip("/") or "/")
-    website_host = os.environ.get("WEBSITE_HOSTNAME", "").strip()
-    if website_host:
-        return PublicBase("https", website_host, ROUTE_PREFIX)
-    parts = urlsplit(str(req.url))
-    return PublicBase(parts.scheme, parts.netloc, ROUTE_PREFIX)
+    """The app's public base, by the same rule as ``Location`` (:func:`shared.http_api.api_base_url`):
+    ``PRODUCT_UPGRADE_PUBLIC_URL``, else ``https://{WEBSITE_HOSTNAME}`` in Azure, else the request's own host."""
+    parts = urlsplit(http_api.api_base_url(req))
+    return PublicBase(parts.scheme, parts.netloc, parts.path.rstrip("/") or "/")
 
 
 def served_definition(req: func.HttpRequest) -> dict[str, Any]:

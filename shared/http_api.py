@@ -28,6 +28,7 @@ from shared.models import (
 )
 from shared.retry import time_budget
 from shared.runtime import get_runtime
+from shared.settings import read_public_url
 from shared.workflow import OperationIds, request_id_for
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def api_base_url(req: func.HttpRequest) -> str:
 
     The client's Host (or X-Forwarded-Host) never chooses where a poller is sent with a key.
     """
-    public_url = get_runtime().settings.public_url
+    public_url = read_public_url(os.environ)
     if public_url:
         return public_url
     host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()

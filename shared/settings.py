@@ -142,7 +142,6 @@ class Settings:
         env = os.environ if environ is None else environ
         reader = _Reader(env)
         key_vault_url = reader.optional(KEY_VAULT_URL_SETTING)
-        public_url = reader.optional(PUBLIC_URL_SETTING)
         return cls(
             tenant_id=reader.tenant(TENANT_ID_SETTING),
             authority_host=reader.https_url(AUTHORITY_HOST_SETTING),
@@ -162,8 +161,15 @@ class Settings:
             tracking_hours=reader.positive_float(TRACKING_HOURS_SETTING),
             defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
-            public_url=_https_url(PUBLIC_URL_SETTING, public_url) if public_url else None,
+            public_url=read_public_url(env),
         )
+
+
+def read_public_url(env: Mapping[str, str]) -> str | None:
+    """``PRODUCT_UPGRADE_PUBLIC_URL``, validated (an https URL standing for the app's ``/api``); None when unset.
+    Read on its own too: the routes that build public URLs need no other setting."""
+    value = (env.get(PUBLIC_URL_SETTING) or "").strip()
+    return _https_url(PUBLIC_URL_SETTING, value) if value else None
 
 
 def storage_connection(env: Mapping[str, str]) -> StorageConnection | None:
