@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from azure.core.pipeline.transport import RequestsTransport
     from requests.sessions import _Settings
 
+#: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
+POOL_SIZE = 32
+
 #: The variables requests reads for the CA bundle, in its order of preference.
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
@@ -74,7 +77,7 @@ def azure_transport(*, connection_timeout: float, read_timeout: float) -> Reques
     from urllib3.util.retry import Retry
 
     session = EnvironmentOnceSession()
-    adapter = HTTPAdapter(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+    adapter = HTTPAdapter(pool_maxsize=POOL_SIZE, max_retries=Retry(total=False, redirect=False, raise_on_status=False))
     for prefix in ("http://", "https://"):
         session.mount(prefix, adapter)
     return RequestsTransport(session=session, connection_timeout=connection_timeout, read_timeout=read_timeout)

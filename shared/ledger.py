@@ -11,7 +11,8 @@ create), holding up to two records:
 
 Both live in one partition so that accepting an upgrade is one entity-group transaction: a create costs one
 storage round trip (two with an Idempotency-Key, whose insert-only reservation comes first). State changes
-are conditional on the record's ETag, so of two workers that see an upgrade end, one records it.
+are conditional on the record's ETag, so of two workers that see an upgrade end, one records it; each change
+carries a write id of its own, so a change the SDK sent again after losing its answer is still known as its own.
 
 Storage being down never blocks an upgrade: reads answer "nothing recorded", writes log a warning, and the
 table is left alone for a minute so an outage does not add its timeouts to every call.
@@ -25,6 +26,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -32,8 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from shared.errors import ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.models import ProductUpgradeCreated, ProductUpgradeRequest
-from shared.retry import azure_call_limits
-from shared.storage import ensure_exists
+from shared.storage import ATTEMPTS, call_limits, ensure_exists
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -52,6 +53,8 @@ UPGRADE_STATES: tuple[UpgradeState, ...] = ("running", "completed", "failed", "e
 REQUEST_ROW = "request"
 UPGRADE_ROW = "upgrade"
 
+#: Storage's deadline for a table call (its answer is awaited a few seconds longer, see storage.call_limits).
+TABLE_DEADLINE_SECONDS = 5
 #: After storage fails, leave it alone this long, so an outage does not add its timeouts to every upgrade.
 PAUSE_AFTER_FAILURE_SECONDS = 60.0
 #: Largest page of the listing.
@@ -274,7 +277,7 @@ class NoLedger:
 
 # The table is a record beside the upgrade, not on its critical path: a few seconds at most per call.
 def _table_call_limits() -> dict[str, Any]:
-    return azure_call_limits(total=10.0, read=5.0, connect=3.0)
+    return call_limits(TABLE_DEADLINE_SECONDS)
 
 
 class TableLedger:
@@ -426,19 +429,29 @@ class TableLedger:
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
+        write_id = uuid.uuid4().hex
         try:
-            metadata = self._client().update_entity(
-                _upgrade_entity(record),
-                mode=UpdateMode.REPLACE,
-                etag=record.etag,
-                match_condition=MatchConditions.IfNotModified,
-                **_table_call_limits(),
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
+            table = self._client()
+            try:
+                etag = table.update_entity(
+                    {**_upgrade_entity(record), "WriteId": write_id},
+                    mode=UpdateMode.REPLACE,
+                    etag=record.etag,
+                    match_condition=MatchConditions.IfNotModified,
+                    **_table_call_limits(),
+                ).get("etag")
+            except ResourceModifiedError:
+                # The SDK sends an update again when its answer was lost; if the first copy had landed, the
+                # second finds the record changed by this very write. Its write id tells that from another's.
+                current = table.get_entity(record.ledger_key, UPGRADE_ROW, **_table_call_limits())
+                if current.get("WriteId") != write_id:
+                    return None
+                etag = current.metadata.get("etag")
+        except ResourceNotFoundError:
             return None
         except (AzureError, ValueError) as exc:
             raise StorageUnavailableError(f"the ledger could not be updated ({type(exc).__name__})") from None
-        return replace(record, etag=metadata.get("etag"))
+        return replace(record, etag=etag)
 
     def list_upgrades(
         self,
@@ -505,7 +518,7 @@ class TableLedger:
         # Short timeouts and few retries: this is a record beside the upgrade, not on its critical path.
         options: dict[str, Any] = {
             "transport": azure_transport(connection_timeout=5, read_timeout=10),
-            "retry_total": 2,
+            "retry_total": ATTEMPTS - 1,
             "retry_backoff_factor": 0.2,
         }
         if self._storage.connection_string:

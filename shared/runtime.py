@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from shared.tracking import UpgradeTracker
     from shared.workflow import ProductUpgradeWorkflow
 
-#: Connections kept per host: the queue trigger's batchSize (16) plus room for HTTP invocations.
-POOL_SIZE = 32
 
 #: Seconds a poller is told to wait (``Retry-After``) while an upgrade runs.
 DEFAULT_POLL_INTERVAL_SECONDS = 30
@@ -111,7 +109,7 @@ def _session() -> requests.Session:
     concurrent invocation of a host batch."""
     from requests.adapters import HTTPAdapter
 
-    from shared.http_session import EnvironmentOnceSession
+    from shared.http_session import POOL_SIZE, EnvironmentOnceSession
 
     session = EnvironmentOnceSession()
     session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import StorageUnavailableError
-from shared.retry import azure_call_limits
-from shared.storage import ensure_exists
+from shared.storage import ATTEMPTS, call_limits, ensure_exists
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -30,6 +29,10 @@ log = logging.getLogger(__name__)
 
 #: The longest visibility delay a queue accepts (7 days).
 MAX_DELAY_SECONDS = 7 * 24 * 3600
+#: Storage's deadline for a queue call. Longer than the table's: a message sent twice is a duplicate (only a
+#: status check's duplicate is harmless), so an answer is worth waiting for. Azurite on a loaded machine has
+#: been seen to keep a queue call waiting past 11 s, a few times in 10,000.
+QUEUE_DEADLINE_SECONDS = 20
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,7 @@ class QueueScheduler:
 
         if self._service is None:
             # Storage's default retry waits 15 s, then 45 s: far past an invocation's budget. Two quick retries.
-            retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2)
+            retry = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=ATTEMPTS - 1)
             transport = azure_transport(connection_timeout=5, read_timeout=10)
             options: dict[str, Any] = {"transport": transport, "retry_policy": retry}
             if self._storage.connection_string:
@@ -167,4 +170,4 @@ class QueueScheduler:
 
 
 def _limits() -> dict[str, Any]:
-    return azure_call_limits(total=10.0, read=5.0, connect=3.0)
+    return call_limits(QUEUE_DEADLINE_SECONDS)

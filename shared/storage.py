@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
+from typing import Any
+
+from shared.retry import remaining_budget
 
 log = logging.getLogger(__name__)
+
+#: How much longer than storage's own deadline a client waits for its answer: the network's share.
+ANSWER_MARGIN_SECONDS = 5
+#: Attempts of one storage call (the queue and table clients retry twice).
+ATTEMPTS = 3
+
+
+def call_limits(server_seconds: int, *, connect: float = 3.0) -> dict[str, Any]:
+    """Per-call keyword arguments for a queue or table call: storage's own deadline for the operation (its
+    ``timeout`` parameter: at most ``server_seconds``, less when :data:`ATTEMPTS` would not fit in what is left of
+    the current :func:`~shared.retry.time_budget`) and a read timeout :data:`ANSWER_MARGIN_SECONDS` past it.
+
+    Storage answers within the deadline it is given, with the result or an error. A client that stops waiting
+    sooner cannot tell whether its write landed, and the SDK sends it again: a second copy of a queue message (an
+    outcome sent twice), or a conditional update that fails against its own first copy.
+    """
+    left = remaining_budget()
+    if left is not None:
+        server_seconds = min(server_seconds, math.floor(left / ATTEMPTS) - ANSWER_MARGIN_SECONDS)
+    server_seconds = max(1, server_seconds)
+    return {
+        "timeout": server_seconds,
+        "read_timeout": server_seconds + ANSWER_MARGIN_SECONDS,
+        "connection_timeout": min(connect, server_seconds),
+    }
 
 
 def ensure_exists(create: Callable[[], object], what: str) -> None:

@@ -11,7 +11,8 @@ tracking queue. A check asks Partner Center's status:
   four times it.
 
 Exactly one outcome per upgrade: every state change is conditional on the record's ETag; a check whose
-number the record has already passed is stale and dropped, so a message delivered twice does nothing twice;
+number the record has already passed is stale and dropped, so a message delivered twice does nothing twice
+(a write that lost only to an earlier check's late write is made again);
 the worker that wins the change to an ended state claims the outcome, sends it, then marks it sent. Should it
 die in between, a later delivery sends it once the claim is older than :data:`OUTCOME_LEASE_SECONDS`.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,6 +43,8 @@ COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
 OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
 MAX_BACKOFF_FACTOR = 4
+#: Conditional writes of one check's result, each on a fresher record, before leaving the upgrade to its next check.
+MAX_WRITES = 3
 
 CheckResult = Literal["running", "ended", "retry", "stale", "done", "missing", "pending"]
 
@@ -183,11 +187,13 @@ class UpgradeTracker:
             ).to_json(),
             self.poll_seconds,
         )
-        updated = self._ledger.update_upgrade(
-            replace(record, checks=check.check, updated_at=utc_now(), **_status_fields(status))
+        updated = self._write(
+            record,
+            check,
+            lambda current: replace(current, checks=check.check, updated_at=utc_now(), **_status_fields(status)),
         )
         if updated is None:
-            # Another worker checked this upgrade first and scheduled its own next check.
+            # Another delivery of this check got there first and scheduled its own next check.
             self._scheduler.cancel(scheduled)
             return "stale"
         log.info(
@@ -212,18 +218,20 @@ class UpgradeTracker:
         error_details: Any = None,
     ) -> CheckResult:
         now = utc_now()
-        ended = replace(
-            record,
-            state=state,
-            checks=max(record.checks, check.check),
-            updated_at=now,
-            ended_at=now,
-            outcome_claimed_at=now,
-            **(_status_fields(status) if status is not None else {}),
-        )
-        if error_details is not None:
-            ended = replace(ended, error_details=error_details)
-        claimed = self._ledger.update_upgrade(ended)
+
+        def ended(current: UpgradeRecord) -> UpgradeRecord:
+            changed = replace(
+                current,
+                state=state,
+                checks=max(current.checks, check.check),
+                updated_at=now,
+                ended_at=now,
+                outcome_claimed_at=now,
+                **(_status_fields(status) if status is not None else {}),
+            )
+            return changed if error_details is None else replace(changed, error_details=error_details)
+
+        claimed = self._write(record, check, ended)
         if claimed is None:
             log.info("Upgrade %s was ended by another worker", record.upgrade_id)
             return "stale"
@@ -245,6 +253,22 @@ class UpgradeTracker:
         log.warning("Sending the outcome of upgrade %s again: its first sender did not confirm it", record.upgrade_id)
         self._send_outcome(claimed)
         return "ended"
+
+    def _write(
+        self, record: UpgradeRecord, check: TrackingCheck, change: Callable[[UpgradeRecord], UpgradeRecord]
+    ) -> UpgradeRecord | None:
+        """Record what ``check`` learnt: ``change`` applied to the record, conditionally. A write that fails
+        because an earlier check's slow write landed in between (a worker that knew less) is made again on the
+        fresh record; None when the record has ended or another delivery of this check, or a later one, wrote it."""
+        for _ in range(MAX_WRITES):
+            written = self._ledger.update_upgrade(change(record))
+            if written is not None:
+                return written
+            current = self._ledger.get_upgrade(check.ledger_key)
+            if current is None or current.ended or current.checks >= check.check:
+                return None
+            record = current
+        return None
 
     def _send_outcome(self, record: UpgradeRecord) -> None:
         self._scheduler.send_outcome(outcome_message(record))

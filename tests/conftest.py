@@ -14,7 +14,8 @@ import pytest
 
 from sandbox.server import stop_all_servers
 from sandbox.tls import CA_ENV_VARS
-from shared import logs
+from shared import logs, runtime
+from shared.settings import Settings
 from tests.fakes import (
     APP_SECRET,
     DEFAULT_SECRETS,
@@ -29,7 +30,8 @@ from tests.fakes import (
     TLSMaterial,
     default_tls,
 )
-from tests.harness import App, installed_app, set_app_env
+from tests.fakes.storage_proxy import CountingStorageProxy
+from tests.harness import FAST_POLICY, App, installed_app, set_app_env
 
 #: The queues of a stored app, each given a name of its own per test.
 QUEUE_SETTINGS = {
@@ -155,6 +157,16 @@ def stored_app(
         monkeypatch.setenv(setting, f"{prefix}-{suffix}")
     monkeypatch.setenv("PRODUCT_UPGRADE_POLL_SECONDS", "1")
     yield from installed_app(entra, partner_center)
+
+
+@pytest.fixture
+def storage_proxy(monkeypatch: pytest.MonkeyPatch, stored_app: App, azurite: Azurite) -> Iterator[CountingStorageProxy]:
+    """:func:`stored_app` with the app's storage traffic through a :class:`CountingStorageProxy` (the tests'
+    own clients and ``tests.harness.Host`` still talk to Azurite directly)."""
+    with CountingStorageProxy(azurite) as proxy:
+        monkeypatch.setenv("AzureWebJobsStorage", proxy.connection_string)
+        runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+        yield proxy
 
 
 @pytest.fixture(autouse=True)

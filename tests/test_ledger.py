@@ -13,7 +13,6 @@ from shared.ledger import TableLedger
 from shared.models import ProductUpgradeCreated
 from shared.settings import Settings, StorageConnection
 from tests.fakes import CUSTOMER_ID
-from tests.fakes.storage_proxy import CountingStorageProxy
 from tests.harness import FAST_POLICY
 
 
@@ -91,29 +90,21 @@ def test_reusing_a_request_id_on_the_queue_is_rejected(stored_app):
     assert result["status"] == "rejected" and result["error"]["code"] == "idempotency_key_reused"
 
 
-def _counted_app(monkeypatch, proxy):
-    """The stored app's runtime rebuilt on the counting proxy's connection string."""
-    monkeypatch.setenv("AzureWebJobsStorage", proxy.connection_string)
-    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
-
-
-def test_storage_round_trips_per_create(monkeypatch, stored_app, azurite):
-    with CountingStorageProxy(azurite) as proxy:
-        _counted_app(monkeypatch, proxy)
-        stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e000"})  # creates the table and queue
-        proxy.reset()
-        assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e001"}).status_code == 202
-        # one entity-group transaction (request + upgrade records) and one scheduled status check; no read
-        assert dict(proxy.counts) == {("table", "POST"): 1, ("queue", "POST"): 1}
-        proxy.reset()
-        headers = {"Idempotency-Key": "order-e002"}
-        assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers).status_code
-        # with a key: the insert-only reservation first
-        assert dict(proxy.counts) == {("table", "POST"): 2, ("queue", "POST"): 1}
-        proxy.reset()
-        stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers)
-        # a replay: the reservation meets the record and reads it; nothing else
-        assert dict(proxy.counts) == {("table", "POST"): 1, ("table", "GET"): 1}
+def test_storage_round_trips_per_create(stored_app, storage_proxy):
+    stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e000"})  # creates the table and queue
+    storage_proxy.reset()
+    assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e001"}).status_code == 202
+    # one entity-group transaction (request + upgrade records) and one scheduled status check; no read
+    assert dict(storage_proxy.counts) == {("table", "POST"): 1, ("queue", "POST"): 1}
+    storage_proxy.reset()
+    headers = {"Idempotency-Key": "order-e002"}
+    assert stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers).status_code
+    # with a key: the insert-only reservation first
+    assert dict(storage_proxy.counts) == {("table", "POST"): 2, ("queue", "POST"): 1}
+    storage_proxy.reset()
+    stored_app.create({"customerId": "00000000-0000-0000-0000-00000000e002"}, headers=headers)
+    # a replay: the reservation meets the record and reads it; nothing else
+    assert dict(storage_proxy.counts) == {("table", "POST"): 1, ("table", "GET"): 1}
     assert stored_app.partner_center.create_posts == 3
 
 

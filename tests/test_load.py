@@ -2,8 +2,8 @@
 throttles a fraction of calls, and results lost to simulated crashes. Every customer is upgraded exactly once
 and every message ends with exactly one result.
 
-Reproduce the figures: ``scripts/check test tests/test_load.py -s`` (they are printed at the end); a smaller
-tracked run: ``TRACKED_UPGRADES=100 scripts/check test tests/test_load.py -s -k followed``.
+Reproduce the figures: ``scripts/check test tests/test_load.py -s`` (they are printed at the end); the tracked
+run alone, or smaller: ``TRACKED_UPGRADES=100 scripts/check test tests/test_load.py -s -k followed``.
 """
 
 import json
@@ -17,12 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from azure.storage.queue import QueueClient
 
-from shared import runtime
 from shared.ledger import TableLedger
-from shared.settings import Settings, StorageConnection
+from shared.settings import StorageConnection
 from tests.fakes import Response
-from tests.fakes.storage_proxy import CountingStorageProxy
-from tests.harness import FAST_POLICY, Host, run_queue_function
+from tests.harness import Host, run_queue_function
 
 MESSAGES = 1000
 BATCH_SIZE = 16  # host.json queues.batchSize
@@ -159,36 +157,27 @@ TRACKED_UPGRADES = int(os.environ.get("TRACKED_UPGRADES", "1000"))
 TRACKED_TIME_LIMIT = 900
 
 
-def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, caplog):
+def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_proxy, caplog):
     """1,000 queue requests, each upgrade followed by status checks until Partner Center says Completed (the
-    fake answers InProgress once, then Completed): 1,000 outcome messages, 1,000 ledger rows completed."""
+    fake answers InProgress once, then Completed): 1,000 outcome messages, none twice, 1,000 ledger rows
+    completed; the app's storage requests counted at the wire (the host's own go straight to Azurite)."""
     caplog.set_level(logging.WARNING)
-    figures = _tracked_run(stored_app, azurite, TRACKED_UPGRADES)
-    assert figures["outcome messages"] == TRACKED_UPGRADES
-
-
-def test_storage_requests_per_tracked_upgrade(monkeypatch, stored_app, azurite, caplog):
-    """The app's own storage requests per upgrade, from the request to its outcome, counted at the wire."""
-    caplog.set_level(logging.WARNING)
-    with CountingStorageProxy(azurite) as proxy:
-        monkeypatch.setenv("AzureWebJobsStorage", proxy.connection_string)
-        runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
-        _tracked_run(stored_app, azurite, 100)
-        storage = dict(proxy.counts)
+    n = TRACKED_UPGRADES
+    figures = _tracked_run(stored_app, azurite, n)
+    storage = dict(storage_proxy.counts)
     print(f"  storage requests by the app: {storage}")
-    print(f"  storage requests per upgrade: {sum(storage.values()) / 100}")
+    print(f"  storage requests per upgrade: {sum(storage.values()) / n:.2f}")
+    print(f"  requests Azurite dropped unanswered (sent again by the SDK): {dict(storage_proxy.unanswered)}")
+    assert figures["outcome messages"] == n
     # per upgrade: reservation, transaction, first check (create); read, next check, update (running);
-    # read, claim, outcome, marked sent (ended); plus creating the table and the queues once. A loaded machine
-    # adds a few (a check retried, a race lost and its next check taken back): at least these, at most 5 % more.
-    expected = {
-        ("table", "POST"): 2 * 100 + 1,
-        ("table", "GET"): 2 * 100,
-        ("table", "PUT"): 3 * 100,
-        ("queue", "POST"): 3 * 100,
+    # read, claim, outcome, marked sent (ended); plus creating the table and the queues once
+    assert storage == {
+        ("table", "POST"): 2 * n + 1,
+        ("table", "GET"): 2 * n,
+        ("table", "PUT"): 3 * n,
+        ("queue", "POST"): 3 * n,
         ("queue", "PUT"): 2,
     }
-    assert all(storage.get(key, 0) >= count for key, count in expected.items()), storage
-    assert sum(storage.values()) <= sum(expected.values()) * 1.05, storage
 
 
 def _tracked_run(stored_app, azurite, upgrades):
@@ -235,11 +224,8 @@ def _tracked_run(stored_app, azurite, upgrades):
         print(f"  {name}: {value}")
 
     assert len(host.results) == upgrades and {r["status"] for r in host.results} == {"accepted"}
-    # Every upgrade has its outcome, all of them completed. Exactly one each is what the tracker aims for, and
-    # what the duplicate-delivery and racing tests in test_tracking.py hold it to; on a full CI run, 1,000
-    # upgrades once gave 11 duplicates (1.1 %) whose cause is not yet found: the figure is printed, and bounded.
     assert set(outcomes) == {"completed"} and set(per_upgrade) == {r["upgradeId"] for r in host.results}
-    assert figures["duplicate outcomes"] <= upgrades // 50
+    assert max(per_upgrade.values()) == 1
     assert len(rows) == upgrades and {r.state for r in rows} == {"completed"}
     assert set(created) == set(customers) and max(created.values()) == 1
     return figures

@@ -5,6 +5,7 @@ every second (``stored_app``) and the host's queue loop from ``tests.harness.Hos
 """
 
 import json
+import os
 import threading
 import uuid
 
@@ -200,6 +201,74 @@ def test_racing_running_checks_leave_one_chain_of_checks(stored_app, azurite):
     assert len(host.outcomes) == 1
     record = ledger_of(azurite).list_upgrades().items[0]
     assert record.state == "completed"
+
+
+# Storage's answer to a write lost or late, after the write landed: the client cannot tell, and the SDK tries
+# again. The proxy carries the write out at Azurite, then loses or holds back its answer.
+UPGRADE_ROW_PATH = "RowKey='upgrade'"
+
+
+def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azurite, storage_proxy):
+    # The resent claim meets the record the lost one wrote: the worker's own write, not another worker's.
+    stored_app.partner_center.complete_after_polls(0)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    host.run_once()
+    assert lost.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    [record] = ledger_of(azurite).list_upgrades().items
+    assert record.state == "completed" and record.outcome_sent
+
+
+def test_a_lost_answer_to_a_running_check_keeps_the_chain_of_checks(stored_app, azurite, storage_proxy):
+    stored_app.partner_center.complete_after_polls(1)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)  # the first: check 1 recorded running
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    host.run_once()
+    assert lost.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert stored_app.partner_center.status_polls == 2
+
+
+@pytest.mark.parametrize("in_progress_polls", [1, 2], ids=["claim", "running update"])
+def test_a_late_write_of_the_previous_check_does_not_end_the_chain(
+    stored_app, azurite, storage_proxy, in_progress_polls
+):
+    # Check 1 schedules check 2, then its record of "running" is slow to land. Check 2 reads the record before
+    # it lands and writes after it: its conditional write fails against a worker that knew less than it did.
+    # That is not a race lost to another delivery of check 2: it writes again on the fresh record.
+    stored_app.partner_center.complete_after_polls(in_progress_polls)
+    host, first = _one_check(stored_app, azurite)
+    storage_proxy.hold("table", "PUT", UPGRADE_ROW_PATH, 3.0)  # check 1's record lands at ~3 s
+    storage_proxy.hold("table", "PUT", UPGRADE_ROW_PATH, 5.0)  # check 2's write, after its read at ~1 s
+    worker = threading.Thread(target=run_tracking_function, args=(first,))
+    worker.start()
+    second = []
+    while not second:  # check 2, visible a second after check 1 scheduled it
+        second = list(host.tracking.receive_messages(max_messages=1, visibility_timeout=60))
+    run_tracking_function(second[0])
+    worker.join(30)
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    host.run_once()
+    assert [o["outcome"] for o in host.outcomes] == ["completed"]
+    [record] = ledger_of(azurite).list_upgrades().items
+    assert record.state == "completed" and record.outcome_sent
+
+
+def test_an_outcome_answered_late_is_sent_once(stored_app, azurite, storage_proxy):
+    # Azurite on a loaded machine has been seen to answer a queue write after 10 s; a client that gives up
+    # before storage's own deadline sends the outcome again, and it arrives twice.
+    stored_app.partner_center.complete_after_polls(0)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    outcomes_path = f"/{os.environ['PRODUCT_UPGRADE_OUTCOMES_QUEUE']}/messages"
+    late = storage_proxy.answer_late("queue", "POST", outcomes_path, 7.0)
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    host.run_once()
+    assert late.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert storage_proxy.counts[("queue", "POST")] == 2  # the first check, then the outcome: once
 
 
 def test_a_malformed_tracking_message_is_dropped_not_retried(stored_app, azurite):
