@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from shared.errors import PartnerCenterError, ProductUpgradeError, ValidationError
+from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.ids import correlation_guid
 from shared.ledger import Ledger, UpgradeRecord, UpgradeState, iso, utc_now
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
@@ -43,7 +43,7 @@ COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
 OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
 MAX_BACKOFF_FACTOR = 4
-#: Conditional writes of one check's result, each on a fresher record, before leaving the upgrade to its next check.
+#: Conditional writes of one check's result, each on a fresher record, before the check is tried again later.
 MAX_WRITES = 3
 
 CheckResult = Literal["running", "ended", "retry", "stale", "done", "missing", "pending"]
@@ -259,7 +259,8 @@ class UpgradeTracker:
     ) -> UpgradeRecord | None:
         """Record what ``check`` learnt: ``change`` applied to the record, conditionally. A write that fails
         because an earlier check's slow write landed in between (a worker that knew less) is made again on the
-        fresh record; None when the record has ended or another delivery of this check, or a later one, wrote it."""
+        fresh record; None when the record has ended or another delivery of this check, or a later one, wrote it.
+        Raises :class:`StorageUnavailableError` when the record keeps changing (the check is tried again later)."""
         for _ in range(MAX_WRITES):
             written = self._ledger.update_upgrade(change(record))
             if written is not None:
@@ -268,7 +269,7 @@ class UpgradeTracker:
             if current is None or current.ended or current.checks >= check.check:
                 return None
             record = current
-        return None
+        raise StorageUnavailableError(f"the ledger record of upgrade {record.upgrade_id} kept changing")
 
     def _send_outcome(self, record: UpgradeRecord) -> None:
         self._scheduler.send_outcome(outcome_message(record))

@@ -17,7 +17,7 @@ from shared.ledger import TableLedger
 from shared.models import ProductUpgradeCreated
 from shared.retry import RetryPolicy
 from shared.settings import Settings, StorageConnection
-from shared.tracking import TrackingCheck
+from shared.tracking import MAX_WRITES, TrackingCheck
 from tests.fakes import CUSTOMER_ID
 from tests.harness import FAST_POLICY, Host, run_tracking_function
 
@@ -255,6 +255,18 @@ def test_a_late_write_of_the_previous_check_does_not_end_the_chain(
     assert [o["outcome"] for o in host.outcomes] == ["completed"]
     [record] = ledger_of(azurite).list_upgrades().items
     assert record.state == "completed" and record.outcome_sent
+
+
+def test_a_record_that_keeps_changing_leaves_the_check_for_later(stored_app, azurite, storage_proxy):
+    stored_app.partner_center.complete_after_polls(0)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    # every write of check 1 meets a changed record, yet the record read back never passed check 1
+    refused = storage_proxy.fail_condition("table", "PUT", UPGRADE_ROW_PATH, times=MAX_WRITES)
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    host.run_once()
+    assert refused.hits == MAX_WRITES and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert stored_app.partner_center.status_polls == 2  # the check, tried again later
 
 
 def test_an_outcome_answered_late_is_sent_once(stored_app, azurite, storage_proxy):

@@ -7,8 +7,8 @@ answer to from Azurite is counted apart, as unanswered, and its connection close
 then saw the connection close after 9 to 14 s, its SDK sent the request again, and one copy was carried out).
 
 It also plays what Azurite never does (:class:`Fault`): an answer that comes late or never after the request
-was carried out, which is when a client cannot tell whether its write landed, and Azure's 403 to an identity
-whose role does not allow an operation.
+was carried out, which is when a client cannot tell whether its write landed, and storage's refusals in its
+own words (a 403 to an identity whose role does not allow an operation, a 412 to a stale ETag).
 """
 
 from __future__ import annotations
@@ -25,7 +25,19 @@ import requests
 
 from tests.fakes.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
-PERMISSION_MISMATCH = "AuthorizationPermissionMismatch"
+#: Storage's refusals: (status, reason, error code, message).
+PERMISSION_MISMATCH = (
+    403,
+    "Forbidden",
+    "AuthorizationPermissionMismatch",
+    "This request is not authorized to perform this operation using this permission.",
+)
+CONDITION_NOT_MET = (
+    412,
+    "Precondition Failed",
+    "UpdateConditionNotSatisfied",
+    "The update condition specified in the request was not satisfied.",
+)
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -36,27 +48,27 @@ class Fault:
 
     ``held``: carried out ``delay`` seconds late (a slow write, overtaken by later ones); ``late``: carried out,
     answered ``delay`` seconds late; ``lost``: carried out, the connection closed without an answer;
-    ``forbidden``: not carried out, answered 403 ``AuthorizationPermissionMismatch`` as Azure answers an identity
-    that holds a data role but not the right to create a queue or a table.
+    ``refused``: not carried out, answered with ``refusal`` (status, reason, error code, message) in storage's
+    own format.
     """
 
     service: str
     method: str
     path_part: str
     times: int
-    kind: Literal["held", "late", "lost", "forbidden"]
+    kind: Literal["held", "late", "lost", "refused"]
     delay: float = 0.0
+    refusal: tuple[int, str, str, str] = PERMISSION_MISMATCH
     #: How many requests it has met so far.
     hits: int = 0
 
 
-def _permission_mismatch(service: str) -> tuple[str, bytes]:
-    """Storage's 403 body for an operation the caller's role does not allow (queue: XML; table: JSON)."""
-    message = "This request is not authorized to perform this operation using this permission."
+def _error_body(service: str, code: str, message: str) -> tuple[str, bytes]:
+    """Storage's error body: XML for queues, OData JSON for tables."""
     if service == "queue":
-        xml = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{PERMISSION_MISMATCH}</Code><Message>{message}'
-        return "application/xml", f"{xml}</Message></Error>".encode()
-    error = {"odata.error": {"code": PERMISSION_MISMATCH, "message": {"lang": "en-US", "value": message}}}
+        xml = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+        return "application/xml", xml.encode()
+    error = {"odata.error": {"code": code, "message": {"lang": "en-US", "value": message}}}
     return "application/json;odata=minimalmetadata;streaming=true;charset=utf-8", json.dumps(error).encode()
 
 
@@ -93,11 +105,12 @@ class _Forwarder:
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
                 fault = forwarder.take_fault(self.command, self.path)
-                if fault is not None and fault.kind == "forbidden":
+                if fault is not None and fault.kind == "refused":
                     forwarder.count(forwarder.counts, self.command)
-                    content_type, content = _permission_mismatch(forwarder.service)
-                    self.send_response(403, "Forbidden")
-                    self.send_header("x-ms-error-code", PERMISSION_MISMATCH)
+                    status, reason, code, message = fault.refusal
+                    content_type, content = _error_body(forwarder.service, code, message)
+                    self.send_response(status, reason)
+                    self.send_header("x-ms-error-code", code)
                     self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(content)))
                     self.end_headers()
@@ -199,7 +212,11 @@ class CountingStorageProxy:
 
     def forbid(self, service: str, method: str, path_part: str, *, times: int = 1) -> Fault:
         """Refuse the next ``times`` matching requests with 403 ``AuthorizationPermissionMismatch``."""
-        return self._add(Fault(service, method, path_part, times, "forbidden"))
+        return self._add(Fault(service, method, path_part, times, "refused", refusal=PERMISSION_MISMATCH))
+
+    def fail_condition(self, service: str, method: str, path_part: str, *, times: int = 1) -> Fault:
+        """Refuse the next ``times`` matching requests with 412 ``UpdateConditionNotSatisfied`` (a stale ETag)."""
+        return self._add(Fault(service, method, path_part, times, "refused", refusal=CONDITION_NOT_MET))
 
     def _add(self, fault: Fault) -> Fault:
         with self._lock:
