@@ -268,6 +268,11 @@ class UpgradeTracker:
             current = self._ledger.get_upgrade(check.ledger_key)
             if current is None or current.ended or current.checks >= check.check:
                 return None
+            log.info(
+                "Upgrade %s: an earlier check's write landed before check %d's; writing again",
+                record.upgrade_id,
+                check.check,
+            )
             record = current
         raise StorageUnavailableError(f"the ledger record of upgrade {record.upgrade_id} kept changing")
 
