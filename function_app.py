@@ -5,7 +5,7 @@ Each function hands over to the shared package in a line; importing this module 
 
 import azure.functions as func
 
-from shared import api_description, http_api, logs, queue_worker, tracker
+from shared import api_description, http_api, logs, queue_worker, resumer, tracker
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -37,6 +37,11 @@ def product_upgrade_from_queue(msg: func.QueueMessage, results: func.Out[str]) -
 @app.queue_trigger(arg_name="msg", queue_name="%PRODUCT_UPGRADE_TRACKING_QUEUE%", connection="AzureWebJobsStorage")
 def track_product_upgrade(msg: func.QueueMessage) -> None:
     tracker.handle(msg)
+
+
+@app.timer_trigger(arg_name="timer", schedule=resumer.SCHEDULE, run_on_startup=False, use_monitor=True)
+def resume_stopped_tracking(timer: func.TimerRequest) -> None:
+    resumer.handle(timer)
 
 
 @app.route(route="productupgrades", methods=["GET"])

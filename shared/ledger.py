@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -223,6 +223,12 @@ class Ledger(Protocol):
         :class:`StorageUnavailableError` when storage is not configured or unreachable."""
         ...
 
+    def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
+        """Every upgrade whose outcome has not gone out and whose record has not changed since ``updated_before``
+        (running ones, and ended ones whose outcome was never marked sent). Raises
+        :class:`StorageUnavailableError` when storage is not configured or unreachable."""
+        ...
+
 
 class NoLedger:
     """Used when no storage connection is configured: nothing is recorded, nothing tracked."""
@@ -272,6 +278,9 @@ class NoLedger:
         top: int = 100,
         continuation_token: str | None = None,
     ) -> UpgradePage:
+        raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
+
+    def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
 
@@ -484,6 +493,20 @@ class TableLedger:
             raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
         token = encode_continuation_token(next_position) if next_position else None
         return UpgradePage(items, token)
+
+    def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
+        from azure.core.exceptions import AzureError
+
+        # UpdatedAt is ISO 8601 UTC text of one width: ordered as text as in time.
+        query = "RowKey eq @row and OutcomeSent eq false and UpdatedAt lt @before"
+        parameters = {"row": UPGRADE_ROW, "before": iso(updated_before)}
+        try:
+            entities = self._client().query_entities(
+                query, parameters=parameters, results_per_page=MAX_PAGE_SIZE, **_table_call_limits()
+            )
+            yield from (_upgrade_from(entity) for entity in entities)
+        except (AzureError, ValueError, KeyError) as exc:
+            raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
 
     # -- plumbing ------------------------------------------------------------------------------------------
     def _best_effort(self, what: str, subject: str, call: Callable[[TableClient], T]) -> T | None:

@@ -15,6 +15,9 @@ number the record has already passed is stale and dropped, so a message delivere
 (a write that lost only to an earlier check's late write is made again);
 the worker that wins the change to an ended state claims the outcome, sends it, then marks it sent. Should it
 die in between, a later delivery sends it once the claim is older than :data:`OUTCOME_LEASE_SECONDS`.
+
+Nothing left behind: every 15 minutes :meth:`UpgradeTracker.resume_stopped` checks again any upgrade whose
+outcome has not gone out and whose record has not changed for a while, whatever broke its chain of checks.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
 OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
 MAX_BACKOFF_FACTOR = 4
+#: Tracking counts as stopped when an upgrade's record, outcome not sent, has not changed for this many poll
+#: intervals (past the longest backoff, 4) and at least :data:`MIN_STALL_SECONDS` (past an outcome's lease and any
+#: Retry-After Partner Center is known to give).
+STALL_POLLS = 6
+MIN_STALL_SECONDS = 1800.0
 #: Conditional writes of one check's result, each on a fresher record, before the check is tried again later.
 MAX_WRITES = 3
 
@@ -139,6 +147,29 @@ class UpgradeTracker:
             log.warning(
                 "Upgrade %s accepted but its tracking could not be scheduled: %s", record.upgrade_id, exc.message
             )
+
+    def resume_stopped(self, now: datetime | None = None) -> int:
+        """Schedule a status check, at once, for every upgrade whose tracking has stopped: outcome not sent, record
+        unchanged for :attr:`stall_seconds` (its first check was never scheduled, a check went to the poison
+        queue through a storage outage, a worker died). A check that was only late becomes a duplicate, which
+        the check numbers drop. Returns how many were resumed; raises :class:`StorageUnavailableError`."""
+        updated_before = (now or utc_now()) - timedelta(seconds=self.stall_seconds)
+        resumed = 0
+        for record in self._ledger.unsent_upgrades(updated_before):
+            self._scheduler.schedule_check(TrackingCheck.first(record).to_json(), 0)
+            log.warning(
+                "Tracking of upgrade %s had stopped (%s, last change %s); checking it again",
+                record.upgrade_id,
+                record.state,
+                iso(record.updated_at),
+            )
+            resumed += 1
+        return resumed
+
+    @property
+    def stall_seconds(self) -> float:
+        """How long an upgrade's record may stay unchanged, outcome not sent, before its tracking is resumed."""
+        return max(STALL_POLLS * self.poll_seconds, MIN_STALL_SECONDS)
 
     def check(self, check: TrackingCheck) -> CheckResult:
         """One status check. Raises :class:`StorageUnavailableError` when the ledger or queues fail (the

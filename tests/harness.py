@@ -202,6 +202,26 @@ def run_tracking_function(message: Any) -> None:
     user_functions()["track_product_upgrade"](msg)
 
 
+#: Storage that never answers: a connection string whose endpoints are the discard port.
+UNREACHABLE_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+    "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+)
+
+
+def use_unreachable_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on the app's storage is down: its runtime rebuilt on :data:`UNREACHABLE_STORAGE`."""
+    monkeypatch.setenv("AzureWebJobsStorage", UNREACHABLE_STORAGE)
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+
+
+def run_resume_function(*, past_due: bool = False) -> None:
+    """Fire the timer that resumes stopped tracking, as the host does on its schedule."""
+    from azure.functions.timer import TimerRequest
+
+    user_functions()["resume_stopped_tracking"](TimerRequest(past_due=past_due))
+
+
 class Host:
     """The Functions host's queue loop over Azurite, for the queues the settings name: receive a batch, run the
     function on each message in parallel, write the output binding, delete the message on success; a message

@@ -37,6 +37,7 @@ def test_import_and_indexing_need_no_settings():
             "list_product_upgrades",
             "openapi_definition",
             "product_upgrade_from_queue",
+            "resume_stopped_tracking",
             "track_product_upgrade",
         ]
     )
@@ -90,6 +91,13 @@ def test_tracking_queue_binding_uses_the_setting_by_name():
     assert tracking["msg"]["connection"] == "AzureWebJobsStorage"
     # outcomes are sent by the tracker itself, once per upgrade, not through an output binding
     assert set(tracking) == {"msg"}
+
+
+def test_timer_binding_resumes_tracking_every_15_minutes_not_at_startup():
+    timer = bindings("resume_stopped_tracking")["timer"]
+    assert (timer["type"], timer["direction"]) == ("timerTrigger", "IN")
+    # NCRONTAB with seconds; not at startup (every scale-out would run it), and a missed run is caught up
+    assert (timer["schedule"], timer["runOnStartup"], timer["useMonitor"]) == ("0 */15 * * * *", False, True)
 
 
 def test_queue_round_trip_through_azurite(azurite, app_env):

@@ -8,12 +8,11 @@ import uuid
 
 from azure.data.tables import TableServiceClient
 
-from shared import runtime
 from shared.ledger import TableLedger
 from shared.models import ProductUpgradeCreated
-from shared.settings import Settings, StorageConnection
+from shared.settings import StorageConnection
 from tests.fakes import CUSTOMER_ID
-from tests.harness import FAST_POLICY
+from tests.harness import use_unreachable_storage
 
 
 def _ledger(azurite) -> TableLedger:
@@ -59,12 +58,7 @@ def test_http_replay_with_the_same_idempotency_key_does_not_post_again(stored_ap
 
 
 def test_unreachable_storage_never_blocks_the_upgrade(monkeypatch, app_env, caplog):
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
-    )
-    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY))
+    use_unreachable_storage(monkeypatch)
     with caplog.at_level(logging.WARNING):
         first = json.loads(app_env.queue({"customerId": CUSTOMER_ID}, message_id="m-1"))
         second = json.loads(app_env.queue({"customerId": "00000000-0000-0000-0000-0000000000d2"}, message_id="m-2"))

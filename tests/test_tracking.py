@@ -19,7 +19,7 @@ from shared.retry import RetryPolicy
 from shared.settings import Settings, StorageConnection
 from shared.tracking import MAX_WRITES, TrackingCheck
 from tests.fakes import CUSTOMER_ID
-from tests.harness import FAST_POLICY, Host, run_tracking_function
+from tests.harness import FAST_POLICY, Host, run_tracking_function, use_unreachable_storage
 
 OTHER_CUSTOMER = "00000000-0000-0000-0000-0000000000d2"
 
@@ -478,12 +478,7 @@ def test_listing_rejects_bad_parameters_with_400(stored_app, params):
 
 
 def test_listing_with_storage_down_is_503_with_retry_after(monkeypatch, app_env):
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
-    )
-    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY))
+    use_unreachable_storage(monkeypatch)
     response = app_env.http("list_product_upgrades", "GET", "/api/productupgrades")
     assert response.status_code == 503 and response.headers["Retry-After"]
     assert json.loads(response.get_body())["type"].endswith("storage_unavailable")
@@ -539,11 +534,6 @@ def test_a_fresh_claim_is_left_to_its_worker(stored_app, azurite):
 
 def test_tracking_with_storage_down_is_left_to_the_host_to_retry(monkeypatch, stored_app, azurite):
     host, message = _one_check(stored_app, azurite)
-    monkeypatch.setenv(
-        "AzureWebJobsStorage",
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
-        "TableEndpoint=http://127.0.0.1:9/devstoreaccount1;QueueEndpoint=http://127.0.0.1:9/devstoreaccount1;",
-    )
-    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+    use_unreachable_storage(monkeypatch)
     with pytest.raises(Exception, match="could not be"):
         run_tracking_function(message)
