@@ -22,6 +22,7 @@ outcome has not gone out and whose record has not changed for a while, whatever 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -237,6 +238,10 @@ class UpgradeTracker:
             return self._end(record, check, "expired")
         log.warning("Status check of upgrade %s failed (%s); trying again later", record.upgrade_id, error.message)
         self.retry_later(check, error)
+        # Looked at, if not learnt from: without this, a long spell of throttling would look like stopped
+        # tracking to resume_stopped, which would add a check to a Partner Center already saying "later".
+        with contextlib.suppress(ProductUpgradeError):  # the retry is scheduled either way
+            self._ledger.update_upgrade(replace(record, updated_at=utc_now()))
         return "retry"
 
     def _end(

@@ -148,6 +148,17 @@ def test_transient_failures_reschedule_and_never_reach_the_poison_queue(stored_a
     assert host.deliveries["tracking"] >= 2
 
 
+def test_a_failed_check_counts_as_looked_at_so_throttling_is_not_taken_for_stopped_tracking(stored_app, azurite):
+    host, message = _one_check(stored_app, azurite)
+    stored_app.partner_center.fail_next(6, 503, {"code": "500", "description": "Service unavailable."}, match="/status")
+    ledger = ledger_of(azurite)
+    [before] = ledger.list_upgrades().items
+    run_tracking_function(message)
+    [after] = ledger.list_upgrades().items
+    assert after.updated_at > before.updated_at and after.checks == before.checks == 0
+    assert host.tracking.get_queue_properties().approximate_message_count == 2  # in flight + the retry
+
+
 def _one_check(stored_app, azurite):
     """Accept one upgrade and take its first tracking message off the queue (as a racing host would)."""
     host = Host(azurite.connection_string)
