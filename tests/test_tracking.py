@@ -219,27 +219,34 @@ def test_racing_running_checks_leave_one_chain_of_checks(stored_app, azurite):
 UPGRADE_ROW_PATH = "RowKey='upgrade'"
 
 
-def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azurite, storage_proxy):
-    # The resent claim meets the record the lost one wrote: the worker's own write, not another worker's.
-    stored_app.partner_center.complete_after_polls(0)
+def _accepted(stored_app, azurite, in_progress_polls: int) -> Host:
+    """One upgrade accepted, which Partner Center reports running ``in_progress_polls`` times, then Completed."""
+    stored_app.partner_center.complete_after_polls(in_progress_polls)
     host = Host(azurite.connection_string)
     stored_app.create({"customerId": CUSTOMER_ID})
-    lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)
+    return host
+
+
+def _outcomes(host: Host) -> list[str]:
+    """Run the host until the first outcome, then once more (nothing more may come): the outcomes."""
     host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
     host.run_once()
-    assert lost.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    return [o["outcome"] for o in host.outcomes]
+
+
+def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azurite, storage_proxy):
+    # The resent claim meets the record the lost one wrote: the worker's own write, not another worker's.
+    host = _accepted(stored_app, azurite, 0)
+    lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)
+    assert _outcomes(host) == ["completed"] and lost.hits == 1
     [record] = ledger_of(azurite).list_upgrades().items
     assert record.state == "completed" and record.outcome_sent
 
 
 def test_a_lost_answer_to_a_running_check_keeps_the_chain_of_checks(stored_app, azurite, storage_proxy):
-    stored_app.partner_center.complete_after_polls(1)
-    host = Host(azurite.connection_string)
-    stored_app.create({"customerId": CUSTOMER_ID})
+    host = _accepted(stored_app, azurite, 1)
     lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)  # the first: check 1 recorded running
-    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
-    host.run_once()
-    assert lost.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert _outcomes(host) == ["completed"] and lost.hits == 1
     assert stored_app.partner_center.status_polls == 2
 
 
@@ -261,37 +268,27 @@ def test_a_late_write_of_the_previous_check_does_not_end_the_chain(
         second = list(host.tracking.receive_messages(max_messages=1, visibility_timeout=60))
     run_tracking_function(second[0])
     worker.join(30)
-    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
-    host.run_once()
+    assert _outcomes(host) == ["completed"]
     assert "an earlier check's write landed before check 2's; writing again" in caplog.text  # the race happened
-    assert [o["outcome"] for o in host.outcomes] == ["completed"]
     [record] = ledger_of(azurite).list_upgrades().items
     assert record.state == "completed" and record.outcome_sent
 
 
 def test_a_record_that_keeps_changing_leaves_the_check_for_later(stored_app, azurite, storage_proxy):
-    stored_app.partner_center.complete_after_polls(0)
-    host = Host(azurite.connection_string)
-    stored_app.create({"customerId": CUSTOMER_ID})
+    host = _accepted(stored_app, azurite, 0)
     # every write of check 1 meets a changed record, yet the record read back never passed check 1
     refused = storage_proxy.fail_condition("table", "PUT", UPGRADE_ROW_PATH, times=MAX_WRITES)
-    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
-    host.run_once()
-    assert refused.hits == MAX_WRITES and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert _outcomes(host) == ["completed"] and refused.hits == MAX_WRITES
     assert stored_app.partner_center.status_polls == 2  # the check, tried again later
 
 
 def test_an_outcome_answered_late_is_sent_once(stored_app, azurite, storage_proxy):
     # Azurite on a loaded machine has kept queue writes waiting past 5 s (up to 11 s); a client that gives up
     # before storage's own deadline sends the outcome again, and it arrives twice.
-    stored_app.partner_center.complete_after_polls(0)
-    host = Host(azurite.connection_string)
-    stored_app.create({"customerId": CUSTOMER_ID})
+    host = _accepted(stored_app, azurite, 0)
     outcomes_path = f"/{os.environ['PRODUCT_UPGRADE_OUTCOMES_QUEUE']}/messages"
     late = storage_proxy.answer_late("queue", "POST", outcomes_path, 7.0)
-    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
-    host.run_once()
-    assert late.hits == 1 and [o["outcome"] for o in host.outcomes] == ["completed"]
+    assert _outcomes(host) == ["completed"] and late.hits == 1
     assert storage_proxy.counts[("queue", "POST")] == 2  # the first check, then the outcome: once
 
 
