@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import threading
@@ -289,6 +290,18 @@ def _table_call_limits() -> dict[str, Any]:
     return call_limits(TABLE_DEADLINE_SECONDS)
 
 
+@contextlib.contextmanager
+def _reading() -> Iterator[None]:
+    """A read the caller needs the answer of: storage failing (or a record this app cannot read) inside the
+    block raises :class:`StorageUnavailableError`."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        yield
+    except (AzureError, ValueError, KeyError) as exc:
+        raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
+
+
 class TableLedger:
     """The ledger in the table ``PRODUCT_UPGRADE_TABLE`` of the host's storage account; created on first use."""
 
@@ -412,14 +425,13 @@ class TableLedger:
 
     # -- upgrades ------------------------------------------------------------------------------------------
     def get_upgrade(self, ledger_key: str) -> UpgradeRecord | None:
-        from azure.core.exceptions import AzureError, ResourceNotFoundError
+        from azure.core.exceptions import ResourceNotFoundError
 
-        try:
-            return _upgrade_from(self._client().get_entity(ledger_key, UPGRADE_ROW, **_table_call_limits()))
-        except ResourceNotFoundError:
-            return None
-        except (AzureError, ValueError, KeyError) as exc:
-            raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
+        with _reading():
+            try:
+                return _upgrade_from(self._client().get_entity(ledger_key, UPGRADE_ROW, **_table_call_limits()))
+            except ResourceNotFoundError:
+                return None
 
     def find_upgrade(self, upgrade_id: str) -> UpgradeRecord | None:
         def call(table: TableClient) -> UpgradeRecord | None:
@@ -470,8 +482,6 @@ class TableLedger:
         top: int = 100,
         continuation_token: str | None = None,
     ) -> UpgradePage:
-        from azure.core.exceptions import AzureError
-
         query = "RowKey eq @row"
         parameters: dict[str, Any] = {"row": UPGRADE_ROW}
         if state is not None:
@@ -481,7 +491,7 @@ class TableLedger:
             query += " and CustomerId eq @customer"
             parameters["customer"] = customer_id
         position = decode_continuation_token(continuation_token) if continuation_token else None
-        try:
+        with _reading():
             pages = (
                 self._client()
                 .query_entities(query, parameters=parameters, results_per_page=top, **_table_call_limits())
@@ -489,24 +499,18 @@ class TableLedger:
             )
             items = [_upgrade_from(entity) for entity in next(pages, [])]
             next_position = getattr(pages, "continuation_token", None)
-        except (AzureError, ValueError, KeyError) as exc:
-            raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
         token = encode_continuation_token(next_position) if next_position else None
         return UpgradePage(items, token)
 
     def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
-        from azure.core.exceptions import AzureError
-
         # UpdatedAt is ISO 8601 UTC text of one width: ordered as text as in time.
         query = "RowKey eq @row and OutcomeSent eq false and UpdatedAt lt @before"
         parameters = {"row": UPGRADE_ROW, "before": iso(updated_before)}
-        try:
+        with _reading():
             entities = self._client().query_entities(
                 query, parameters=parameters, results_per_page=MAX_PAGE_SIZE, **_table_call_limits()
             )
             yield from (_upgrade_from(entity) for entity in entities)
-        except (AzureError, ValueError, KeyError) as exc:
-            raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
 
     # -- plumbing ------------------------------------------------------------------------------------------
     def _best_effort(self, what: str, subject: str, call: Callable[[TableClient], T]) -> T | None:
