@@ -8,11 +8,15 @@ sha256 hashes. Point 18: ``.funcignore`` leaves everything that is not the app o
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
+import json
 import os
 import re
 import subprocess
+import venv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.markers import default_environment
@@ -191,11 +195,81 @@ def test_point10_the_locks_are_closed_under_dependencies_and_installed_as_locked
     assert drifted == []
 
 
+def load_lock_extras() -> Any:
+    """scripts/lock_extras.py, the check scripts/lock runs: a script, not a package, so loaded from its path."""
+    spec = importlib.util.spec_from_file_location("lock_extras", REPO / "scripts" / "lock_extras.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def install_report(lock: str) -> dict[str, object]:
+    """pip's install report of the locked packages this machine installs, from the installed metadata."""
+    pins, _ = lock_problems(read(lock))
+    here = default_environment()
+    return {
+        "install": [
+            {"metadata": {"name": name, "requires_dist": importlib.metadata.requires(name) or []}}
+            for name, pin in pins.items()
+            if pin.applies(here)
+        ]
+    }
+
+
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+def test_every_extra_a_locked_package_requires_is_pinned_with_it(lock: str) -> None:
+    # pytest-cov requires coverage[toml]: a lock pinning plain coverage installed with a current pip and failed
+    # with the pip python3.11 -m venv ships, once coverage had a newer release than the lock's.
+    lock_extras = load_lock_extras()
+    pins = lock_extras.pinned_extras(read(lock))
+    assert lock_extras.required_extras(install_report(lock), pins) == []
+    if lock == "requirements-dev.txt":
+        assert "toml" in pins["coverage"]
+
+
+def test_the_extras_check_fails_on_a_lock_that_strips_an_extra() -> None:
+    lock_extras = load_lock_extras()
+    stripped = read("requirements-dev.txt").replace("coverage[toml]==", "coverage==")
+    problems = lock_extras.required_extras(install_report("requirements-dev.txt"), lock_extras.pinned_extras(stripped))
+    assert problems == ["pytest-cov requires coverage[toml]: the lock does not pin ['toml']"]
+
+
+@pytest.mark.install
+@pytest.mark.parametrize("pip", ["the venv's own pip", "the newest pip"])
+@pytest.mark.parametrize("lock", ["requirements.txt", "requirements-dev.txt"])
+def test_each_lock_installs_into_a_fresh_venv(lock: str, pip: str, tmp_path: Path) -> None:
+    # What a new machine does (scripts/check setup, Azure's remote build): a fresh venv, whatever pip it has,
+    # --require-hashes, whatever newer releases the index holds by now. Needs the package index.
+    target = tmp_path / "venv"
+    venv.create(target, with_pip=True)
+    python = str(target / "bin" / "python")
+    quiet = ["--quiet", "--disable-pip-version-check"]
+    if pip == "the newest pip":
+        subprocess.run([python, "-m", "pip", "install", *quiet, "--upgrade", "pip"], check=True)
+    version = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, text=True, check=True)
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", *quiet, "--require-hashes", "-r", str(REPO / lock)],
+        capture_output=True,
+        text=True,
+    )
+    assert installed.returncode == 0, f"{version.stdout.strip()}: {installed.stderr[-2000:]}"
+    frozen = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True)
+    versions = {canonicalize_name(item["name"]): item["version"] for item in json.loads(frozen.stdout)}
+    pins, _ = lock_problems(read(lock))
+    here = default_environment()
+    assert {name: versions.get(name) for name, pin in pins.items() if pin.applies(here)} == {
+        name: pin.version for name, pin in pins.items() if pin.applies(here)
+    }
+
+
 def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock() -> None:
     lock = REPO / "scripts" / "lock"
     assert os.access(lock, os.X_OK)
     assert re.search(r'^UV_VERSION="\d+\.\d+\.\d+"$', lock.read_text(encoding="utf-8"), re.MULTILINE)
     assert "--generate-hashes" in lock.read_text(encoding="utf-8")
+    assert "--no-strip-extras" in lock.read_text(encoding="utf-8")
+    assert "scripts/lock_extras.py" in lock.read_text(encoding="utf-8")
     for lock_file in ("requirements.txt", "requirements-dev.txt"):
         assert read(lock_file).splitlines()[1].strip() == "#    scripts/lock", f"{lock_file} names its command"
     assert "--require-hashes -r requirements-dev.txt" in read("scripts/check")
