@@ -5,7 +5,8 @@ Each function hands over to the shared package in a line; importing this module 
 
 import azure.functions as func
 
-from shared import api_description, http_api, logs, queue_worker, resumer, tracker
+from shared import logs
+from shared.functions import api_description, http_api, queue_worker, resumer, tracking_worker
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -36,7 +37,7 @@ def product_upgrade_from_queue(msg: func.QueueMessage, results: func.Out[str]) -
 
 @app.queue_trigger(arg_name="msg", queue_name="%PRODUCT_UPGRADE_TRACKING_QUEUE%", connection="AzureWebJobsStorage")
 def track_product_upgrade(msg: func.QueueMessage) -> None:
-    tracker.handle(msg)
+    tracking_worker.handle(msg)
 
 
 @app.timer_trigger(arg_name="timer", schedule=resumer.SCHEDULE, run_on_startup=False, use_monitor=True)

@@ -48,7 +48,7 @@ def first_202_floor() -> dict[str, float]:
     from azure.keyvault.secrets import SecretClient
 
     from benchmarks.app import host_logging
-    from tests.fakes import APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME
+    from sandbox import APP_ID_SECRET_NAME, APP_SECRET_SECRET_NAME, REFRESH_TOKEN_SECRET_NAME
 
     host_logging()
     client = SecretClient(os.environ["KEY_VAULT_URL"], DefaultAzureCredential())

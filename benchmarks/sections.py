@@ -146,7 +146,7 @@ def drain(services: Services, *, quick: bool) -> dict[str, Any]:
 def drain_once(
     services: Services, *, messages: int, rate: float | None, workers: int, service_seconds: float = 0.0
 ) -> dict[str, Any]:
-    from tests.fakes.azurite import Azurite
+    from sandbox.azurite import Azurite
 
     # An Azurite of its own: the earlier sections leave thousands of messages in theirs, and Azurite's queue
     # service slows down with every message it holds.

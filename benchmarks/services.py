@@ -25,13 +25,13 @@ READY = "benchmark services ready"
 
 def serve(args: argparse.Namespace) -> int:
     """The fakes process."""
+    from sandbox import DEFAULT_SECRETS
     from sandbox.entra import FakeEntra
+    from sandbox.key_vault import FakeKeyVault
+    from sandbox.managed_identity import FakeManagedIdentity
     from sandbox.partner_center import FakePartnerCenter
+    from sandbox.storage_proxy import CountingStorageProxy
     from sandbox.tls import make_tls_material
-    from tests.fakes import DEFAULT_SECRETS
-    from tests.fakes.key_vault import FakeKeyVault
-    from tests.fakes.managed_identity import FakeManagedIdentity
-    from tests.fakes.storage_proxy import CountingStorageProxy
 
     tls = make_tls_material(Path(args.dir))
     entra = FakeEntra(tls=tls).start()
@@ -134,7 +134,7 @@ class Services:
     """Azurite and the fakes process, started for one benchmark run; use as a context manager."""
 
     def __init__(self, workdir: Path) -> None:
-        from tests.fakes.azurite import Azurite
+        from sandbox.azurite import Azurite
 
         self.workdir = workdir
         self.azurite = Azurite()
@@ -197,8 +197,8 @@ class Services:
         """The environment of an app process pointed at these services."""
         import os
 
+        from sandbox import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID
         from shared.settings import ALL_SETTINGS
-        from tests.fakes import APP_ID, APP_SECRET, REFRESH_TOKEN, TENANT_ID
 
         env = {k: v for k, v in os.environ.items() if k not in ALL_SETTINGS and not k.startswith("AzureWebJobs")}
         for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):

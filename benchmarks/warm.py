@@ -37,9 +37,9 @@ def environment_scans(op: Callable[[], object], n: int) -> float:
 
 
 def run(config: dict[str, Any]) -> dict[str, Any]:
-    from shared import runtime
     from shared.ids import request_id_for
-    from shared.tracking import TrackingCheck
+    from shared.upgrades import runtime
+    from shared.upgrades.tracking import TrackingCheck
 
     handler = host_logging()
     functions = Functions()

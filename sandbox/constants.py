@@ -18,3 +18,15 @@ CUSTOMER_ID = "00000000-0000-0000-0000-0000000000d1"
 
 PARTNER_CENTER_RESOURCE = "https://api.partnercenter.microsoft.com"
 PARTNER_CENTER_SCOPE = f"{PARTNER_CENTER_RESOURCE}/.default"
+
+#: Client id the fake managed identity reports.
+MANAGED_IDENTITY_CLIENT_ID = "00000000-0000-0000-0000-0000000000c1"
+#: Secret names (the contract's defaults) and what the fake Key Vault holds by default.
+APP_ID_SECRET_NAME = "partner-center-app-id"
+APP_SECRET_SECRET_NAME = "partner-center-app-secret"
+REFRESH_TOKEN_SECRET_NAME = "partner-center-refresh-token"
+DEFAULT_SECRETS: dict[str, str] = {
+    APP_ID_SECRET_NAME: APP_ID,
+    APP_SECRET_SECRET_NAME: APP_SECRET,
+    REFRESH_TOKEN_SECRET_NAME: REFRESH_TOKEN,
+}

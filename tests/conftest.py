@@ -12,11 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sandbox.server import stop_all_servers
-from sandbox.tls import CA_ENV_VARS
-from shared import logs, runtime
-from shared.settings import Settings
-from tests.fakes import (
+from sandbox import (
     APP_SECRET,
     DEFAULT_SECRETS,
     MANAGED_IDENTITY_CLIENT_ID,
@@ -30,7 +26,12 @@ from tests.fakes import (
     TLSMaterial,
     default_tls,
 )
-from tests.fakes.storage_proxy import CountingStorageProxy
+from sandbox.server import stop_all_servers
+from sandbox.storage_proxy import CountingStorageProxy
+from sandbox.tls import CA_ENV_VARS
+from shared import logs
+from shared.settings import Settings
+from shared.upgrades import runtime
 from tests.harness import FAST_POLICY, App, installed_app, set_app_env
 
 #: The queues of a stored app, each given a name of its own per test.

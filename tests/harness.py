@@ -21,11 +21,7 @@ from azure.identity import DefaultAzureCredential
 from azure.keyvault.secrets import SecretClient
 
 import function_app
-from shared import health, runtime
-from shared.retry import RetryPolicy
-from shared.secrets import KeyVaultSecretStore, SecretNames
-from shared.settings import ALL_SETTINGS, Settings
-from tests.fakes import (
+from sandbox import (
     APP_ID,
     APP_ID_SECRET_NAME,
     APP_SECRET,
@@ -36,6 +32,11 @@ from tests.fakes import (
     FakeEntra,
     FakePartnerCenter,
 )
+from shared.functions import health
+from shared.partner_center.secrets import KeyVaultSecretStore, SecretNames
+from shared.retry import RetryPolicy
+from shared.settings import ALL_SETTINGS, Settings
+from shared.upgrades import runtime
 
 # -- the function app wired to the fakes ----------------------------------------------------------------
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from shared import runtime
+from sandbox import CUSTOMER_ID
 from shared.errors import SecretStoreError, UpstreamUnavailableError
 from shared.models import ProductUpgradeRequest
 from shared.retry import RetryPolicy, time_budget
 from shared.settings import Settings
-from tests.fakes import CUSTOMER_ID
+from shared.upgrades import runtime
 from tests.harness import use_key_vault
 
 BUDGET = 2.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from azure.storage.queue import QueueClient
 
+from sandbox import CUSTOMER_ID
 from shared.settings import (
     ALL_SETTINGS,
     DEFAULTS,
@@ -16,7 +17,6 @@ from shared.settings import (
     RESULTS_QUEUE_SETTING,
     TRACKING_QUEUE_SETTING,
 )
-from tests.fakes import CUSTOMER_ID
 from tests.harness import indexed_functions, run_queue_function
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import certifi
 import pytest
 import requests
 
+from sandbox import FakeHTTPServer, Response
 from shared.http_session import EnvironmentOnceSession
-from tests.fakes import FakeHTTPServer, Response
 
 
 class Echo(FakeHTTPServer):

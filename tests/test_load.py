@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from azure.storage.queue import QueueClient
 
-from shared.ledger import TableLedger
+from sandbox import Response
 from shared.settings import StorageConnection
-from tests.fakes import Response
+from shared.store.ledger import TableLedger
 from tests.harness import Host, run_queue_function
 
 MESSAGES = 1000

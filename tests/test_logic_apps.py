@@ -25,10 +25,10 @@ import pytest
 from pycep import BicepParser
 from werkzeug.test import Client
 
-from shared.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
+from sandbox import CUSTOMER_ID
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
-from shared.tracking import outcome_message
-from tests.fakes import CUSTOMER_ID
+from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
+from shared.upgrades.tracking import outcome_message
 from tests.harness import Host, follow_async_pattern
 from tests.wsgi_host import FunctionsWsgiApp, http_routes
 

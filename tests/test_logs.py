@@ -181,4 +181,4 @@ def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
     http_logging = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
     assert not http_logging.isEnabledFor(logging.INFO) and http_logging.isEnabledFor(logging.WARNING)
     assert logging.getLogger("azure.identity").level == logging.DEBUG
-    assert logging.getLogger("shared.workflow").isEnabledFor(logging.INFO)
+    assert logging.getLogger("shared.upgrades.workflow").isEnabledFor(logging.INFO)

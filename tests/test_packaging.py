@@ -303,6 +303,7 @@ LOCAL_ARTEFACTS = [
     ".pytest_cache/v/cache/nodeids",
     ".mypy_cache/3.11/cache.db",
     ".ruff_cache/CACHEDIR.TAG",
+    ".import_linter_cache/CACHEDIR.TAG",
     ".python_packages/lib/site-packages/x.py",
     ".vscode/settings.json",
     ".DS_Store",

@@ -11,10 +11,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from shared import runtime
+from sandbox import APP_ID_SECRET_NAME, CUSTOMER_ID
 from shared.retry import RetryPolicy
 from shared.settings import Settings
-from tests.fakes import APP_ID_SECRET_NAME, CUSTOMER_ID
+from shared.upgrades import runtime
 from tests.harness import FAST_POLICY, use_key_vault
 
 CREATE = "/v1/productupgrades"

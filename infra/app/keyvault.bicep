@@ -1,4 +1,4 @@
-// Key Vault in RBAC mode holding the three Partner Center secrets (shared/secrets.py reads them).
+// Key Vault in RBAC mode holding the three Partner Center secrets (shared/partner_center/secrets.py reads them).
 // A secret is written only when its @secure() parameter is given, so a later `azd provision` without the
 // values never overwrites what an operator put into the vault. No output carries a secret value.
 

@@ -22,13 +22,11 @@ from typing import Any
 import requests
 
 from shared.errors import CredentialError, PartnerCenterError, ProductUpgradeError, SettingError
-from shared.tracking import TrackingCheck
-from shared.workflow import OperationIds
+from shared.upgrades.tracking import TrackingCheck
+from shared.upgrades.workflow import OperationIds
 
 from .campaign import Campaign, CampaignFileError, ReportWriter, Result, Row, read_campaign, read_previous_report
-from .enqueue import check_storage, send_through_queue, upgrade_record, wait_through_ledger, with_outcome
-from .follow import outcome_of
-from .main import (
+from .context import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REFUSED,
@@ -37,6 +35,8 @@ from .main import (
     UsageError,
     describe,
 )
+from .enqueue import check_storage, send_through_queue, upgrade_record, wait_through_ledger, with_outcome
+from .follow import outcome_of
 from .progress import CampaignProgress, print_tables, summary_tables
 
 #: Seconds the main thread waits for a worker before it looks at the stop flag again.

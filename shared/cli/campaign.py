@@ -16,7 +16,7 @@ from pathlib import Path
 
 from shared.errors import ValidationError
 from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
-from shared.workflow import request_id_for
+from shared.upgrades.workflow import request_id_for
 
 CUSTOMER_COLUMN = "customerId"
 PRODUCT_FAMILY_COLUMN = "productFamily"

@@ -22,12 +22,12 @@ import msal
 
 from shared.errors import MissingSettingError, TokenError
 from shared.logs import register_secret
-from shared.secrets import KeyVaultSecretStore, SecretStore
+from shared.partner_center.secrets import KeyVaultSecretStore, SecretStore
+from shared.partner_center.tokens import RetryingHttpClient
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
-from shared.tokens import RetryingHttpClient
 
+from .context import EXIT_OK, Context
 from .environment import LOCAL_SETTINGS_FILE, read_local_settings, write_local_setting
-from .main import EXIT_OK, Context
 
 #: Delegated scope of the Partner Center API that App+User calls need.
 USER_IMPERSONATION_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"

@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.errors import MissingSettingError, ProductUpgradeError, StorageUnavailableError
-from shared.ledger import Ledger, NoLedger, RequestRecord, UpgradeRecord
-from shared.scheduler import NoScheduler
 from shared.settings import STORAGE_SETTING
+from shared.store.ledger import Ledger, NoLedger, RequestRecord, UpgradeRecord
+from shared.store.scheduler import NoScheduler
 
 from .campaign import Result, Row
 

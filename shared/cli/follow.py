@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from shared.errors import ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
-from shared.tracking import ended_state
-from shared.workflow import OperationIds, ProductUpgradeWorkflow
+from shared.upgrades.tracking import ended_state
+from shared.upgrades.workflow import OperationIds, ProductUpgradeWorkflow
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from shared.ledger import UPGRADE_STATES, UpgradeRecord, iso
+from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, iso
 
 #: Percentiles of time-to-complete shown, nearest-rank.
 PERCENTILES = (50, 90, 95, 99)

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.errors import MissingSettingError
-from shared.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, NoLedger, UpgradeRecord
 from shared.settings import STORAGE_SETTING
+from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, NoLedger, UpgradeRecord
 
+from .context import EXIT_OK, Context, parse_customer
 from .html_report import write_html_report
-from .main import EXIT_OK, Context, parse_customer
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

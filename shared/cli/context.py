@@ -1,0 +1,125 @@
+"""What every command shares: its output, the runtime, the exit codes and the errors that choose them.
+
+Exit codes (the contract's): 0 everything asked for succeeded, 1 upgrades refused or failed, 2 usage,
+3 configuration or credentials, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.errors import (
+    CredentialError,
+    PartnerCenterError,
+    ProductUpgradeError,
+    SettingError,
+    TokenError,
+    ValidationError,
+)
+from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
+from shared.settings import Settings
+from shared.upgrades.runtime import Runtime
+
+PROG = "product-upgrades"
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_CONFIGURATION = 3
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad arguments or input file: exit 2."""
+
+
+class ConfigurationError(Exception):
+    """A setting or the credentials need the operator: exit 3."""
+
+
+class Output:
+    """Human text and the ``--json`` document go to stdout; progress and warnings to stderr."""
+
+    def __init__(self, as_json: bool, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.as_json = as_json
+        self.stdout = stdout or sys.stdout
+        self.stderr = stderr or sys.stderr
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            print(text, file=self.stdout, flush=True)
+
+    def document(self, body: Any) -> None:
+        if self.as_json:
+            print(json.dumps(body, indent=2), file=self.stdout, flush=True)
+
+    def warn(self, text: str) -> None:
+        print(f"{PROG}: {text}", file=self.stderr, flush=True)
+
+
+class Context:
+    """What every command gets: its output, and the runtime built on first use from the settings."""
+
+    def __init__(self, output: Output, folder: Path) -> None:
+        self.output = output
+        self.folder = folder
+        self._runtime: Runtime | None = None
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env()
+        return self._settings
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime.build(self.settings)
+        return self._runtime
+
+
+def exit_code_for(exc: ProductUpgradeError) -> int:
+    """3 when the operator must fix settings or credentials; 2 for our own validation; else 1."""
+    if isinstance(exc, SettingError | CredentialError):
+        return EXIT_CONFIGURATION
+    if isinstance(exc, PartnerCenterError) and exc.token_rejected:
+        return EXIT_CONFIGURATION
+    if isinstance(exc, ValidationError):
+        return EXIT_USAGE
+    return EXIT_REFUSED
+
+
+def describe(exc: ProductUpgradeError) -> str:
+    """The error's message, with what an operator does about refused credentials."""
+    if isinstance(exc, TokenError) and exc.error == "invalid_grant":
+        return f"{exc.message}; run `{PROG} consent` to sign in again and store a new refresh token"
+    return exc.message
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_customer(value: str) -> str:
+    try:
+        return parse_guid(value, "CUSTOMER_ID")
+    except ValidationError as exc:
+        raise UsageError(exc.message) from None
+
+
+def request_from(customer_id: str, product_family: str | None) -> ProductUpgradeRequest:
+    try:
+        return ProductUpgradeRequest(parse_customer(customer_id), parse_product_family(product_family))
+    except ValidationError as exc:
+        raise UsageError(exc.message) from None

@@ -1,0 +1,87 @@
+"""The one-customer commands: ``upgrade``, ``eligibility`` and ``status``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import uuid
+from typing import Any
+
+from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
+from shared.upgrades.workflow import OperationIds, request_id_for
+
+from .context import EXIT_OK, EXIT_REFUSED, Context, UsageError, request_from
+from .follow import follow_upgrade, outcome_of
+
+
+def cmd_upgrade(context: Context, args: argparse.Namespace) -> int:
+    request = request_from(args.customer_id, args.product_family)
+    key = (args.idempotency_key or "").strip()
+    # The same mapping as the HTTP route's Idempotency-Key: one key is one upgrade, whichever door it came in.
+    ids = OperationIds(request_id_for("idempotency-key", key) if key else str(uuid.uuid4()), str(uuid.uuid4()))
+    runtime = context.runtime
+    created = runtime.workflow.create(request, ids, check_eligibility=args.check_eligibility)
+    body: dict[str, Any] = {
+        "upgradeId": created.upgrade_id,
+        "customerId": created.customer_id,
+        "productFamily": created.product_family,
+        "status": "accepted",
+    }
+    context.output.say(created.upgrade_id)
+    if not args.wait:
+        context.output.document(body)
+        return EXIT_OK
+    status = _follow(context, created.upgrade_id, request, ids.correlation_id)
+    outcome = outcome_of(status)
+    body.update({"outcome": outcome, "partnerCenterStatus": status.status})
+    context.output.say(f"{outcome} ({status.status})")
+    context.output.document(body)
+    return EXIT_OK if outcome == "completed" else EXIT_REFUSED
+
+
+def cmd_eligibility(context: Context, args: argparse.Namespace) -> int:
+    request = request_from(args.customer_id, args.product_family)
+    eligibility = context.runtime.workflow.check_eligibility(request, OperationIds.new(str(uuid.uuid4())))
+    if eligibility.is_eligible:
+        context.output.say(f"eligible: customer {request.customer_id} ({request.product_family})")
+    else:
+        running = f"; upgrade {eligibility.upgrade_id} is in progress" if eligibility.upgrade_id else ""
+        context.output.say(f"not eligible: {eligibility.reason or 'no reason given'}{running}")
+    context.output.document(eligibility.to_json())
+    return EXIT_OK
+
+
+def cmd_status(context: Context, args: argparse.Namespace) -> int:
+    request = request_from(args.customer, args.product_family)
+    upgrade_id = args.upgrade_id.strip()
+    if not upgrade_id or not upgrade_id.replace("-", "").isalnum():
+        raise UsageError("UPGRADE_ID must be Partner Center's upgrade id")
+    correlation_id = str(uuid.uuid4())
+    if args.wait:
+        status = _follow(context, upgrade_id, request, correlation_id)
+    else:
+        status = context.runtime.workflow.get_status(upgrade_id, request, OperationIds.new(correlation_id))
+    body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
+    context.output.say(json.dumps(body, indent=2))
+    context.output.document(body)
+    if args.wait and outcome_of(status) != "completed":
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
+def _follow(
+    context: Context, upgrade_id: str, request: ProductUpgradeRequest, correlation_id: str
+) -> ProductUpgradesStatus:
+    """Until the upgrade has ended; Ctrl-C interrupts (exit 130)."""
+    status = follow_upgrade(
+        context.runtime.workflow,
+        upgrade_id,
+        request,
+        correlation_id,
+        poll_seconds=context.settings.poll_seconds,
+        stop=threading.Event(),  # never set: only KeyboardInterrupt ends the wait early
+        on_poll=lambda status: context.output.warn(f"upgrade {upgrade_id}: {status.status}"),
+    )
+    assert status is not None
+    return status

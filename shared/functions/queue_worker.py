@@ -1,0 +1,290 @@
+"""The queue adapter: one request message in, exactly one result message out (or a raise, for a retry).
+
+Permanent problems (a bad message, a Partner Center refusal about the customer) give a ``rejected``
+result at once. Transient ones (outages, our own configuration) raise so the host retries the message, until
+the last allowed attempt, which writes a ``failed`` result with ``retryable: true``. Partner Center's "not
+now" (a 429 outlasting the invocation's budget, 403 900130) defers the request instead: the message goes
+back on the requests queue, visible after the wait, keeping its identity, and no result is written yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import azure.functions as func
+
+from shared import logs
+from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
+from shared.functions.messages import decode_json_message
+from shared.models import ProductUpgradeRequest, optional_str, parse_caller_id
+from shared.retry import remaining_budget, time_budget
+from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, MAX_DEQUEUE_COUNT, get_settings
+from shared.upgrades.runtime import Runtime, get_runtime
+from shared.upgrades.workflow import OperationIds, request_id_for
+
+log = logging.getLogger(__name__)
+
+ResultStatus = Literal["accepted", "rejected", "failed"]
+
+#: One queue invocation gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
+QUEUE_TIME_BUDGET_SECONDS = 120.0
+#: Delay before a throttled request is tried again when Partner Center named no Retry-After.
+DEFAULT_THROTTLE_DEFER_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class QueueRequest:
+    request: ProductUpgradeRequest
+    request_id: str | None
+    correlation_id: str | None
+    check_eligibility: bool = False
+    #: Times this request was deferred already, and the id of the message it first came in.
+    deferrals: int = 0
+    original_message_id: str | None = None
+
+    def deferred(self, message_id: str) -> dict[str, Any]:
+        """The message that puts this request back on the queue once more, keeping its identity."""
+        body: dict[str, Any] = {
+            **self.request.to_json(),
+            "requestId": self.request_id,
+            "correlationId": self.correlation_id,
+            "checkEligibility": self.check_eligibility,
+            "deferrals": self.deferrals + 1,
+            "originalMessageId": self.original_message_id or message_id,
+        }
+        return {key: value for key, value in body.items() if value is not None}
+
+
+def handle(msg: func.QueueMessage) -> str | None:
+    """Process one request message: the JSON result message to write, None when the request was deferred,
+    or raise to have the host retry."""
+    with logs.operation(messageId=msg.id or None), time_budget(QUEUE_TIME_BUDGET_SECONDS):
+        return _handle(msg)
+
+
+def _handle(msg: func.QueueMessage) -> str | None:
+    raw = msg.get_body() or b""
+    try:
+        parsed = parse_message(raw)
+    except ValidationError as exc:
+        log.info("Rejecting queue message %s: %s", msg.id, exc.message)
+        return result_message("rejected", message_id=msg.id or "", error=exc, **_echo_fields(raw))
+
+    # A deferred request answers for the message it first came in: same MS-RequestId, same messageId.
+    message_id = parsed.original_message_id or msg.id or ""
+    request = parsed.request
+    ids = OperationIds(
+        request_id=request_id_for("queue-request", parsed.request_id)
+        if parsed.request_id
+        else request_id_for("queue-message", message_id),
+        correlation_id=parsed.correlation_id or request_id_for("queue-correlation", message_id),
+    )
+    logs.bind(requestId=ids.request_id, correlationId=ids.correlation_id)
+    fields: dict[str, Any] = {
+        "customer_id": request.customer_id,
+        "product_family": request.product_family,
+        "correlation_id": ids.correlation_id,
+        "request_id": parsed.request_id,
+        "message_id": message_id,
+    }
+    try:
+        runtime = get_runtime()
+        created = runtime.workflow.create(
+            request,
+            ids,
+            check_eligibility=parsed.check_eligibility,
+            keyed=True,
+            caller_request_id=parsed.request_id,
+            # The result is decided here (deferral, the host's retries): failures are recorded below.
+            record_failure=False,
+        )
+    except ProductUpgradeError as exc:
+        return _failed(msg, parsed, ids, exc, fields)
+    except Exception as exc:
+        log.exception("Unexpected failure processing queue message %s", message_id)
+        return _failed(msg, parsed, ids, ProductUpgradeError(f"unexpected {type(exc).__name__}"), fields)
+    return result_message("accepted", upgrade_id=created.upgrade_id, **fields)
+
+
+def _failed(
+    msg: func.QueueMessage, parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError, fields: dict[str, Any]
+) -> str | None:
+    if isinstance(exc, PartnerCenterError) and _not_now(exc):
+        try:
+            deferred = _defer(parsed, exc, fields["message_id"])
+        except ProductUpgradeError as defer_error:
+            # No queue to defer to: the host's own retries (429) or a result now (900130) instead.
+            log.warning("Could not defer message %s: %s", fields["message_id"], defer_error.message)
+            deferred = None
+        if deferred:
+            return None
+        if deferred is False:
+            # Deferrals used up: the request ends here, with "try again later" still true of it.
+            _record(parsed, ids, exc)
+            status: ResultStatus = "failed" if exc.transient else "rejected"
+            return result_message(status, error=exc, retryable=True, **fields)
+    if not exc.transient:
+        log.info("Rejecting queue message %s: %s", fields["message_id"], exc.message)
+        _record(parsed, ids, exc)
+        return result_message("rejected", error=exc, retryable=exc.retryable, **fields)
+    attempt = _dequeue_count(msg)
+    max_attempts = _max_attempts()
+    if attempt < max_attempts:
+        log.warning(
+            "Queue message %s attempt %d of %d failed, the host will retry it: %s",
+            fields["message_id"],
+            attempt,
+            max_attempts,
+            exc.message,
+        )
+        raise exc
+    log.error("Queue message %s failed on its last attempt (%d): %s", fields["message_id"], attempt, exc.message)
+    _record(parsed, ids, exc)
+    return result_message("failed", error=exc, retryable=True, **fields)
+
+
+def _not_now(exc: PartnerCenterError) -> bool:
+    """Partner Center said "later": 900130, or a 429 whose Retry-After this invocation could not wait for (a
+    429 that merely used up the attempts goes back to the host's retries instead)."""
+    if exc.try_again_later:
+        return True
+    if exc.status != 429 or exc.retry_after is None:
+        return False
+    policy = get_runtime().policy
+    left = min(policy.total_budget, remaining_budget() or policy.total_budget)
+    return exc.retry_after + policy.min_attempt_time > left
+
+
+def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bool:
+    """Put the request back on the queue for later; False when its deferrals are used up. Raises
+    :class:`ProductUpgradeError` when the queue cannot be written."""
+    runtime: Runtime = get_runtime()
+    settings = runtime.settings
+    if parsed.deferrals >= settings.max_deferrals:
+        log.warning("Request of message %s deferred %d times already; giving up", message_id, parsed.deferrals)
+        return False
+    if exc.try_again_later:
+        delay = settings.defer_seconds
+    else:
+        delay = float(exc.retry_after) if exc.retry_after is not None else DEFAULT_THROTTLE_DEFER_SECONDS
+    runtime.scheduler.defer_request(parsed.deferred(message_id), delay)
+    log.info(
+        "Partner Center said not now (%s) for message %s; deferred %d of %d, back in %.0f s",
+        exc.code,
+        message_id,
+        parsed.deferrals + 1,
+        settings.max_deferrals,
+        delay,
+    )
+    return True
+
+
+def _record(parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError) -> None:
+    """Record a final failure in the ledger; settings that are themselves the failure leave it unrecorded."""
+    try:
+        runtime = get_runtime()
+    except SettingError:
+        return
+    runtime.workflow.record_failure(parsed.request, ids, exc, caller_request_id=parsed.request_id)
+
+
+def parse_message(raw: bytes) -> QueueRequest:
+    """Decode a request message: plain JSON or base64 of JSON; raises :class:`ValidationError`."""
+    data = decode_json_message(raw)
+    request = ProductUpgradeRequest.from_json(data)
+    assert isinstance(data, dict)
+    check = data.get("checkEligibility", False)
+    if check is not None and not isinstance(check, bool):
+        raise ValidationError("checkEligibility must be true or false")
+    deferrals = data.get("deferrals", 0)
+    if not isinstance(deferrals, int) or isinstance(deferrals, bool) or not 0 <= deferrals <= 10_000:
+        raise ValidationError("deferrals must be a count")
+    return QueueRequest(
+        request=request,
+        request_id=_caller_id(data, "requestId"),
+        correlation_id=_caller_id(data, "correlationId"),
+        check_eligibility=bool(check),
+        deferrals=deferrals,
+        original_message_id=optional_str(data, "originalMessageId"),
+    )
+
+
+def _caller_id(data: dict[str, Any], key: str) -> str | None:
+    # The HTTP path's rule for the caller's ids: printable and bounded, so they cannot forge log fields.
+    value = optional_str(data, key)
+    return parse_caller_id(value, key) if value else None
+
+
+def result_message(
+    status: ResultStatus,
+    *,
+    message_id: str,
+    upgrade_id: str | None = None,
+    customer_id: str | None = None,
+    product_family: str | None = None,
+    correlation_id: str | None = None,
+    request_id: str | None = None,
+    error: ProductUpgradeError | None = None,
+    retryable: bool = False,
+) -> str:
+    """The result message: every key always present, ``null`` where it does not apply."""
+    return json.dumps(
+        {
+            "status": status,
+            "upgradeId": upgrade_id,
+            "customerId": customer_id,
+            "productFamily": product_family,
+            "correlationId": correlation_id,
+            "requestId": request_id,
+            "messageId": message_id,
+            "error": None
+            if error is None
+            else {
+                "code": error.code,
+                "message": error.message,
+                "partnerCenterErrorCode": error.partner_center_error_code,
+                "retryable": retryable,
+            },
+        }
+    )
+
+
+def _dequeue_count(msg: func.QueueMessage) -> int:
+    count = getattr(msg, "dequeue_count", None)
+    return count if isinstance(count, int) and count > 0 else 1
+
+
+def _max_attempts() -> int:
+    try:
+        return get_settings().max_attempts
+    except SettingError:
+        # Settings are broken (the failure being reported); count attempts against the setting alone, else
+        # host.json's maxDequeueCount (never beyond it), so the last attempt still writes a result.
+        try:
+            attempts = int(os.environ.get(MAX_ATTEMPTS_SETTING) or DEFAULTS[MAX_ATTEMPTS_SETTING])
+        except ValueError:
+            attempts = int(DEFAULTS[MAX_ATTEMPTS_SETTING])
+        return min(MAX_DEQUEUE_COUNT, max(1, attempts))
+
+
+def _echo_fields(raw: bytes) -> dict[str, Any]:
+    """What a rejected message's result can still echo: requestId and correlationId when readable."""
+    try:
+        data = decode_json_message(raw)
+    except ValidationError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    echo: dict[str, Any] = {}
+    for key, field_name in (("requestId", "request_id"), ("correlationId", "correlation_id")):
+        value = data.get(key)
+        if isinstance(value, str) and len(value) <= 256:
+            echo[field_name] = value
+    customer = data.get("customerId")
+    if isinstance(customer, str) and len(customer) <= 64:
+        echo["customer_id"] = customer
+    return echo

@@ -1,0 +1,1 @@
+"""The store: the ledger (an Azure Table), the scheduler (queue messages with a delay) and their storage account."""

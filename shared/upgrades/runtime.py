@@ -1,0 +1,197 @@
+"""Process-wide objects (HTTP session, credential, secret and token caches), built lazily, once.
+
+Importing this module needs no settings. :func:`get_runtime` builds everything on first use from
+:func:`shared.settings.get_settings`; tests build their own :class:`Runtime` and :func:`install` it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.retry import RetryPolicy
+from shared.settings import Settings, get_settings
+
+# The SDKs and the modules wrapping them are imported where first needed (Runtime.build), not with this
+# module: importing function_app and indexing the functions stays close to importing azure.functions alone.
+if TYPE_CHECKING:
+    import requests
+    from azure.core.credentials import TokenCredential
+
+    from shared.partner_center.client import PartnerCenterClient
+    from shared.partner_center.secrets import SecretStore
+    from shared.partner_center.tokens import TokenProvider
+    from shared.store.ledger import Ledger
+    from shared.store.scheduler import Scheduler
+    from shared.upgrades.tracking import UpgradeTracker
+    from shared.upgrades.workflow import ProductUpgradeWorkflow
+
+
+#: Seconds a poller is told to wait (``Retry-After``) while an upgrade runs.
+DEFAULT_POLL_INTERVAL_SECONDS = 30
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    session: requests.Session
+    secrets: SecretStore
+    tokens: TokenProvider
+    client: PartnerCenterClient
+    workflow: ProductUpgradeWorkflow
+    policy: RetryPolicy
+    ledger: Ledger
+    scheduler: Scheduler
+    tracker: UpgradeTracker | None
+    poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        policy: RetryPolicy | None = None,
+        poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS,
+    ) -> Runtime:
+        """Wire every object for ``settings``; no network call happens here."""
+        from shared.partner_center.client import PartnerCenterClient
+        from shared.partner_center.tokens import TokenProvider
+        from shared.store.ledger import TableLedger
+        from shared.store.scheduler import QueueScheduler
+        from shared.upgrades.tracking import UpgradeTracker
+        from shared.upgrades.workflow import ProductUpgradeWorkflow
+
+        policy = policy or RetryPolicy()
+        session = _session()
+        credential = _credential(settings, policy)
+        secrets = _secret_store(settings, policy, credential)
+        tokens = TokenProvider(
+            authority_host=settings.authority_host,
+            tenant_id=settings.tenant_id,
+            secrets=secrets,
+            session=session,
+            policy=policy,
+        )
+        client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
+        ledger = _ledger(settings, credential)
+        scheduler = _scheduler(settings, credential)
+        tracker = (
+            UpgradeTracker(
+                client,
+                ledger,
+                scheduler,
+                poll_seconds=settings.poll_seconds,
+                tracking_hours=settings.tracking_hours,
+            )
+            if isinstance(scheduler, QueueScheduler) and isinstance(ledger, TableLedger)
+            else None
+        )
+        return cls(
+            settings=settings,
+            session=session,
+            secrets=secrets,
+            tokens=tokens,
+            client=client,
+            workflow=ProductUpgradeWorkflow(client, ledger, tracker),
+            policy=policy,
+            ledger=ledger,
+            scheduler=scheduler,
+            tracker=tracker,
+            poll_interval_seconds=poll_interval_seconds,
+        )
+
+
+def _session() -> requests.Session:
+    """One session for the token endpoint and Partner Center; it trusts what requests trusts
+    (``REQUESTS_CA_BUNDLE`` works), read from the environment once. Its pool holds a connection per
+    concurrent invocation of a host batch."""
+    from requests.adapters import HTTPAdapter
+
+    from shared.http_session import POOL_SIZE, EnvironmentOnceSession
+
+    session = EnvironmentOnceSession()
+    session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE))
+    return session
+
+
+def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | None:
+    """One credential for Key Vault and identity-based storage; None when neither is used."""
+    storage = settings.storage
+    if settings.key_vault_url is None and (storage is None or storage.connection_string):
+        return None
+    from azure.identity import DefaultAzureCredential
+
+    # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
+    client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
+    from shared.azure_limits import credential_options
+
+    # The managed-identity request takes no per-call limits: its pipeline keeps to the invocation's budget.
+    options = credential_options(policy)
+    if client_id:
+        options["managed_identity_client_id"] = client_id
+    return DefaultAzureCredential(**options)
+
+
+def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
+    from shared.store.ledger import NoLedger, TableLedger
+
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
+        return NoLedger()
+    return TableLedger(storage, settings.table_name, credential)
+
+
+def _scheduler(settings: Settings, credential: TokenCredential | None) -> Scheduler:
+    from shared.store.scheduler import NoScheduler, QueueScheduler
+
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.queue_service_uri and credential)):
+        return NoScheduler()
+    return QueueScheduler(
+        storage,
+        requests_queue=settings.requests_queue,
+        tracking_queue=settings.tracking_queue,
+        outcomes_queue=settings.outcomes_queue,
+        credential=credential,
+    )
+
+
+def _secret_store(settings: Settings, policy: RetryPolicy, credential: TokenCredential | None) -> SecretStore:
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.azure_limits import client_options
+    from shared.partner_center.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretNames
+
+    if settings.key_vault_url is None or credential is None:
+        return EnvironmentSecretStore()
+    # retry_timeout is read by no azure-core policy: the limits are in the pipeline (and per call, in secrets.py).
+    client = SecretClient(vault_url=settings.key_vault_url, credential=credential, **client_options(policy))
+    names = SecretNames(
+        app_id=settings.app_id_secret_name,
+        app_secret=settings.app_secret_secret_name,
+        refresh_token=settings.refresh_token_secret_name,
+    )
+    return KeyVaultSecretStore(client, names)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process's runtime, built on first use. Raises :class:`SettingError` while a setting is missing."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime.build(get_settings())
+        return _runtime
+
+
+def install(runtime: Runtime | None) -> None:
+    """Replace the process's runtime (tests, or a host that wires its own); None rebuilds on next use."""
+    global _runtime
+    with _lock:
+        _runtime = runtime
+    get_settings.cache_clear()

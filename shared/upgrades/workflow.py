@@ -1,0 +1,163 @@
+"""The upgrade workflow every adapter calls: the rules, the identifiers, and nothing of HTTP requests or queues."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING
+
+from shared.errors import IdempotencyKeyReusedError, NotEligibleError, PartnerCenterError, ProductUpgradeError
+from shared.ids import ID_NAMESPACE, OperationIds, correlation_guid, request_id_for
+from shared.models import (
+    ProductUpgradeCreated,
+    ProductUpgradeRequest,
+    ProductUpgradesEligibility,
+    ProductUpgradesStatus,
+)
+from shared.store.ledger import Ledger, NoLedger
+
+if TYPE_CHECKING:  # the client imports requests; the adapters import this module, and indexing stays quick
+    from shared.partner_center.client import PartnerCenterClient
+    from shared.upgrades.tracking import UpgradeTracker
+
+__all__ = ["ID_NAMESPACE", "OperationIds", "ProductUpgradeWorkflow", "correlation_guid", "request_id_for"]
+
+log = logging.getLogger(__name__)
+
+#: Partner Center's "an upgrade is already in progress for this customer".
+UPGRADE_IN_PROGRESS = "900109"
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def upgrade_id_in(description: str, customer_id: str) -> str | None:
+    """The running upgrade's id in a 900109 description ("original upgrade {id} is in progress")."""
+    for match in _GUID.finditer(description or ""):
+        if match.group(0).lower() != customer_id.lower():
+            return match.group(0)
+    return None
+
+
+class ProductUpgradeWorkflow:
+    """Create, check and track product upgrades for one partner."""
+
+    def __init__(
+        self,
+        client: PartnerCenterClient,
+        ledger: Ledger | None = None,
+        tracker: UpgradeTracker | None = None,
+    ) -> None:
+        self._client = client
+        self.ledger = ledger or NoLedger()
+        self.tracker = tracker
+
+    def create(
+        self,
+        request: ProductUpgradeRequest,
+        ids: OperationIds,
+        *,
+        check_eligibility: bool = False,
+        keyed: bool = False,
+        caller_request_id: str | None = None,
+        record_failure: bool = True,
+    ) -> ProductUpgradeCreated:
+        """Create the upgrade once per ``ids.request_id``, record it in the ledger and start following it.
+
+        ``keyed``: the request id comes from the caller (an Idempotency-Key, a queue message), so it is reserved
+        first: a request id recorded ``accepted`` returns the recorded upgrade without calling Partner Center,
+        one held for another customer raises :class:`IdempotencyKeyReusedError`. When Partner Center says an
+        upgrade is already in progress (409 900109), the running one is returned. ``check_eligibility`` asks
+        first and raises :class:`NotEligibleError` with Partner Center's reason instead of creating.
+        ``record_failure``: record a failure as the request's result (False when the caller will try again).
+        """
+        if keyed:
+            existing = self.ledger.reserve(ids.request_id, request, ids.correlation_id)
+            if existing is not None:
+                if not existing.same_request(request):
+                    raise IdempotencyKeyReusedError(
+                        f"request id {ids.request_id} was already used for another customer or product family; "
+                        "use a new Idempotency-Key (or requestId) for each upgrade"
+                    )
+                if existing.status == "accepted" and existing.upgrade_id:
+                    log.info(
+                        "Request %s was already accepted as upgrade %s; not sending it again",
+                        ids.request_id,
+                        existing.upgrade_id,
+                    )
+                    return ProductUpgradeCreated(existing.upgrade_id, request.customer_id, request.product_family)
+        try:
+            created, new_upgrade = self._create(request, ids, check_eligibility)
+        except ProductUpgradeError as exc:
+            if record_failure:
+                self.record_failure(request, ids, exc, caller_request_id=caller_request_id)
+            raise
+        log.info(
+            "Product upgrade %s accepted for customer %s (%s)",
+            created.upgrade_id,
+            request.customer_id,
+            request.product_family,
+        )
+        record = self.ledger.record_accepted(
+            ids.request_id,
+            created,
+            caller_request_id=caller_request_id,
+            correlation_id=ids.correlation_id,
+            with_upgrade=new_upgrade,
+        )
+        if record is not None and self.tracker is not None:
+            self.tracker.start(record)
+        return created
+
+    def record_failure(
+        self,
+        request: ProductUpgradeRequest,
+        ids: OperationIds,
+        error: ProductUpgradeError,
+        *,
+        caller_request_id: str | None = None,
+    ) -> None:
+        """Record ``error`` as the request's final result (``rejected``, or ``failed`` when transient)."""
+        self.ledger.record_refused(
+            ids.request_id, request, error, caller_request_id=caller_request_id, correlation_id=ids.correlation_id
+        )
+
+    def check_eligibility(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesEligibility:
+        return self._client.check_eligibility(
+            request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
+        )
+
+    def get_status(self, upgrade_id: str, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesStatus:
+        return self._client.get_status(
+            upgrade_id, request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
+        )
+
+    def _create(
+        self, request: ProductUpgradeRequest, ids: OperationIds, check_eligibility: bool
+    ) -> tuple[ProductUpgradeCreated, bool]:
+        """The upgrade, and whether it is new to the ledger (an upgrade already running may be recorded)."""
+        if check_eligibility:
+            eligibility = self.check_eligibility(request, OperationIds.new(ids.correlation_id))
+            if not eligibility.is_eligible:
+                if eligibility.upgrade_id:
+                    return self._already_running(request, eligibility.upgrade_id)
+                raise NotEligibleError(request.customer_id, eligibility.reason)
+        try:
+            created = self._client.create_upgrade(
+                request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
+            )
+        except PartnerCenterError as exc:
+            if exc.status != 409 or exc.error_code != UPGRADE_IN_PROGRESS:
+                raise
+            running = self.check_eligibility(request, OperationIds.new(ids.correlation_id)).upgrade_id
+            running = running or upgrade_id_in(exc.description, request.customer_id)
+            if not running:
+                raise
+            return self._already_running(request, running)
+        return created, True
+
+    def _already_running(self, request: ProductUpgradeRequest, upgrade_id: str) -> tuple[ProductUpgradeCreated, bool]:
+        log.info("An upgrade for customer %s is already in progress: %s", request.customer_id, upgrade_id)
+        # Started by us under another request id, it is in the ledger and tracked already; else (the portal,
+        # another tool) it is recorded and tracked from here.
+        new = self.ledger.find_upgrade(upgrade_id) is None
+        return ProductUpgradeCreated(upgrade_id, request.customer_id, request.product_family), new

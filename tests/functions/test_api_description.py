@@ -1,0 +1,377 @@
+"""The connector's API definition: one description of the app's HTTP API, valid, served, and true to the app.
+
+- The definition's operations are the app's HTTP routes and methods, both ways (less health and openapi.json),
+  and its schemas carry the keys the package's models write.
+- ``GET /api/openapi.json`` serves the same file with the app's public host.
+- The connector files pass an OpenAPI 2.0 validator and the Power Platform connector schemas stored in
+  ``../shared/schemas`` (skipped with a reason when that folder is absent).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pathspec
+import pytest
+from jsonschema_specifications import REGISTRY as METASCHEMAS
+from openapi_spec_validator import validate as validate_openapi
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource
+
+from shared.functions import api_description, http_api
+from shared.models import (
+    ErrorDetails,
+    ProductUpgradeRequest,
+    ProductUpgradesEligibility,
+    ProductUpgradesStatus,
+    UpgradeProduct,
+    UpgradesLineItem,
+)
+from shared.settings import PUBLIC_URL_SETTING
+from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, UpgradeRecord, utc_now
+from tests.harness import indexed_functions
+
+REPO = Path(__file__).resolve().parents[2]
+CONNECTOR = REPO / "connector"
+SCHEMAS = REPO.parent / "shared" / "schemas" / "power-platform-connectors"
+#: HTTP routes that are the operator's, not a caller's: not in the connector.
+OPERATOR_ROUTES = {"health", "health/details", "openapi.json"}
+OPERATION_IDS = {
+    "CreateProductUpgrade",
+    "CheckProductUpgradeEligibility",
+    "GetProductUpgradeStatus",
+    "ListProductUpgrades",
+}
+HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
+
+
+def load(name: str) -> Any:
+    return json.loads((CONNECTOR / name).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def definition() -> Any:
+    return load("apiDefinition.swagger.json")
+
+
+def operations(definition: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """(METHOD, route without /api) -> operation object."""
+    return {
+        (method.upper(), path.lstrip("/")): operation
+        for path, item in definition["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    }
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(METHOD, route) of every HTTP function the app indexes."""
+    routes = set()
+    for function in indexed_functions().values():
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            if binding["type"] == "httpTrigger":
+                routes |= {(method.upper(), binding["route"]) for method in binding["methods"]}
+    return routes
+
+
+def schema_of(definition: Any, name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = definition["definitions"][name]
+    return schema
+
+
+# -- one source of truth: routes and models --------------------------------------------------------------
+
+
+def test_every_app_route_is_an_operation_and_every_operation_a_route(definition):
+    described = set(operations(definition))
+    served = {(method, route) for method, route in app_routes() if route not in OPERATOR_ROUTES}
+    assert described - served == set(), "operations the app does not serve"
+    assert served - described == set(), "routes the connector does not describe"
+    assert {("GET", "health"), ("GET", "openapi.json")} <= app_routes()
+
+
+def test_operation_ids_and_connector_essentials(definition):
+    ops = operations(definition)
+    assert {op["operationId"] for op in ops.values()} == OPERATION_IDS
+    assert definition["swagger"] == "2.0" and definition["basePath"] == "/api" and definition["schemes"] == ["https"]
+    assert definition["securityDefinitions"] == {
+        "api_key": {
+            "type": "apiKey",
+            "in": "header",
+            "name": "x-functions-key",
+            "description": definition["securityDefinitions"]["api_key"]["description"],
+        }
+    }
+    assert definition["security"] == [{"api_key": []}]
+    for (method, route), op in ops.items():
+        assert op["summary"] and op["description"], (method, route)
+        for parameter in op.get("parameters", []):
+            assert parameter["x-ms-summary"] and parameter["description"], (route, parameter["name"])
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")) and status != "401" or status == "default":
+                assert response["schema"] == {"$ref": "#/definitions/Problem"}, (route, status)
+        assert "application/problem+json" in op["produces"]
+
+
+def test_readme_names_each_operation_and_the_import_commands(definition):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for op in operations(definition).values():
+        assert f"`{op['operationId']}`" in readme and op["summary"] in readme
+    assert "paconn create --settings connector/settings.json" in readme and "/api/openapi.json" in readme
+
+
+def test_create_and_status_declare_the_asynchronous_pattern(definition):
+    ops = operations(definition)
+    create = ops[("POST", "productupgrades")]["responses"]
+    assert set(create["202"]["headers"]) >= {"Location"}
+    assert create["202"]["schema"] == {"$ref": "#/definitions/ProductUpgradeAccepted"}
+    # What the action gives once the pattern has followed Location to the end.
+    assert create["200"]["schema"] == {"$ref": "#/definitions/ProductUpgradeStatus"}
+    status = ops[("GET", "productupgrades/{upgradeId}")]["responses"]
+    assert set(status["202"]["headers"]) >= {"Location", "Retry-After"}
+    assert status["200"]["schema"] == status["202"]["schema"] == {"$ref": "#/definitions/ProductUpgradeStatus"}
+    assert "Retry-After" in create["503"]["headers"]
+
+
+def properties(definition: Any, name: str) -> set[str]:
+    return set(schema_of(definition, name)["properties"])
+
+
+def test_schemas_carry_the_keys_the_models_write(definition):
+    request = ProductUpgradeRequest("4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a")
+    assert properties(definition, "ProductUpgradeRequest") == set(request.to_json())
+    eligibility = ProductUpgradesEligibility(request.customer_id, "Azure", True)
+    assert properties(definition, "ProductUpgradeEligibility") == set(eligibility.to_json())
+    assert set(schema_of(definition, "ProductUpgradeEligibility")["required"]) == set(eligibility.to_json())
+    status = ProductUpgradesStatus("u-1", "Azure", "Completed")
+    status_keys = {"upgradeId", "customerId", *status.to_json()}
+    assert properties(definition, "ProductUpgradeStatus") == status_keys
+    assert set(schema_of(definition, "ProductUpgradeStatus")["required"]) == status_keys
+    line_item = UpgradesLineItem(None, None, None, None, None)
+    assert properties(definition, "UpgradesLineItem") == set(line_item.to_json())
+    assert properties(definition, "UpgradeProduct") == set(UpgradeProduct(None, None).to_json())
+    assert properties(definition, "ErrorDetails") == set(ErrorDetails(None, None).to_json())
+
+
+def test_list_schema_carries_the_ledgers_item_and_limits(definition):
+    now = utc_now()
+    record = UpgradeRecord("u-1", "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a", "Azure", "running", "k", now, now)
+    item = schema_of(definition, "TrackedProductUpgrade")
+    assert set(item["properties"]) == set(item["required"]) == set(record.to_json())
+    assert item["properties"]["state"]["enum"] == list(UPGRADE_STATES)
+    parameters = {p["name"]: p for p in operations(definition)[("GET", "productupgrades")]["parameters"]}
+    assert parameters["state"]["enum"] == list(UPGRADE_STATES)
+    assert (parameters["top"]["minimum"], parameters["top"]["maximum"]) == (1, MAX_PAGE_SIZE)
+    assert parameters["top"]["default"] == http_api.DEFAULT_PAGE_SIZE
+    assert set(schema_of(definition, "ProductUpgradePage")["properties"]) == {"items", "continuationToken"}
+
+
+def test_problem_schema_covers_what_the_adapter_writes(definition):
+    response = http_api.problem(
+        503, "t", "d", code="c", correlation_id="x", partner_center_error_code="900130", retry_after=5
+    )
+    written = set(json.loads(response.get_body()))
+    problem = schema_of(definition, "Problem")
+    assert written <= set(problem["properties"])
+    assert set(problem["required"]) <= written
+    assert problem["properties"]["type"]["description"]
+    assert http_api.PROBLEM_TYPE_BASE.startswith("urn:")
+
+
+def test_request_schema_accepts_what_the_model_accepts(definition):
+    validator = jsonschema.Draft4Validator(schema_of(definition, "ProductUpgradeRequest"))
+    assert validator.is_valid({"customerId": "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a"})
+    assert validator.is_valid({"customerId": "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a", "productFamily": "Azure"})
+    assert not validator.is_valid({"productFamily": "Azure"})
+
+
+# -- the served description -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_public_host(monkeypatch):
+    monkeypatch.delenv(PUBLIC_URL_SETTING, raising=False)
+    monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+
+
+def served(app_env) -> Any:
+    response = app_env.http("openapi_definition", "GET", "/api/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return json.loads(response.get_body())
+
+
+def without_location(document: Any) -> Any:
+    return {k: v for k, v in document.items() if k not in {"host", "basePath", "schemes"}}
+
+
+def test_served_description_is_the_connector_file_with_the_request_host_locally(app_env, no_public_host, definition):
+    document = served(app_env)
+    assert (document["host"], document["basePath"], document["schemes"]) == ("upgrades.example.net", "/api", ["https"])
+    assert without_location(document) == without_location(definition)
+    validate_openapi(document)
+
+
+def test_served_description_uses_website_hostname_in_azure(app_env, no_public_host, monkeypatch):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "func-upgrades.azurewebsites.net")
+    document = served(app_env)
+    assert (document["host"], document["basePath"], document["schemes"]) == (
+        "func-upgrades.azurewebsites.net",
+        "/api",
+        ["https"],
+    )
+
+
+def test_served_description_prefers_the_public_url(app_env, no_public_host, monkeypatch):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "func-upgrades.azurewebsites.net")
+    monkeypatch.setenv(PUBLIC_URL_SETTING, "https://apim.contoso.com/upgrades/")
+    document = served(app_env)
+    assert (document["host"], document["basePath"], document["schemes"]) == ("apim.contoso.com", "/upgrades", ["https"])
+    validate_openapi(document)
+
+
+def test_served_description_never_takes_the_clients_host_in_azure(app_env, no_public_host, monkeypatch):
+    monkeypatch.setenv("WEBSITE_HOSTNAME", "func-upgrades.azurewebsites.net")
+    response = app_env.http(
+        "openapi_definition", "GET", "/api/openapi.json", headers={"X-Forwarded-Host": "evil.example"}
+    )
+    assert json.loads(response.get_body())["host"] == "func-upgrades.azurewebsites.net"
+
+
+def test_a_malformed_public_url_is_a_500_naming_the_setting(app_env, no_public_host, monkeypatch):
+    monkeypatch.setenv(PUBLIC_URL_SETTING, "apim.contoso.com/upgrades")
+    response = app_env.http("openapi_definition", "GET", "/api/openapi.json")
+    assert response.status_code == 500 and response.mimetype == "application/problem+json"
+    assert PUBLIC_URL_SETTING in json.loads(response.get_body())["detail"]
+
+
+def test_the_description_needs_no_settings(monkeypatch, app_env, no_public_host):
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    assert served(app_env)["paths"]
+
+
+def test_the_route_is_anonymous_and_get_only():
+    [trigger] = [
+        b
+        for b in json.loads(indexed_functions()["openapi_definition"].get_function_json())["bindings"]
+        if b["type"] == "httpTrigger"
+    ]
+    assert (trigger["route"], trigger["methods"], trigger["authLevel"]) == ("openapi.json", ["GET"], "ANONYMOUS")
+
+
+def test_the_definition_is_deployed_with_the_app():
+    """``.funcignore`` (gitignore syntax) keeps what the route reads and leaves the connector's other files out."""
+    ignored = pathspec.GitIgnoreSpec.from_lines((REPO / ".funcignore").read_text(encoding="utf-8").splitlines())
+    deployed = api_description.DEFINITION_PATH.relative_to(REPO).as_posix()
+    assert not ignored.match_file(deployed)
+    assert not ignored.match_file("shared/functions/api_description.py") and not ignored.match_file("function_app.py")
+    for name in ("connector/apiProperties.json", "connector/settings.json", "connector/icon.png"):
+        assert ignored.match_file(name), name
+    assert ignored.match_file("examples/logic-apps/create-and-wait.workflow.json")
+
+
+# -- validators ----------------------------------------------------------------------------------------------
+
+
+def test_definition_passes_the_openapi_2_validator(definition):
+    validate_openapi(definition)
+
+
+def test_openapi_validator_rejects_a_broken_definition(definition):
+    broken = copy.deepcopy(definition)
+    # A path parameter that the path template does not declare.
+    broken["paths"]["/productupgrades/{upgradeId}"]["get"]["parameters"][0]["name"] = "id"
+    with pytest.raises(OpenAPIValidationError):
+        validate_openapi(broken)
+
+
+def strip_json_comments(text: str) -> str:
+    """Drop ``//`` comments outside strings (the upstream connector schemas are JSON with comments)."""
+    out: list[str] = []
+    i, in_string = 0, False
+    while i < len(text):
+        char = text[i]
+        if in_string:
+            out.append(text[i : i + 2] if char == "\\" else char)
+            i += 2 if char == "\\" else 1
+            in_string = char != '"'
+            continue
+        if text.startswith("//", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end
+            continue
+        in_string = char == '"'
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def test_strip_json_comments_keeps_strings():
+    text = '{"a": "http://x//y", "b": "q\\"//"} // note\n'
+    assert json.loads(strip_json_comments(text)) == {"a": "http://x//y", "b": 'q"//'}
+
+
+def _offline(uri: str) -> Resource[Any]:
+    raise NoSuchResource(ref=uri)  # never fetch: every schema must be stored
+
+
+@pytest.fixture(scope="module")
+def power_platform() -> dict[str, jsonschema.protocols.Validator]:
+    if not SCHEMAS.is_dir():
+        pytest.skip(f"Power Platform connector schemas not found at {SCHEMAS} (../shared is not beside the repo)")
+    validators = {}
+    for name, schema_file in {
+        "apiDefinition": "apiDefinition.swagger.schema.json",
+        "apiProperties": "paconn-apiProperties.schema.json",
+    }.items():
+        schema = json.loads(strip_json_comments((SCHEMAS / schema_file).read_text(encoding="utf-8")))
+        uri = schema["id"].rstrip("#")
+        registry = Registry(retrieve=_offline).with_resource(uri, Resource.from_contents(schema)).combine(METASCHEMAS)
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        validators[name] = cls(schema, registry=registry)
+    return validators
+
+
+def errors(validator: jsonschema.protocols.Validator, instance: Any) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
+
+
+def test_definition_passes_the_power_platform_schema(power_platform, definition):
+    assert errors(power_platform["apiDefinition"], definition) == []
+
+
+def test_power_platform_schema_rejects_a_wrong_extension(power_platform, definition):
+    broken = copy.deepcopy(definition)
+    broken["paths"]["/productupgrades"]["post"]["parameters"][1]["x-ms-visibility"] = "sometimes"
+    assert errors(power_platform["apiDefinition"], broken)
+
+
+def test_api_properties_pass_the_paconn_schema(power_platform):
+    properties = load("apiProperties.json")
+    assert errors(power_platform["apiProperties"], properties) == []
+    broken = copy.deepcopy(properties)
+    broken["properties"]["connectionParameters"]["api_key"]["uiDefinition"]["constraints"]["required"] = True
+    assert errors(power_platform["apiProperties"], broken)
+
+
+def test_api_properties_ask_for_the_key_the_definition_sends(definition):
+    parameters = load("apiProperties.json")["properties"]["connectionParameters"]
+    assert set(parameters) == set(definition["securityDefinitions"]) == {"api_key"}
+    assert parameters["api_key"]["type"] == "securestring"
+
+
+def test_paconn_settings_point_at_the_connector_files():
+    settings = load("settings.json")
+    for key in ("apiProperties", "apiDefinition", "icon"):
+        assert (REPO / settings[key]).is_file(), key
+    assert settings["connectorId"] is None and settings["environment"] is None  # paconn asks; never committed
+    icon = (REPO / settings["icon"]).read_bytes()
+    assert icon[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", icon[16:24])
+    assert width == height and width <= 500 and len(icon) < 1024 * 1024
