@@ -8,13 +8,14 @@ Partner Center and the ledger answer a repeat with the upgrade already made.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.errors import ValidationError
+from shared.errors import ProductUpgradeError, ValidationError
 from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
 from shared.upgrades.workflow import request_id_for
 
@@ -93,6 +94,22 @@ class Result:
             message=get("message"),
             outcome=get("outcome"),
             partner_center_status=get("partnerCenterStatus"),
+        )
+
+    @classmethod
+    def refused(cls, exc: ProductUpgradeError) -> Result:
+        """A row Partner Center (or the way to it) did not take: ``failed`` when worth a retry, else ``rejected``."""
+        return cls(
+            "failed" if exc.transient else "rejected",
+            error_code=exc.code,
+            partner_center_error_code=exc.partner_center_error_code,
+            message=exc.message,
+        )
+
+    def ended(self, outcome: str, partner_center_status: str | None, message: str | None = None) -> Result:
+        """This accepted row with its upgrade's outcome filled in."""
+        return dataclasses.replace(
+            self, outcome=outcome, partner_center_status=partner_center_status, message=message or self.message
         )
 
 

@@ -1,0 +1,98 @@
+"""Rows worked ``--concurrency`` at a time, and waited on in rounds: the one loop every campaign step uses.
+
+Sending, following the ledger and polling for outcomes are all "a task per row, in a thread pool, until each
+row has a result"; a stop flag (Ctrl-C, SIGTERM, or settings failing mid-run) drops rows not yet started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from threading import Event
+
+from shared.errors import CredentialError, PartnerCenterError, ProductUpgradeError, SettingError
+
+from .campaign import Result, Row
+from .context import describe
+
+#: Seconds the main thread waits for a worker before it looks at the stop flag again.
+_TICK = 0.2
+
+#: One row's task: its result, or None for "nothing to report yet" (or not started because of a stop).
+Task = Callable[[Row], Result | None]
+Done = Callable[[Row, Result], None]
+
+
+class Fatal(Exception):
+    """Settings or credentials failed mid-run: stop the campaign, the operator must act (exit 3)."""
+
+    def __init__(self, error: ProductUpgradeError) -> None:
+        super().__init__(describe(error))
+        self.error = error
+
+
+def needs_operator(exc: ProductUpgradeError) -> bool:
+    """Settings or our own credentials: every other row would fail the same way."""
+    return isinstance(exc, SettingError | CredentialError) or (
+        isinstance(exc, PartnerCenterError) and exc.token_rejected
+    )
+
+
+class RowPool:
+    def __init__(self, concurrency: int, stop: Event) -> None:
+        self.concurrency = concurrency
+        self.stop = stop
+
+    def run(self, rows: list[Row], task: Task, done: Done) -> None:
+        """``task`` for each row; ``done`` in this thread as each finishes with a result.
+
+        When ``stop`` is set, rows not started are dropped and the ones in flight finish. A task raising
+        :class:`Fatal` sets ``stop`` at once, and the first such error is raised once the pool has drained.
+        """
+        fatal: Fatal | None = None
+
+        def guarded(row: Row) -> Result | None:
+            try:
+                return task(row)
+            except Fatal:
+                self.stop.set()  # at once: no worker starts another row
+                raise
+
+        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="bulk") as pool:
+            pending: dict[Future[Result | None], Row] = {pool.submit(guarded, row): row for row in rows}
+            while pending:
+                finished, _ = wait(pending, timeout=_TICK, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    row = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except Fatal as exc:
+                        fatal = fatal or exc
+                        continue
+                    if result is not None:
+                        done(row, result)
+                if self.stop.is_set():
+                    for future in list(pending):
+                        if future.cancel():
+                            del pending[future]
+        if fatal is not None:
+            raise fatal
+
+    def poll(self, waiting: Mapping[int, Row], check: Task, done: Done, interval: float) -> None:
+        """Round after round, ``check`` each waiting row until each has a result (or ``stop``).
+
+        A round starts at most every ``interval`` seconds; ``done`` gets each row's result once, and the row
+        leaves the rounds.
+        """
+        left = dict(waiting)
+
+        def settled(row: Row, result: Result) -> None:
+            left.pop(row.number, None)
+            done(row, result)
+
+        while left and not self.stop.is_set():
+            started = time.monotonic()
+            self.run(list(left.values()), check, settled)
+            if left:
+                self.stop.wait(max(0.0, interval - (time.monotonic() - started)))

@@ -1,0 +1,127 @@
+"""What the command line's tests share: running it in-process or as a child process, CSV in and out, and the
+functions host's queue loop on a thread."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox import FakeEntra, FakePartnerCenter
+from shared.cli import main as cli_main
+from shared.settings import STORAGE_SETTING
+from tests.harness import Host
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class Cli:
+    """Runs the command line in ``folder`` with the app's settings pointing at the fakes."""
+
+    def __init__(self, folder: Path, entra: FakeEntra, partner_center: FakePartnerCenter) -> None:
+        self.folder = folder
+        self.entra = entra
+        self.partner_center = partner_center
+
+    def run(self, *args: str) -> Ran:
+        """``main(args)`` in this process, in ``folder``; os.environ is restored after (local.settings.json is
+        applied to it)."""
+        saved = dict(os.environ)
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with contextlib.chdir(self.folder), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli_main.main(list(args))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return Ran(code, out.getvalue(), err.getvalue())
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        """The real entry point, ``python -m shared.cli``, as a child process."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args],
+            cwd=self.folder,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def run_process(self, *args: str, timeout: float = 120) -> Ran:
+        proc = self.spawn(*args)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        return Ran(proc.returncode, stdout, stderr)
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], columns: list[str] | None = None) -> Path:
+    columns = columns or list(rows[0])
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_report(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def customers(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+def posts_per_customer(partner_center: FakePartnerCenter) -> Counter[str]:
+    """Create POSTs that reached Partner Center's handler, by customer (what "upgraded twice" would show)."""
+    return Counter(r.json()["customerId"] for r in partner_center.requests_to("/v1/productupgrades", "POST"))
+
+
+def created_per_customer(partner_center: FakePartnerCenter) -> Counter[str]:
+    return Counter(u["customer_id"] for u in partner_center.created_upgrades)
+
+
+class BackgroundHost:
+    """tests/harness.py's Host (the Functions host's queue loop over Azurite) on a thread, while the command
+    line runs; it also plays the consumer of the results and outcomes queues."""
+
+    def __init__(self) -> None:
+        self.host = Host(os.environ[STORAGE_SETTING])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+
+    def __enter__(self) -> Host:
+        self._thread.start()
+        return self.host
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            if not self.host.run_once():
+                self._stop.wait(0.2)

@@ -1,0 +1,110 @@
+"""``consent``: the secure app model's one-time sign-in, and where the refresh token is stored."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from typing import Any
+
+import pytest
+import requests
+
+from sandbox import APP_ID, APP_SECRET, TENANT_ID, FakeEntra
+from tests.cli.helpers import Cli
+
+# -- consent -------------------------------------------------------------------------------------------------
+
+
+def _sign_in(proc: subprocess.Popen[str]) -> requests.Response:
+    """The browser's part: open the sign-in URL the command printed and follow Entra's redirect back to it."""
+    assert proc.stderr is not None
+    for _ in range(20):
+        line = proc.stderr.readline()
+        if line.startswith("https://"):
+            return requests.get(line.strip(), timeout=10)
+    raise AssertionError("the command printed no sign-in URL")
+
+
+def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
+    (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {"Other": "kept"}}))
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    page = _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    assert page.status_code == 200 and "Signed in" in page.text
+    values = json.loads((cli.folder / "local.settings.json").read_text())["Values"]
+    token = values["PARTNER_CENTER_REFRESH_TOKEN"]
+    assert values["Other"] == "kept"
+    assert token == cli.entra.current_refresh_token and token in cli.entra.valid_refresh_tokens
+    assert token not in stdout and token not in stderr
+    assert json.loads(stdout)["status"] == "stored"
+    authorize = cli.entra.requests_to("/oauth2/v2.0/authorize")[0].query
+    assert authorize["scope"].split()[0] == "https://api.partnercenter.microsoft.com/user_impersonation"
+    assert authorize["code_challenge_method"] == "S256" and authorize["redirect_uri"].startswith("http://localhost:")
+    grant = cli.entra.requests_to("/oauth2/v2.0/token")[-1].form()
+    assert grant["grant_type"] == "authorization_code" and grant["code_verifier"]
+    # The functions (and the command line) now work with the stored token.
+    assert cli.run("upgrade", str(uuid.uuid4())).code == 0
+
+
+def test_consent_stores_the_refresh_token_in_key_vault(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, key_vault: Any
+) -> None:
+    from tests.harness import use_key_vault
+
+    use_key_vault(monkeypatch, key_vault.url)
+    before = key_vault.get_value("partner-center-refresh-token")
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    stored = key_vault.get_value("partner-center-refresh-token")
+    assert stored != before and stored == cli.entra.current_refresh_token
+    assert stored not in stdout + stderr
+    assert "Key Vault secret partner-center-refresh-token" in stdout
+
+
+def test_consent_refused_in_the_browser_exits_3(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli.entra.sign_in_error = "access_denied"
+
+    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    page = _sign_in(proc)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 3
+    assert "Consent not given" in page.text and "access_denied" in stderr
+    assert not (cli.folder / "local.settings.json").exists()
+
+
+def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: FakeEntra) -> None:
+    base = f"{entra.url}/{TENANT_ID}/oauth2/v2.0"
+    params = {"client_id": APP_ID, "response_type": "code", "scope": "openid", "state": "s"}
+    wrong = requests.get(f"{base}/authorize", params={**params, "redirect_uri": "https://evil.example"}, timeout=10)
+    assert wrong.status_code == 400 and "AADSTS50011" in wrong.text
+    ok = requests.get(
+        f"{base}/authorize",
+        params={**params, "redirect_uri": "http://localhost:1234"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    code = ok.headers["Location"].split("code=")[1].split("&")[0]
+    form = {
+        "client_id": APP_ID,
+        "client_secret": APP_SECRET,
+        "grant_type": "authorization_code",
+        "code": code,
+        "scope": "https://api.partnercenter.microsoft.com/user_impersonation openid",
+        "redirect_uri": "http://localhost:1234",
+    }
+    first = requests.post(f"{base}/token", data=form, timeout=10)
+    again = requests.post(f"{base}/token", data=form, timeout=10)
+    assert first.status_code == 200 and "id_token" in first.json() and "refresh_token" in first.json()
+    assert again.status_code == 400 and again.json()["error_codes"] == [54005]

@@ -1,0 +1,177 @@
+"""``list`` and the HTML campaign report (read back in headless Chromium)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import BackgroundHost, Cli, customers, read_report, write_csv
+
+# -- list and the HTML campaign report -----------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def campaign_in_the_ledger(stored_app: Any, tmp_path: Path) -> list[Any]:
+    """12 upgrades through the command line, tracked by the functions until 8 completed, 3 failed (with
+    Partner Center's reasons) and 1 still running; then spread over four hours, as a real campaign is."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from shared.upgrades.runtime import get_runtime
+
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    ids = customers(12)
+    path = write_csv(tmp_path / "wave.csv", [{"customerId": c} for c in ids])
+    assert cli.run("bulk", str(path), "--report", "r.csv").code == 0
+    upgrades = {u["customer_id"]: u["upgrade_id"] for u in cli.partner_center.created_upgrades}
+    for index, customer in enumerate(ids[:11]):
+        if index < 8:
+            cli.partner_center.set_upgrade_status(upgrades[customer], "Completed")
+        else:
+            details = {"code": f"90012{index}", "description": f"Subscription {index} could not be transitioned."}
+            cli.partner_center.set_upgrade_status(upgrades[customer], "Failed", error_details=details)
+    ledger = get_runtime().ledger
+    deadline = time.monotonic() + 30
+    with BackgroundHost():
+        while time.monotonic() < deadline:
+            records = ledger.list_upgrades(top=100).items
+            if sum(record.outcome_sent for record in records) == 11:
+                break
+            time.sleep(0.2)
+    records = ledger.list_upgrades(top=100).items  # read again now that nothing tracks them any more
+    assert sum(record.ended for record in records) == 11
+    base = datetime(2026, 11, 20, 9, 15, tzinfo=UTC)
+    spread = []
+    for index, record in enumerate(sorted(records, key=lambda r: r.customer_id)):
+        accepted = base + timedelta(minutes=20 * index)
+        ended = accepted + timedelta(minutes=7 * (index + 1)) if record.ended else None
+        updated = ledger.update_upgrade(
+            replace(record, accepted_at=accepted, updated_at=ended or accepted, ended_at=ended)
+        )
+        assert updated is not None
+        spread.append(updated)
+    return spread
+
+
+def nearest_rank_percentile(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-p * len(ordered) // 100) - 1)]
+
+
+def test_list_counts_states_and_lists_every_upgrade(stored_app: Any, tmp_path: Path) -> None:
+    records = campaign_in_the_ledger(stored_app, tmp_path)
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+
+    ran = cli.run("list", "--json", "--output", "list.csv")
+    human = cli.run("list", "--state", "failed")
+
+    assert ran.code == 0 and human.code == 0
+    body = ran.json()
+    assert body["counts"] == {"running": 1, "completed": 8, "failed": 3, "expired": 0}
+    # The list route's items, every one (the contract's keys are checked in test_tracking).
+    assert sorted(body["items"], key=lambda i: i["upgradeId"]) == sorted(
+        (r.to_json() for r in records), key=lambda i: i["upgradeId"]
+    )
+    rows = read_report(tmp_path / "list.csv")
+    assert len(rows) == 12 and {r["upgradeId"] for r in rows} == {r.upgrade_id for r in records}
+    assert list(rows[0]) == list(records[0].to_json())
+    assert {r["state"] for r in rows} == {"running", "completed", "failed"} and all(r["acceptedAt"] for r in rows)
+    assert "failed" in human.stdout and human.stdout.count("Failed") == 3
+    one = records[0]
+    only = cli.run("list", "--customer", one.customer_id, "--json").json()
+    assert [item["upgradeId"] for item in only["items"]] == [one.upgrade_id]
+    assert cli.run("list", "--customer", "nope").code == 2
+
+
+def test_list_without_storage_exits_3(cli: Cli) -> None:
+    ran = cli.run("list")
+    assert ran.code == 3 and "AzureWebJobsStorage" in ran.stderr
+
+
+def test_html_report_in_headless_chromium_shows_the_ledgers_numbers(stored_app: Any, tmp_path: Path) -> None:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    records = campaign_in_the_ledger(stored_app, tmp_path)
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    assert cli.run("list", "--html", "report.html").code == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in html and "<link" not in html  # nothing fetched: it opens offline
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-extensions",
+        "--window-size=1280,2000",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get((tmp_path / "report.html").as_uri())
+        shown = {
+            state: int(driver.find_element(By.ID, f"count-{state}").text)
+            for state in ("running", "completed", "failed", "expired", "total")
+        }
+        timeline = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+        ]
+        percentiles = {
+            cell.get_attribute("id"): (float(cell.get_attribute("data-seconds") or "nan"), cell.text)
+            for cell in driver.find_elements(By.CSS_SELECTOR, "#percentiles td")
+        }
+        failures = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#failures tbody tr")
+        ]
+        bars = driver.find_elements(By.CSS_SELECTOR, "#timeline-chart rect title")
+    finally:
+        driver.quit()
+
+    states = Counter(r.state for r in records)
+    assert shown == {
+        "running": states["running"],
+        "completed": states["completed"],
+        "failed": states["failed"],
+        "expired": 0,
+        "total": 12,
+    }
+    accepted_per_hour = Counter(r.accepted_at.strftime("%Y-%m-%d %H:00") for r in records)
+    ended_per_hour = Counter(r.ended_at.strftime("%Y-%m-%d %H:00") for r in records if r.ended_at)
+    hours = sorted(set(accepted_per_hour) | set(ended_per_hour))
+    assert [row[0] for row in timeline] == hours and len(hours) >= 4
+    assert [[int(row[1]), int(row[2])] for row in timeline] == [
+        [accepted_per_hour[h], ended_per_hour[h]] for h in hours
+    ]
+    assert len(bars) == 2 * len(hours)
+    durations = [(r.ended_at - r.accepted_at).total_seconds() for r in records if r.state == "completed"]
+    for p in (50, 90, 95, 99):
+        seconds, text = percentiles[f"p{p}"]
+        assert seconds == pytest.approx(nearest_rank_percentile(durations, p)) and text.endswith("min")
+    assert percentiles["max"][0] == pytest.approx(max(durations))
+    failed = {r.upgrade_id: r for r in records if r.state == "failed"}
+    assert {row[0] for row in failures} == set(failed) and len(failures) == 3
+    for row in failures:
+        details = failed[row[0]].error_details  # Partner Center's, as the tracker recorded them
+        assert row[2] == "failed" and row[3] == "Failed"
+        assert row[5] == f"[{details['code']}] {details['description']}" and "could not be transitioned" in row[5]

@@ -1,0 +1,150 @@
+"""The entry point: exit codes, where settings come from, the console script, the CSV's customer column."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import uuid
+
+import pytest
+
+from shared.cli import main as cli_main
+from tests.cli.helpers import REPO_ROOT, Cli, customers, read_report, write_csv
+
+# -- exit codes ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file"),
+        ("", "empty"),
+        ("customerId\n", "no data rows"),
+        ("customer,name\nx,y\n", "no customerId column"),
+        (b"customerId\n\xff\xfe\n", "could not be read"),
+    ],
+)
+def test_unusable_csv_is_a_usage_error(cli: Cli, content: str | bytes | None, expected: str) -> None:
+    path = cli.folder / "in.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+
+    assert ran.code == 2
+    assert expected in ran.json()["error"]["message"] and expected in ran.stderr
+    assert cli.partner_center.requests == [] and not (cli.folder / "r.csv").exists()
+
+
+def test_bad_arguments_are_usage_errors(cli: Cli) -> None:
+    assert cli.run("upgrade", "not-a-guid").code == 2
+    assert cli.run("status", "abc", "--customer", "nope").code == 2
+    assert cli.run("status", "a/b", "--customer", str(uuid.uuid4())).code == 2
+    assert cli.run("eligibility", str(uuid.uuid4()), "--product-family", "Azure plan!").code == 2
+    with pytest.raises(SystemExit) as exited:
+        cli.run("bulk", "x.csv", "--report", "r.csv", "--concurrency", "0")
+    assert exited.value.code == 2
+    assert cli.partner_center.requests == []
+
+
+def test_missing_setting_exits_3_naming_it(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(2)])
+
+    for args in (("upgrade", str(uuid.uuid4())), ("bulk", str(path), "--report", "r.csv")):
+        ran = cli.run(*args, "--json")
+        assert ran.code == 3
+        assert "PARTNER_CENTER_TENANT_ID" in ran.json()["error"]["message"]
+        assert "PARTNER_CENTER_TENANT_ID" in ran.stderr
+
+
+def test_missing_secret_setting_exits_3_before_sending(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_APP_SECRET")
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(2)])
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv")
+
+    assert ran.code == 3 and "PARTNER_CENTER_APP_SECRET" in ran.stderr
+    assert cli.partner_center.requests == []
+
+
+def test_refused_refresh_token_exits_3_telling_to_consent_again(cli: Cli) -> None:
+    cli.entra.expire_refresh_tokens()
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(3)])
+
+    for args in (("bulk", str(path), "--report", "r.csv"), ("upgrade", str(uuid.uuid4()))):
+        ran = cli.run(*args)
+        assert ran.code == 3
+        assert "invalid_grant" in ran.stderr and "product-upgrades consent" in ran.stderr
+    assert cli.partner_center.requests == []
+
+
+def test_token_rejected_midway_stops_the_campaign_with_exit_3(cli: Cli) -> None:
+    path = write_csv(cli.folder / "c.csv", [{"customerId": c} for c in customers(5)])
+    cli.partner_center.fail_next(
+        50, 401, {"code": "900420", "description": "Invalid Token"}, match="/v1/productupgrades"
+    )
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--concurrency", "1")
+
+    assert ran.code == 3 and "Partner Center answered 401" in ran.stderr
+    assert cli.partner_center.create_posts <= 2  # the first row (and its one retry with a fresh token), no more
+
+
+def test_settings_come_from_local_settings_json_when_not_in_the_environment(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {name: os.environ[name] for name in ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_BASE_URL")}
+    for name in values:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PARTNER_CENTER_AUTHORITY_HOST", "")  # empty counts as unset: the file's value is used
+    values["PARTNER_CENTER_AUTHORITY_HOST"] = cli.entra.url
+    (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+
+    ran = cli.run("eligibility", str(uuid.uuid4()), "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["isEligible"] is True
+
+
+def test_environment_wins_over_local_settings_json(cli: Cli) -> None:
+    (cli.folder / "local.settings.json").write_text(
+        json.dumps({"Values": {"PARTNER_CENTER_BASE_URL": "https://127.0.0.1:9/nowhere"}})
+    )
+    assert cli.run("eligibility", str(uuid.uuid4())).code == 0
+
+
+def test_broken_local_settings_json_exits_3(cli: Cli) -> None:
+    (cli.folder / "local.settings.json").write_text("{not json")
+    ran = cli.run("eligibility", str(uuid.uuid4()))
+    assert ran.code == 3 and "local.settings.json is not valid JSON" in ran.stderr
+    (cli.folder / "local.settings.json").write_text('{"Values": ["a"]}')
+    assert cli.run("eligibility", str(uuid.uuid4())).code == 3
+
+
+# -- packaging -----------------------------------------------------------------------------------------------
+
+
+def test_console_script_points_at_main() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["product-upgrades"] == "shared.cli.main:main"
+    assert callable(cli_main.main)
+    ran = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert ran.returncode == 0
+    for command in ("upgrade", "eligibility", "status", "bulk", "list", "consent"):
+        assert command in ran.stdout
+
+
+def test_campaign_csv_needs_only_a_customer_column_in_any_case(cli: Cli) -> None:
+    path = cli.folder / "c.csv"
+    path.write_text(f"CustomerID,Region\n{uuid.uuid4()},EU\n,\n")
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+    assert ran.code == 0 and ran.json()["rows"] == 1  # the blank line is no row
+    assert read_report(cli.folder / "r.csv")[0]["Region"] == "EU"

@@ -1,0 +1,50 @@
+"""The progress bar, the plain progress lines and the summary tables."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from shared.cli.progress import CampaignProgress, summary_tables
+
+# -- progress and summary ------------------------------------------------------------------------------------
+
+
+def test_live_progress_bar_shows_counts_rate_and_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # an operator's terminal; rich reads its width from COLUMNS
+    stream = io.StringIO()
+    with CampaignProgress(10, "bulk wave", stream=stream, force_terminal=True) as progress:
+        for status in ("accepted", "accepted", "rejected"):
+            progress.finished(status)
+        progress.count("throttled", 2)
+        progress.restart(2, "wait wave", ("completed", "failed", "throttled"))
+        progress.finished("completed")
+    text = stream.getvalue()
+    assert progress.live
+    assert "bulk wave" in text and "3/10" in text and "/s" in text and "ETA" in text
+    assert "accepted 2 rejected 1 failed 0 throttled 2" in text
+    assert "wait wave" in text and "1/2" in text and "completed 1 failed 0 throttled 2" in text
+
+
+def test_plain_progress_lines_without_a_terminal() -> None:
+    stream = io.StringIO()
+    with CampaignProgress(4, "bulk", stream=stream, interval=0.05) as progress:
+        progress.carry(["accepted", "skipped"])  # from the last run: no work now, so no rate yet
+        assert progress.line().startswith("bulk: 2/4 done, 0.0/s, ETA -; accepted 1")
+        progress.finished("accepted")
+        time.sleep(0.2)
+        progress.restart(1, "wait", ("completed", "failed"))
+        progress.finished("completed")
+    lines = stream.getvalue().splitlines()
+    assert not progress.live and len(lines) >= 4
+    assert lines[0].startswith("bulk: 0/4 done")
+    assert any(line.startswith("bulk: 3/4 done") and "ETA" in line for line in lines)
+    assert lines[-1].startswith("wait: 1/1 done") and lines[-1].endswith("completed 1 failed 0")
+
+
+def test_summary_tables_count_by_status_error_and_outcome() -> None:
+    tables = summary_tables({"accepted": 3, "rejected": 1}, {"not_eligible": 1}, {})
+    assert [t.title for t in tables] == ["Rows by status", "Rows by error code"]
+    assert tables[0].row_count == 3  # two statuses and the total
