@@ -14,8 +14,11 @@ from shared.settings import ALL_SETTINGS, DEFAULTS
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 SETTINGS_PAGE = (ROOT / "docs" / "settings.md").read_text()
-#: The front page, the pages of docs/, the deployment guide.
-PAGES = sorted([ROOT / "README.md", ROOT / "infra" / "README.md", *(ROOT / "docs").glob("*.md")])
+#: The front page, the pages of docs/, the contributor's guide and changelog beside the README, the deployment guide.
+PAGES = sorted(
+    [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", ROOT / "infra" / "README.md"]
+    + list((ROOT / "docs").glob("*.md"))
+)
 ALL_DOCS = "\n".join(page.read_text() for page in PAGES)
 README_MAX_LINES = 250
 
@@ -149,6 +152,7 @@ def test_every_page_starts_by_saying_who_it_is_for():
     for page in (ROOT / "docs").glob("*.md"):
         lines = [line for line in page.read_text().splitlines() if line.strip()]
         assert lines[0].startswith("# ") and lines[1].startswith("For: "), page.name
+    assert "\nFor: " in (ROOT / "CONTRIBUTING.md").read_text()
 
 
 def test_every_relative_link_and_anchor_resolves():

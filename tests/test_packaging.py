@@ -322,8 +322,11 @@ LOCAL_ARTEFACTS = [
     "tests/test_packaging.py",
     "scripts/lock",
     "README.md",
+    "CONTRIBUTING.md",
+    "CHANGELOG.md",
     "docs/settings.md",
     "docs/diagram.png",
+    ".pre-commit-config.yaml",
 ]
 
 
