@@ -1,6 +1,6 @@
 """The floors our code is measured against: the same wire work done directly, with nothing of ours around it.
 
-The storage calls are the ledger's and the scheduler's per operation (see README, "Storage round trips per
+The storage calls are the ledger's and the scheduler's per operation (see docs/tracking.md, "Storage round trips per
 create"), made with the Azure SDK clients as anyone would: default clients on the same connection string.
 """
 

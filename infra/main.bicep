@@ -102,8 +102,9 @@ param publicUrl string = ''
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
-// The app settings' default names (shared/settings.py DEFAULTS; the README's settings table). The app settings,
-// the storage queues and table, the role assignments and the Key Vault secrets below all use these variables.
+// The app settings' default names (shared/settings.py DEFAULTS; the settings table of docs/settings.md). The app
+// settings, the storage queues and table, the role assignments and the Key Vault secrets below all use these
+// variables.
 var requestsQueueName = 'product-upgrade-requests'
 var resultsQueueName = 'product-upgrade-results'
 // The Functions host moves a message here after maxDequeueCount attempts; created up front so it can be monitored.

@@ -1,7 +1,7 @@
 """Customers whose behaviour is scripted by id, so every path of the app can be tried locally.
 
 The ids are fixed and easy to type: ``00000000-0000-0000-0000-00000000000N``. Any other GUID is an ordinary
-eligible customer. README's "Sandbox customers" table lists the same rows (a test keeps them in step).
+eligible customer. The "Sandbox customers" table of docs/sandbox.md lists the same rows (a test keeps them in step).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ FAILED_ERROR_DETAILS = {
 @dataclass(frozen=True)
 class ScriptedCustomer:
     customer_id: str
-    #: Short name, as in the README table.
+    #: Short name, as in the docs' table.
     behaviour: str
     #: What Partner Center (the sandbox) answers.
     answers: str

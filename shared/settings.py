@@ -1,6 +1,6 @@
 """Every setting the app reads, with its default, typed; read on first use, never at import.
 
-The names here are the app's settings contract: the README's settings table, ``local.settings.sample.json``
+The names here are the app's settings contract: the settings table of docs/settings.md, ``local.settings.sample.json``
 and the Bicep app settings (``infra/app/api.bicep``) mirror :data:`ALL_SETTINGS`, and tests keep them in step.
 """
 

@@ -125,3 +125,18 @@ def test_devcontainer_has_python_311_node_core_tools_and_azurite() -> None:
     assert "npm install -g azure-functions-core-tools@4" in config["postCreateCommand"]
     assert config["postCreateCommand"].endswith("bash scripts/check setup")
     assert {7071, 10000, 10001, 10002} <= set(config["forwardPorts"])
+
+
+def test_pre_commit_runs_the_pinned_ruff_and_the_file_checks() -> None:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    repos = {repo["repo"]: repo for repo in config["repos"]}
+    ruff = repos["https://github.com/astral-sh/ruff-pre-commit"]
+    # The hook's ruff is the one scripts/check runs: the version requirements-dev.txt pins.
+    [pinned] = re.findall(r"^ruff==(\S+) ", (ROOT / "requirements-dev.txt").read_text(encoding="utf-8"), re.MULTILINE)
+    assert ruff["rev"] == f"v{pinned}"
+    assert [(hook["id"], hook.get("args", [])) for hook in ruff["hooks"]] == [
+        ("ruff-check", ["--fix"]),
+        ("ruff-format", []),
+    ]
+    hooks = {hook["id"] for hook in repos["https://github.com/pre-commit/pre-commit-hooks"]["hooks"]}
+    assert hooks == {"check-yaml", "end-of-file-fixer", "trailing-whitespace"}

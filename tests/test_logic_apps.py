@@ -93,15 +93,15 @@ def app_route_matches(method: str, route: str) -> bool:
 # -- every workflow ------------------------------------------------------------------------------------------
 
 
-def test_the_three_examples_are_there_and_in_the_readme():
+def test_the_three_examples_are_there_and_in_the_docs():
     assert [w.name for w in WORKFLOWS] == [
         "create-and-wait.workflow.json",
         "enqueue-request.workflow.json",
         "react-to-outcomes.workflow.json",
     ]
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert all(f"`{w.name}`" in readme for w in WORKFLOWS)
-    assert "examples/logic-apps/main.bicep" in readme
+    page = (REPO / "docs" / "connector-and-logic-apps.md").read_text(encoding="utf-8")
+    assert all(f"`{w.name}`" in page for w in WORKFLOWS)
+    assert "examples/logic-apps/main.bicep" in page
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

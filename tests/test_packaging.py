@@ -273,7 +273,7 @@ def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock
     for lock_file in ("requirements.txt", "requirements-dev.txt"):
         assert read(lock_file).splitlines()[1].strip() == "#    scripts/lock", f"{lock_file} names its command"
     assert "--require-hashes -r requirements-dev.txt" in read("scripts/check")
-    assert "scripts/lock" in read("README.md")
+    assert "scripts/lock" in read("docs/development.md")
 
 
 # Deployment package
@@ -322,6 +322,11 @@ LOCAL_ARTEFACTS = [
     "tests/test_packaging.py",
     "scripts/lock",
     "README.md",
+    "CONTRIBUTING.md",
+    "CHANGELOG.md",
+    "docs/settings.md",
+    "docs/diagram.png",
+    ".pre-commit-config.yaml",
 ]
 
 

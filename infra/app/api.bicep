@@ -1,5 +1,5 @@
 // The Function App: Flex Consumption, Python 3.11, user-assigned managed identity, identity-based storage,
-// and every app setting the code reads (shared/settings.py ALL_SETTINGS; the README's settings table).
+// and every app setting the code reads (shared/settings.py ALL_SETTINGS; the settings table of docs/settings.md).
 // Declared as our own resource, not an AVM module, so that checkov can check it.
 
 param name string
@@ -59,7 +59,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_16: Callers authenticate with function keys (authLevel FUNCTION, see the README); App Service Authentication (Easy Auth) would reject CRM webhooks and Logic Apps that send a key.
+  // checkov:skip=CKV_AZURE_16: Callers authenticate with function keys (authLevel FUNCTION, see docs/security.md); App Service Authentication (Easy Auth) would reject CRM webhooks and Logic Apps that send a key.
   // checkov:skip=CKV_AZURE_17: Incoming client certificates are not part of the contract; callers use function keys over TLS 1.2+.
   // checkov:skip=CKV_AZURE_222: The HTTP trigger is called from the internet (CRM webhooks, Logic Apps); network isolation covers the app's outbound traffic to storage and Key Vault.
   // checkov:skip=CKV_AZURE_62: Same as CKV_AZURE_222: callers' addresses are not known in advance; every function except /api/health needs a function key.

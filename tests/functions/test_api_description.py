@@ -119,11 +119,11 @@ def test_operation_ids_and_connector_essentials(definition):
         assert "application/problem+json" in op["produces"]
 
 
-def test_readme_names_each_operation_and_the_import_commands(definition):
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_connector_page_names_each_operation_and_the_import_commands(definition):
+    page = (REPO / "docs" / "connector-and-logic-apps.md").read_text(encoding="utf-8")
     for op in operations(definition).values():
-        assert f"`{op['operationId']}`" in readme and op["summary"] in readme
-    assert "paconn create --settings connector/settings.json" in readme and "/api/openapi.json" in readme
+        assert f"`{op['operationId']}`" in page and op["summary"] in page
+    assert "paconn create --settings connector/settings.json" in page and "/api/openapi.json" in page
 
 
 def test_create_and_status_declare_the_asynchronous_pattern(definition):

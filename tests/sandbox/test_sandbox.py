@@ -1,4 +1,4 @@
-"""The local sandbox: the process the README points to, and its scripted customers on the wire."""
+"""The local sandbox: the process the docs point to, and its scripted customers on the wire."""
 
 from __future__ import annotations
 
@@ -247,9 +247,9 @@ def test_polls_or_seconds_whichever_comes_first(tmp_path: Path, monkeypatch: pyt
     assert statuses == ["InProgress", "Completed", "Completed"]
 
 
-def test_readme_table_lists_every_scripted_customer() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_sandbox_page_table_lists_every_scripted_customer() -> None:
+    page = (ROOT / "docs" / "sandbox.md").read_text(encoding="utf-8")
     for customer in customers.SCRIPTED_CUSTOMERS:
-        [row] = [line for line in readme.splitlines() if line.startswith(f"| `{customer.customer_id}`")]
+        [row] = [line for line in page.splitlines() if line.startswith(f"| `{customer.customer_id}`")]
         assert f"| {customer.behaviour} |" in row, row
         assert customer.answers in row, row
