@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shared import logs
+from shared import __version__, logs
 from shared.errors import ProductUpgradeError
 
 from .context import (
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Partner Center product upgrades from the command line: one customer, or a campaign from a CSV.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     upgrade = commands.add_parser("upgrade", parents=[common], help="upgrade one customer")

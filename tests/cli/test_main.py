@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,6 +12,7 @@ import uuid
 
 import pytest
 
+import shared
 from shared.cli import main as cli_main
 from tests.cli.helpers import REPO_ROOT, Cli, customers, read_report, write_csv
 
@@ -148,3 +150,17 @@ def test_campaign_csv_needs_only_a_customer_column_in_any_case(cli: Cli) -> None
     ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
     assert ran.code == 0 and ran.json()["rows"] == 1  # the blank line is no row
     assert read_report(cli.folder / "r.csv")[0]["Region"] == "EU"
+
+
+def test_version_is_the_release_of_pyproject_and_the_changelog(capsys: pytest.CaptureFixture[str]) -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "shared.__version__"}
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main(["--version"])
+    assert exited.value.code == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == f"product-upgrades {shared.__version__}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", shared.__version__)
+    changelog = (REPO_ROOT / "CHANGELOG.md").read_text()
+    assert f"What will be released as {shared.__version__}." in changelog or f"## [{shared.__version__}]" in changelog
