@@ -102,6 +102,12 @@ class SecretStoreError(CredentialError):
     code = "secret_store_error"
     title = "Secrets could not be read"
 
+    def __init__(self, message: str, *, unreachable: bool = False, url: str | None = None) -> None:
+        super().__init__(message)
+        #: Key Vault was not reached at all (``url``: the vault); else it answered and refused.
+        self.unreachable = unreachable
+        self.url = url
+
 
 class TokenError(CredentialError):
     """The token endpoint refused to issue an App+User token (``invalid_grant``, ``invalid_client``, ...)."""
@@ -128,12 +134,26 @@ class StorageUnavailableError(ProductUpgradeError):
 
 
 class UpstreamUnavailableError(ProductUpgradeError):
-    """An outbound call failed for transport reasons (connection, TLS, timeout) after bounded retries."""
+    """An outbound call failed: for transport reasons (connection, TLS, timeout) after bounded retries, or with an
+    answer we cannot use.
+
+    ``unreachable`` says the service was not reached at all; then ``url`` (the service's address, without a
+    query) and ``hint`` (what an operator checks: the setting naming it, the CA bundle in use) are for operators
+    only: the command line prints them, logs may carry them, callers of the HTTP routes never see them.
+    """
 
     code = "upstream_unavailable"
     title = "Upstream service unavailable"
     http_status = 502
     transient = True
+
+    def __init__(
+        self, message: str, *, unreachable: bool = False, url: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+        self.url = url
+        self.hint = hint
 
 
 class UpstreamTimeoutError(UpstreamUnavailableError):

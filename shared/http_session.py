@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from requests.utils import get_environ_proxies
+from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_environ_proxies
 
 if TYPE_CHECKING:
     from azure.core.pipeline.transport import RequestsTransport
@@ -26,6 +26,14 @@ POOL_SIZE = 32
 
 #: The variables requests reads for the CA bundle, in its order of preference.
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def ca_bundle_in_use() -> tuple[str, str]:
+    """The CA bundle outbound TLS trusts here, and where that choice came from (for an operator's error message)."""
+    for name in CA_BUNDLE_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name], f"from {name}"
+    return DEFAULT_CA_BUNDLE_PATH, "requests' default, the certifi package"
 
 
 class EnvironmentOnceSession(requests.Session):

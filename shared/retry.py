@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import UpstreamTimeoutError, UpstreamUnavailableError
 
@@ -129,6 +130,9 @@ class RetryPolicy:
             failure: Exception | None = None
             try:
                 response = attempt_fn(timeout)
+            except requests.exceptions.SSLError as exc:
+                # An untrusted certificate stays untrusted: another attempt only delays the answer.
+                raise _transport_error(service, exc, attempt) from None
             except (requests.Timeout, requests.ConnectionError) as exc:
                 failure = exc
             if response is not None:
@@ -155,11 +159,35 @@ class RetryPolicy:
 
 
 def _transport_error(service: str, failure: Exception, attempts: int) -> UpstreamUnavailableError:
-    # Exception text from requests can carry URLs but never our headers or bodies; we still keep it out
-    # and name only the kind of failure.
+    # Exception text from requests can carry URLs but never our headers or bodies; the message (which callers
+    # of the HTTP routes see) names only the kind of failure. The address and what to check are for operators.
     import requests
 
-    is_read_timeout = isinstance(failure, requests.ReadTimeout)
-    kind = "timed out" if is_read_timeout else f"could not be reached ({type(failure).__name__})"
-    message = f"{service} {kind} after {attempts} attempt{'s' if attempts != 1 else ''}"
-    return UpstreamTimeoutError(message) if is_read_timeout else UpstreamUnavailableError(message)
+    from shared.http_session import ca_bundle_in_use
+
+    url = _address(failure)
+    tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
+    if isinstance(failure, requests.exceptions.SSLError):
+        bundle, source = ca_bundle_in_use()
+        return UpstreamUnavailableError(
+            f"{service}'s TLS certificate was not trusted (SSLError), not retried",
+            unreachable=True,
+            url=url,
+            hint=f"the CA bundle in use is {bundle} ({source}); point REQUESTS_CA_BUNDLE at the CA that signed "
+            "the service's certificate (the sandbox's is .sandbox/ca.pem)",
+        )
+    hint = "check that the service is running and reachable from here, and that the setting naming it is right"
+    if isinstance(failure, requests.ReadTimeout):
+        return UpstreamTimeoutError(f"{service} timed out {tries}", unreachable=True, url=url, hint=hint)
+    message = f"{service} could not be reached ({type(failure).__name__}) {tries}"
+    return UpstreamUnavailableError(message, unreachable=True, url=url, hint=hint)
+
+
+def _address(failure: Exception) -> str | None:
+    """The address a failed call went to: scheme, host and path; the query (where keys travel) left out."""
+    request = getattr(failure, "request", None)
+    url = getattr(request, "url", None)
+    if not isinstance(url, str):
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -21,8 +21,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from shared.errors import ProductUpgradeError
+
 from .campaign import Campaign, CampaignFileError, ReportWriter, Result, Row, read_campaign, read_previous_report
-from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, ConfigurationError, Context, Output, UsageError
+from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, Context, Output, UsageError
 from .direct import DirectChannel
 from .enqueue import QueueChannel
 from .pool import Fatal, RowPool
@@ -98,24 +100,33 @@ class CampaignRun:
         self.progress = CampaignProgress(len(campaign.rows), f"bulk {campaign.name}", stream=context.output.stderr)
 
     def execute(self) -> int:
-        fatal: Fatal | None = None
-        self.channel.prepare(sending=bool(self.rows.to_send))
-        with self._signals(), self.channel.watching(self.progress), self.progress:
+        error: ProductUpgradeError | None = None
+        with self._signals(), contextlib.ExitStack() as stack:
             self.report.start(self.rows.kept)
             for row, result in self.rows.settled:
                 self.report.write(row, result)
-            # Rows kept from the last run and rows refused before sending: counted, but not in the rate.
-            self.progress.carry([r.status for r in self.rows.kept.values()] + [r.status for _, r in self.rows.settled])
             try:
+                self.channel.prepare(sending=bool(self.rows.to_send))
+                stack.enter_context(self.channel.watching(self.progress))
+                stack.enter_context(self.progress)
+                # Rows kept from the last run and rows refused before sending: counted, but not in the rate.
+                self.progress.carry(
+                    [r.status for r in self.rows.kept.values()] + [r.status for _, r in self.rows.settled]
+                )
                 self.channel.send(self.rows.to_send, self._sent)
                 if self.wait and not self.stop.is_set():
                     self._wait_for_outcomes()
             except Fatal as exc:
-                fatal = exc
+                error = exc.error
+            except ProductUpgradeError as exc:  # before anything was sent: settings, credentials, a service down
+                error = exc
+            if error is not None:
                 self.stop.set()
         self.report.finish()
-        if fatal is not None:
-            raise ConfigurationError(str(fatal)) from None
+        if error is not None:
+            # What was done is in the report; the error (exit 3 or 4) says what the operator must fix.
+            self.context.output.warn(self.report.summary_line(len(self.campaign.rows)))
+            raise error
         return summarize(self.context.output, self.campaign, self.report, self.progress, self.wait, self.stop.is_set())
 
     def _sent(self, row: Row, result: Result) -> None:
@@ -181,7 +192,7 @@ def summarize(
         body["interrupted"] = True
     if not output.as_json:
         print_tables(summary_tables(counts, errors, outcomes), output.stdout)
-        output.say(f"report: {report.path} ({len(results)} of {len(campaign.rows)} rows)")
+        output.say(report.summary_line(len(campaign.rows)))
     output.document(body)
     if interrupted:
         output.warn("interrupted: calls in flight finished and the report is written; run again to resume")

@@ -235,6 +235,9 @@ class ReportWriter:
             with open(self.path, "a", encoding="utf-8", newline="") as handle:
                 csv.DictWriter(handle, self._fieldnames, extrasaction="ignore").writerow(self._line(row, result))
 
+    def summary_line(self, rows: int) -> str:
+        return f"report: {self.path} ({len(self.results)} of {rows} rows)"
+
     def finish(self) -> None:
         """The whole report, one line per finished row, in the CSV's order."""
         with self._lock:

@@ -1,7 +1,7 @@
 """What every command shares: its output, the runtime, the exit codes and the errors that choose them.
 
 Exit codes (the contract's): 0 everything asked for succeeded, 1 upgrades refused or failed, 2 usage,
-3 configuration or credentials, 130 interrupted.
+3 configuration or credentials, 4 a service the command needs could not be reached, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,16 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.errors import (
-    CredentialError,
-    PartnerCenterError,
-    ProductUpgradeError,
-    SettingError,
-    TokenError,
-    ValidationError,
-)
+from shared.errors import SettingError, ValidationError
 from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
-from shared.settings import Settings
+from shared.settings import Settings, StorageConnection
 from shared.upgrades.runtime import Runtime
 
 PROG = "product-upgrades"
@@ -30,6 +23,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_CONFIGURATION = 3
+EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -76,29 +70,18 @@ class Context:
             self._settings = Settings.from_env()
         return self._settings
 
+    def storage_connection(self) -> StorageConnection | None:
+        """The storage the settings name, for messages about it; None when the settings cannot be read."""
+        try:
+            return self.settings.storage
+        except SettingError:
+            return None
+
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime.build(self.settings)
         return self._runtime
-
-
-def exit_code_for(exc: ProductUpgradeError) -> int:
-    """3 when the operator must fix settings or credentials; 2 for our own validation; else 1."""
-    if isinstance(exc, SettingError | CredentialError):
-        return EXIT_CONFIGURATION
-    if isinstance(exc, PartnerCenterError) and exc.token_rejected:
-        return EXIT_CONFIGURATION
-    if isinstance(exc, ValidationError):
-        return EXIT_USAGE
-    return EXIT_REFUSED
-
-
-def describe(exc: ProductUpgradeError) -> str:
-    """The error's message, with what an operator does about refused credentials."""
-    if isinstance(exc, TokenError) and exc.error == "invalid_grant":
-        return f"{exc.message}; run `{PROG} consent` to sign in again and store a new refresh token"
-    return exc.message
 
 
 def positive_int(text: str) -> int:

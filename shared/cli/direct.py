@@ -21,7 +21,7 @@ from . import ledger_outcome
 from .campaign import Result, Row
 from .context import Context
 from .follow import outcome_of
-from .pool import Done, Fatal, RowPool, needs_operator
+from .pool import Done, Fatal, RowPool, stops_the_run
 from .progress import CampaignProgress
 
 
@@ -58,7 +58,7 @@ class DirectChannel:
                 caller_request_id=row.key,
             )
         except ProductUpgradeError as exc:
-            if needs_operator(exc):
+            if stops_the_run(exc):
                 raise Fatal(exc) from None
             return Result.refused(exc)
         return Result("accepted", upgrade_id=created.upgrade_id)
@@ -76,7 +76,7 @@ class DirectChannel:
                 previous.upgrade_id, row.request, OperationIds.new(self.correlation_id)
             )
         except ProductUpgradeError as exc:
-            if needs_operator(exc):
+            if stops_the_run(exc):
                 raise Fatal(exc) from None
             if exc.transient:
                 return None  # asked again next round
@@ -96,7 +96,7 @@ class DirectChannel:
             try:
                 runtime.tracker.check(TrackingCheck.first(record))
             except ProductUpgradeError as exc:
-                if needs_operator(exc):
+                if stops_the_run(exc):
                     raise Fatal(exc) from None
                 return True, None  # storage or Partner Center failed this round: next round
             record = ledger_outcome.record(runtime.ledger, row, previous.upgrade_id)

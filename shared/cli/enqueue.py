@@ -22,7 +22,7 @@ from shared.store.scheduler import NoScheduler
 from . import ledger_outcome
 from .campaign import Result, Row
 from .context import Context
-from .pool import Done, RowPool
+from .pool import Done, Fatal, RowPool, stops_the_run
 from .progress import CampaignProgress
 
 #: Seconds between two reads of the ledger for the rows still waiting.
@@ -88,6 +88,8 @@ class QueueChannel:
         try:
             self.context.runtime.scheduler.send_request(message)
         except ProductUpgradeError as exc:
+            if stops_the_run(exc):
+                raise Fatal(exc) from None
             return Result("failed", error_code=exc.code, message=f"not enqueued: {exc.message}")
         return None
 

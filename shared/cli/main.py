@@ -20,10 +20,9 @@ from .context import (
     Context,
     Output,
     UsageError,
-    describe,
-    exit_code_for,
     positive_int,
 )
+from .diagnosis import describe, exit_code_for
 from .environment import LocalSettingsError, apply_local_settings
 from .single import cmd_eligibility, cmd_status, cmd_upgrade
 
@@ -82,9 +81,9 @@ def main(argv: Sequence[str] | None = None, *, folder: Path | None = None) -> in
     args = build_parser().parse_args(argv)
     output = Output(args.json)
     _configure_logging(args.verbose)
+    context = Context(output, folder or Path.cwd())
     try:
-        apply_local_settings(folder or Path.cwd())
-        context = Context(output, folder or Path.cwd())
+        apply_local_settings(context.folder)
         return COMMANDS[args.command](context, args)
     except UsageError as exc:
         return _fail(output, EXIT_USAGE, "usage_error", str(exc))
@@ -93,7 +92,8 @@ def main(argv: Sequence[str] | None = None, *, folder: Path | None = None) -> in
     except ConfigurationError as exc:
         return _fail(output, EXIT_CONFIGURATION, "configuration_error", str(exc))
     except ProductUpgradeError as exc:
-        return _fail(output, exit_code_for(exc), exc.code, describe(exc), exc.partner_center_error_code)
+        message = describe(exc, context.storage_connection())
+        return _fail(output, exit_code_for(exc), exc.code, message, exc.partner_center_error_code)
     except KeyboardInterrupt:
         output.warn("interrupted")
         return EXIT_INTERRUPTED

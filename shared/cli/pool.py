@@ -14,7 +14,7 @@ from threading import Event
 from shared.errors import CredentialError, PartnerCenterError, ProductUpgradeError, SettingError
 
 from .campaign import Result, Row
-from .context import describe
+from .diagnosis import unreachable
 
 #: Seconds the main thread waits for a worker before it looks at the stop flag again.
 _TICK = 0.2
@@ -25,17 +25,19 @@ Done = Callable[[Row, Result], None]
 
 
 class Fatal(Exception):
-    """Settings or credentials failed mid-run: stop the campaign, the operator must act (exit 3)."""
+    """Every other row would fail the same way: stop the campaign, the operator must act (exit 3 or 4)."""
 
     def __init__(self, error: ProductUpgradeError) -> None:
-        super().__init__(describe(error))
+        super().__init__(error.message)
         self.error = error
 
 
-def needs_operator(exc: ProductUpgradeError) -> bool:
-    """Settings or our own credentials: every other row would fail the same way."""
-    return isinstance(exc, SettingError | CredentialError) or (
-        isinstance(exc, PartnerCenterError) and exc.token_rejected
+def stops_the_run(exc: ProductUpgradeError) -> bool:
+    """Settings, our own credentials, or a service not reached at all: not about one row."""
+    return (
+        isinstance(exc, SettingError | CredentialError)
+        or (isinstance(exc, PartnerCenterError) and exc.token_rejected)
+        or unreachable(exc)
     )
 
 

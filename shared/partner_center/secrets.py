@@ -17,6 +17,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
+    ServiceRequestError,
 )
 from azure.keyvault.secrets import SecretClient
 
@@ -109,7 +110,7 @@ class KeyVaultSecretStore:
                 **azure_call_limits(),
             )
         except AzureError as exc:
-            raise SecretStoreError(f"Key Vault refused to store secret {name}: {_describe(exc)}") from None
+            raise self._error(f"Key Vault refused to store secret {name}: {_describe(exc)}", exc) from None
         with self._lock:
             if self._cached is not None:
                 self._cached = PartnerCenterCredentials(self._cached.app_id, self._cached.app_secret, refresh_token)
@@ -118,11 +119,14 @@ class KeyVaultSecretStore:
         with self._lock:
             self._cached = None
 
+    def _error(self, message: str, exc: AzureError) -> SecretStoreError:
+        return SecretStoreError(message, unreachable=isinstance(exc, ServiceRequestError), url=self._client.vault_url)
+
     def _get(self, name: str) -> str:
         try:
             value = self._client.get_secret(name, **azure_call_limits()).value
         except AzureError as exc:
-            raise SecretStoreError(f"Key Vault secret {name} could not be read: {_describe(exc)}") from None
+            raise self._error(f"Key Vault secret {name} could not be read: {_describe(exc)}", exc) from None
         if not value:
             raise SecretStoreError(f"Key Vault secret {name} is empty")
         register_secret(value)
