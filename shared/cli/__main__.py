@@ -1,3 +1,3 @@
-from shared.cli.main import main
+from shared.cli.main import run
 
-raise SystemExit(main())
+run()

@@ -158,10 +158,20 @@ class CampaignRun:
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        """SIGINT (Ctrl-C) and SIGTERM stop sending instead of killing threads mid-call."""
+        """SIGINT (Ctrl-C) and SIGTERM stop sending and let the calls in flight finish, saying so at once; a
+        second one stops waiting for them (their rows are reported as unknown, for the next run to ask again)."""
+        output = self.context.output
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop.set()
+            if not self.stop.is_set():
+                self.stop.set()
+                output.warn(
+                    f"stopping: no new rows; finishing the {self.pool.in_flight} calls in flight "
+                    "(Ctrl-C again to stop at once: those rows are reported unknown, and the next run asks again)"
+                )
+            elif not self.pool.abandon.is_set():
+                self.pool.abandon.set()
+                output.warn(f"stopping now: {self.pool.in_flight} calls in flight are reported unknown")
 
         previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:

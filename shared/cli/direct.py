@@ -14,13 +14,12 @@ from typing import Any
 import requests
 
 from shared.errors import ProductUpgradeError
-from shared.upgrades.tracking import TrackingCheck
 from shared.upgrades.workflow import OperationIds
 
 from . import ledger_outcome
 from .campaign import Result, Row
 from .context import Context
-from .follow import outcome_of
+from .follow import check_through_tracker, outcome_of, tracked
 from .pool import Done, Fatal, RowPool, stops_the_run
 from .progress import CampaignProgress
 
@@ -43,7 +42,7 @@ class DirectChannel:
         self.context.runtime.tokens.get_token()
 
     def send(self, rows: list[Row], done: Done) -> None:
-        self.pool.run(rows, self._create, done)
+        self.pool.run(rows, self._create, done, abandoned=done)
 
     def _create(self, row: Row) -> Result | None:
         if self.pool.stop.is_set():
@@ -87,20 +86,18 @@ class DirectChannel:
     def _tracked(self, row: Row, previous: Result) -> tuple[bool, Result | None]:
         """(whether the ledger holds the upgrade, its outcome through the tracker when it has ended)."""
         runtime = self.context.runtime
-        if runtime.tracker is None:
-            return False, None
-        record = ledger_outcome.record(runtime.ledger, row, previous.upgrade_id)
+        assert previous.upgrade_id is not None
+        record = tracked(runtime, row.request_id, previous.upgrade_id)
         if record is None:
             return False, None
         if not record.ended:
             try:
-                runtime.tracker.check(TrackingCheck.first(record))
+                record = check_through_tracker(runtime, record)
             except ProductUpgradeError as exc:
                 if stops_the_run(exc):
                     raise Fatal(exc) from None
                 return True, None  # storage or Partner Center failed this round: next round
-            record = ledger_outcome.record(runtime.ledger, row, previous.upgrade_id)
-        return True, (ledger_outcome.result(previous, record) if record is not None and record.ended else None)
+        return True, (ledger_outcome.result(previous, record) if record.ended else None)
 
     @contextlib.contextmanager
     def watching(self, progress: CampaignProgress) -> Iterator[None]:

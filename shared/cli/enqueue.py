@@ -61,7 +61,7 @@ class QueueChannel:
             pending.pop(row.number, None)
             done(row, result)
 
-        self.pool.run(list(pending.values()), self._enqueue, not_sent)
+        self.pool.run(list(pending.values()), self._enqueue, not_sent, abandoned=not_sent)
 
         def follow(row: Row) -> Result | None:
             record = ledger_outcome.read(lambda: ledger.get_request(row.request_id))
@@ -95,7 +95,7 @@ class QueueChannel:
 
     def outcome(self, row: Row, previous: Result) -> Result | None:
         """The row's upgrade as the ledger has it (the functions track it): its result once it has ended."""
-        record = ledger_outcome.record(self.context.runtime.ledger, row, previous.upgrade_id)
+        record = ledger_outcome.record(self.context.runtime.ledger, row.request_id, previous.upgrade_id)
         if record is None or not record.ended:
             return None
         return ledger_outcome.result(previous, record)

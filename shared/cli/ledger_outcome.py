@@ -12,7 +12,7 @@ from typing import TypeVar
 from shared.errors import StorageUnavailableError
 from shared.store.ledger import Ledger, RequestRecord, UpgradeRecord
 
-from .campaign import Result, Row
+from .campaign import Result
 
 T = TypeVar("T")
 
@@ -25,9 +25,10 @@ def read(call: Callable[[], T]) -> T | None:
         return None
 
 
-def record(ledger: Ledger, row: Row, upgrade_id: str | None) -> UpgradeRecord | None:
-    """The row's upgrade in the ledger: in its own partition, else (an upgrade found running) by its id."""
-    found = read(lambda: ledger.get_upgrade(row.request_id))
+def record(ledger: Ledger, ledger_key: str | None, upgrade_id: str | None) -> UpgradeRecord | None:
+    """An upgrade in the ledger: in the partition of its request (``ledger_key``), else (an upgrade found running,
+    or only its id known) by its id."""
+    found = read(lambda: ledger.get_upgrade(ledger_key)) if ledger_key else None
     if upgrade_id and (found is None or found.upgrade_id != upgrade_id):
         found = read(lambda: ledger.find_upgrade(upgrade_id))
     return found

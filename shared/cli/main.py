@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from shared import __version__, logs
 from shared.errors import ProductUpgradeError
@@ -24,6 +27,7 @@ from .context import (
 )
 from .diagnosis import describe, exit_code_for
 from .environment import LocalSettingsError, apply_local_settings
+from .pool import WORKER_PREFIX
 from .single import cmd_eligibility, cmd_status, cmd_upgrade
 
 
@@ -97,6 +101,20 @@ def main(argv: Sequence[str] | None = None, *, folder: Path | None = None) -> in
     except KeyboardInterrupt:
         output.warn("interrupted")
         return EXIT_INTERRUPTED
+
+
+def run() -> NoReturn:
+    """The console script and ``python -m shared.cli``: exit with :func:`main`'s code.
+
+    Worker threads a second Ctrl-C left in flight are not waited for (an interpreter exit would join them, and
+    a call can take a minute): their rows are already reported, so the process ends at once.
+    """
+    code = main()
+    if any(thread.name.startswith(WORKER_PREFIX) and thread.is_alive() for thread in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _fail(output: Output, code: int, error: str, message: str, partner_center_error_code: str | None = None) -> int:

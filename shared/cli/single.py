@@ -8,11 +8,11 @@ import threading
 import uuid
 from typing import Any
 
-from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
+from shared.models import ProductUpgradeRequest
 from shared.upgrades.workflow import OperationIds, request_id_for
 
 from .context import EXIT_OK, EXIT_REFUSED, Context, UsageError, request_from
-from .follow import follow_upgrade, outcome_of
+from .follow import Ended, follow_upgrade
 
 
 def cmd_upgrade(context: Context, args: argparse.Namespace) -> int:
@@ -32,10 +32,10 @@ def cmd_upgrade(context: Context, args: argparse.Namespace) -> int:
     if not args.wait:
         context.output.document(body)
         return EXIT_OK
-    status = _follow(context, created.upgrade_id, request, ids.correlation_id)
-    outcome = outcome_of(status)
-    body.update({"outcome": outcome, "partnerCenterStatus": status.status})
-    context.output.say(f"{outcome} ({status.status})")
+    ended = _follow(context, created.upgrade_id, request, ids.correlation_id, ids.request_id)
+    outcome = ended.outcome
+    body.update({"outcome": outcome, "partnerCenterStatus": ended.status.status})
+    context.output.say(f"{outcome} ({ended.status.status})")
     context.output.document(body)
     return EXIT_OK if outcome == "completed" else EXIT_REFUSED
 
@@ -59,29 +59,29 @@ def cmd_status(context: Context, args: argparse.Namespace) -> int:
         raise UsageError("UPGRADE_ID must be Partner Center's upgrade id")
     correlation_id = str(uuid.uuid4())
     if args.wait:
-        status = _follow(context, upgrade_id, request, correlation_id)
+        ended = _follow(context, upgrade_id, request, correlation_id, None)
+        status, outcome = ended.status, ended.outcome
     else:
         status = context.runtime.workflow.get_status(upgrade_id, request, OperationIds.new(correlation_id))
+        outcome = "completed"  # without --wait, any answer is a success
     body = {"upgradeId": upgrade_id, "customerId": request.customer_id, **status.to_json()}
     context.output.say(json.dumps(body, indent=2))
     context.output.document(body)
-    if args.wait and outcome_of(status) != "completed":
-        return EXIT_REFUSED
-    return EXIT_OK
+    return EXIT_OK if outcome == "completed" else EXIT_REFUSED
 
 
 def _follow(
-    context: Context, upgrade_id: str, request: ProductUpgradeRequest, correlation_id: str
-) -> ProductUpgradesStatus:
-    """Until the upgrade has ended; Ctrl-C interrupts (exit 130)."""
-    status = follow_upgrade(
-        context.runtime.workflow,
+    context: Context, upgrade_id: str, request: ProductUpgradeRequest, correlation_id: str, ledger_key: str | None
+) -> Ended:
+    """Until the upgrade has ended, recorded in the ledger when it holds the upgrade; Ctrl-C interrupts (130)."""
+    ended = follow_upgrade(
+        context.runtime,
         upgrade_id,
         request,
         correlation_id,
-        poll_seconds=context.settings.poll_seconds,
+        ledger_key=ledger_key,
         stop=threading.Event(),  # never set: only KeyboardInterrupt ends the wait early
         on_poll=lambda status: context.output.warn(f"upgrade {upgrade_id}: {status.status}"),
     )
-    assert status is not None
-    return status
+    assert ended is not None
+    return ended

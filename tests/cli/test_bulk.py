@@ -22,6 +22,7 @@ from tests.cli.helpers import (
     read_report,
     write_csv,
 )
+from tests.cli.terminal import Terminal
 from tests.harness import Host
 
 # -- bulk: a campaign ----------------------------------------------------------------------------------------
@@ -270,3 +271,40 @@ def test_direct_wait_with_storage_tracks_through_the_ledger(stored_app: Any, tmp
     host = Host(os.environ[STORAGE_SETTING])
     host.run_once()
     assert len(host.outcomes) == 5  # the tracker's outcome messages, one per upgrade
+
+
+def test_a_second_ctrl_c_stops_within_a_second_and_the_rows_in_flight_are_asked_again(cli: Cli) -> None:
+    ids = customers(40)
+    path = write_csv(cli.folder / "wave.csv", [{"customerId": c} for c in ids])
+    cli.partner_center.delay_next(40, seconds=10, match="/v1/productupgrades")  # every create stays in flight
+    terminal = Terminal(
+        ["bulk", str(path), "--report", "report.csv", "--concurrency", "4"], cwd=cli.folder, env=cli.env()
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while cli.partner_center.create_posts < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cli.partner_center.create_posts == 4
+
+        terminal.ctrl_c()
+        assert terminal.wait_for("finishing the 4 calls in flight", timeout=2), terminal.text
+        assert terminal.proc.poll() is None  # still waiting for them
+        started = time.monotonic()
+        terminal.ctrl_c()
+        code = terminal.proc.wait(timeout=10)
+        stopped_after = time.monotonic() - started
+    finally:
+        terminal.close()
+
+    assert code == 130, terminal.text
+    assert stopped_after < 1.0, f"the second Ctrl-C took {stopped_after:.2f} s"
+    assert "stopping now: 4 calls in flight are reported unknown" in terminal.text
+    first = read_report(cli.folder / "report.csv")
+    assert [(row["status"], row["errorCode"]) for row in first] == [("failed", "unknown")] * 4
+    # The creates held in flight land at Partner Center after the process has gone; the next run asks again with
+    # the same MS-RequestIds and gets those upgrades back: nobody is upgraded twice.
+    cli.partner_center.clear_faults()
+    ran = cli.run_process("bulk", str(path), "--report", "report.csv", "--concurrency", "4", "--json")
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["counts"] == {"accepted": 40}
+    assert created_per_customer(cli.partner_center) == Counter(ids)

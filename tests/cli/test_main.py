@@ -132,10 +132,10 @@ def test_broken_local_settings_json_exits_3(cli: Cli) -> None:
 # -- packaging -----------------------------------------------------------------------------------------------
 
 
-def test_console_script_points_at_main() -> None:
+def test_console_script_points_at_run() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["product-upgrades"] == "shared.cli.main:main"
-    assert callable(cli_main.main)
+    assert project["scripts"]["product-upgrades"] == "shared.cli.main:run"
+    assert callable(cli_main.run)
     ran = subprocess.run(
         [sys.executable, "-m", "shared.cli", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
     )

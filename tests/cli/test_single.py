@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
+from typing import Any
 
+from shared.settings import STORAGE_SETTING
+from shared.upgrades.runtime import get_runtime
 from tests.cli.helpers import Cli
+from tests.harness import Host
 
 # -- one upgrade ---------------------------------------------------------------------------------------------
 
@@ -112,3 +118,45 @@ def test_status_wait_of_a_failed_upgrade_exits_1(cli: Cli) -> None:
     assert len(cli.partner_center.requests_to("status")) == 6
     unknown = cli.run("status", "0f0f0f0f", "--customer", customer, "--wait")
     assert unknown.code == 1 and "900106" in unknown.stderr
+
+
+# -- --wait records what it learns in the ledger, as the functions' tracking does ------------------------------
+
+
+def ledger_states() -> dict[str, str]:
+    return {record.upgrade_id: record.state for record in get_runtime().ledger.list_upgrades(top=100).items}
+
+
+def outcomes_sent() -> list[dict[str, Any]]:
+    host = Host(os.environ[STORAGE_SETTING])
+    host.run_once()
+    return host.outcomes
+
+
+def test_upgrade_wait_records_the_outcome_in_the_ledger(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    cli.partner_center.complete_after_polls(1)
+    os.environ["PRODUCT_UPGRADE_POLL_SECONDS"] = "0.2"
+
+    ran = cli.run("upgrade", str(uuid.uuid4()), "--wait", "--json")
+
+    assert ran.code == 0, ran.stderr
+    upgrade_id = ran.json()["upgradeId"]
+    assert ran.json()["outcome"] == "completed"
+    assert ledger_states() == {upgrade_id: "completed"}
+    assert [outcome["upgradeId"] for outcome in outcomes_sent()] == [upgrade_id]
+
+
+def test_status_wait_records_the_outcome_of_an_upgrade_the_ledger_holds(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    customer = str(uuid.uuid4())
+    upgrade_id = cli.run("upgrade", customer, "--json").json()["upgradeId"]
+    assert ledger_states() == {upgrade_id: "running"}
+    cli.partner_center.complete_after_polls(0)
+
+    ran = cli.run("status", upgrade_id, "--customer", customer, "--wait", "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert ran.json()["status"] == "Completed"
+    assert ledger_states() == {upgrade_id: "completed"}
+    assert [outcome["upgradeId"] for outcome in outcomes_sent()] == [upgrade_id]
