@@ -58,6 +58,8 @@ QUEUE_SETTINGS = (
 #: With the sandbox, follow upgrades every few seconds rather than the production 300 s.
 SANDBOX_DEFAULTS = {"PRODUCT_UPGRADE_POLL_SECONDS": "5", "PRODUCT_UPGRADE_DEFER_SECONDS": "60"}
 STARTUP_TIMEOUT = 60.0
+#: The command line's equivalent of the demo, against the sandbox (the shell's CA bundle would win over the file's).
+CLI_EQUIVALENT = "REQUESTS_CA_BUNDLE=.sandbox/ca.pem .venv/bin/python -m shared.cli upgrade {customer} --wait"
 CORE_TOOLS_HELP = """\
 Azure Functions Core Tools (`func`) is not on PATH. Install version 4, then run scripts/run again:
   npm install -g azure-functions-core-tools@4 --unsafe-perm true
@@ -67,8 +69,15 @@ Azure Functions Core Tools (`func`) is not on PATH. Install version 4, then run 
 Meanwhile Azurite and the sandbox keep running, and the command line works against them with the same
 local.settings.json, from another terminal (the shell's environment wins over local.settings.json, hence the
 CA bundle given again):
-  REQUESTS_CA_BUNDLE=.sandbox/ca.pem .venv/bin/python -m shared.cli upgrade {customer} --wait
+  {cli}
 Ctrl+C stops Azurite and the sandbox."""
+
+
+HOST_NOT_RUNNING = """\
+the functions host is not running at {url}: start it in another terminal with `scripts/run` (it needs Azure
+Functions Core Tools, `func`), then run the demo again. Without the host, the command line does the same through
+the same workflow, against the sandbox `scripts/run --no-func` keeps running:
+  {cli}"""
 
 
 class RunError(Exception):
@@ -377,7 +386,7 @@ def start(no_func: bool) -> int:
                 say("func start (Ctrl+C stops it, then Azurite and the sandbox)")
                 return run_func(func, document["Values"])
             if not no_func:
-                print(CORE_TOOLS_HELP.format(customer=ELIGIBLE), flush=True)
+                print(CORE_TOOLS_HELP.format(cli=CLI_EQUIVALENT.format(customer=ELIGIBLE)), flush=True)
             say("ready; Ctrl+C to stop")
             while True:
                 time.sleep(3600)
@@ -406,11 +415,15 @@ def demo(customer_id: str, url: str, timeout: float) -> int:
 
     deadline = time.monotonic() + timeout
     with requests.Session() as session:
-        response = session.post(
-            f"{url.rstrip('/')}/api/productupgrades",
-            json={"customerId": customer_id, "productFamily": "Azure"},
-            timeout=60,
-        )
+        try:
+            response = session.post(
+                f"{url.rstrip('/')}/api/productupgrades",
+                json={"customerId": customer_id, "productFamily": "Azure"},
+                timeout=60,
+            )
+        except requests.ConnectionError:
+            cli = CLI_EQUIVALENT.format(customer=customer_id)
+            raise RunError(HOST_NOT_RUNNING.format(url=url, cli=cli)) from None
         print(f"POST /api/productupgrades -> {response.status_code}\n{response.text}", flush=True)
         followed = False
         while response.status_code == 202 and "Location" in response.headers:

@@ -376,3 +376,14 @@ def test_against_a_real_partner_only_azurite_starts_and_the_file_is_kept(project
     assert storage == DEV_STORAGE or "AccountName=devstoreaccount1;" in storage  # Azurite, maybe on other ports
     assert kept == {**real, "Values": {k: v for k, v in real["Values"].items() if k != "AzureWebJobsStorage"}}
     assert (project / ".azurite").is_dir()  # kept between runs, unlike the sandbox's
+
+
+def test_demo_without_the_functions_host_says_so_and_gives_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{run.free_port()}"
+
+    assert run.main(["demo", customers.ELIGIBLE, "--url", url]) == 1
+
+    err = capsys.readouterr().err
+    assert f"the functions host is not running at {url}" in err
+    assert f"python -m shared.cli upgrade {customers.ELIGIBLE} --wait" in err
+    assert "Traceback" not in err and "HTTPConnectionPool" not in err
