@@ -140,3 +140,13 @@ def test_pre_commit_runs_the_pinned_ruff_and_the_file_checks() -> None:
     ]
     hooks = {hook["id"] for hook in repos["https://github.com/pre-commit/pre-commit-hooks"]["hooks"]}
     assert hooks == {"check-yaml", "end-of-file-fixer", "trailing-whitespace"}
+
+
+def test_setup_puts_the_console_script_in_the_venv() -> None:
+    # scripts/check setup installs the project itself (editable) into .venv: `. .venv/bin/activate` puts
+    # product-upgrades on PATH, whatever Python comes first there otherwise.
+    assert "--no-deps --no-build-isolation -e ." in (ROOT / "scripts" / "check").read_text()
+    script = Path(sys.executable).with_name("product-upgrades")
+    assert script.is_file(), "run scripts/check setup"
+    ran = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and ran.stdout.startswith("product-upgrades "), ran.stderr
