@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,7 +23,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 #: Seconds between plain progress lines when stderr is not a terminal.
@@ -31,6 +31,16 @@ PLAIN_INTERVAL_SECONDS = 5.0
 
 #: The counters shown beside the bar, in order.
 SHOWN = ("accepted", "rejected", "failed", "throttled")
+
+
+class _TwoLineProgress(Progress):
+    """Each task on two lines, so that 80 columns hold it: the bar with done/total, rate and ETA, then the
+    counters (which grow with the campaign) on a line of their own."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        for task in self.tasks:
+            yield self.make_tasks_table([task])
+            yield Text(f"  {task.fields.get('counts', '')}", no_wrap=True, overflow="ellipsis")
 
 
 class _RateColumn(ProgressColumn):
@@ -73,16 +83,17 @@ class CampaignProgress:
     def __enter__(self) -> CampaignProgress:
         self._started = time.monotonic()
         if self.live:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=30),
+            self._progress = _TwoLineProgress(
+                # A long campaign name is cut short rather than pushing the numbers off the line.
+                TextColumn("[bold]{task.description}", table_column=Column(max_width=28, no_wrap=True)),
+                BarColumn(bar_width=None),
                 MofNCompleteColumn(),
                 _RateColumn(),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
-                TextColumn("{task.fields[counts]}"),
                 console=self._console,
                 refresh_per_second=4,
+                expand=True,
             )
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=self.total, counts=self._counts_text())

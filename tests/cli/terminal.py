@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+#: Sequences that move the cursor or erase (a live display redrawing itself): each starts a drawn line anew.
+MOVES = re.compile(r"\x1b\[[0-9;?]*[ABCDEFGHJK]|\r")
+STYLES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 class Terminal:
@@ -60,6 +63,12 @@ class Terminal:
     def text(self) -> str:
         """What was printed, terminal control sequences removed."""
         return ANSI.sub("", self.raw)
+
+    @property
+    def drawn_lines(self) -> list[str]:
+        """Every line as the terminal drew it: split where the cursor moved, styles removed, blanks dropped."""
+        lines = STYLES.sub("", MOVES.sub("\n", self.raw)).split("\n")
+        return [line for line in lines if line.strip()]
 
     def ctrl_c(self) -> None:
         os.write(self.master, b"\x03")

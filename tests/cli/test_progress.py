@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
 
 from shared.cli.progress import CampaignProgress, summary_tables
+from tests.cli.helpers import Cli, customers, write_csv
+from tests.cli.terminal import Terminal
 
 # -- progress and summary ------------------------------------------------------------------------------------
 
@@ -48,3 +51,26 @@ def test_summary_tables_count_by_status_error_and_outcome() -> None:
     tables = summary_tables({"accepted": 3, "rejected": 1}, {"not_eligible": 1}, {})
     assert [t.title for t in tables] == ["Rows by status", "Rows by error code"]
     assert tables[0].row_count == 3  # two statuses and the total
+
+
+def test_the_live_bar_fits_an_80_column_terminal(cli: Cli) -> None:
+    # A real terminal of 80 columns (a pseudo-terminal): rich draws what an operator sees; no drawn line may be
+    # wider, and nothing may be cut short (the issue was `16… 0.… ETA 0:1…`).
+    ids = customers(24)
+    path = write_csv(cli.folder / "a-campaign-with-a-rather-long-name.csv", [{"customerId": c} for c in ids])
+    cli.partner_center.delay_next(24, seconds=0.3, match="/v1/productupgrades")  # long enough to be drawn live
+    args = ["bulk", str(path), "--report", "r.csv", "--concurrency", "2"]
+    terminal = Terminal(args, cwd=cli.folder, env=cli.env(), columns=80)
+    try:
+        code = terminal.proc.wait(timeout=120)
+    finally:
+        terminal.close()
+
+    assert code == 0, terminal.text
+    drawn = terminal.drawn_lines
+    assert max(len(line) for line in drawn) <= 80, max(drawn, key=len)
+    bars = [line for line in drawn if "ETA" in line]
+    # Every number whole: done/total, rate and ETA end the line uncut (only a long campaign name may be cut).
+    assert bars and all(re.search(r" \d+/24 (\d+\.\d/s|-/s) ETA (\d+:\d\d:\d\d|-:--:--)$", line) for line in bars), bars
+    assert any("24/24" in line for line in bars)
+    assert "  accepted 24 rejected 0 failed 0 throttled 0" in drawn
