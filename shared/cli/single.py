@@ -8,10 +8,10 @@ import threading
 import uuid
 from typing import Any
 
-from shared.models import ProductUpgradeRequest
+from shared.models import DEFAULT_PRODUCT_FAMILY, ProductUpgradeRequest
 from shared.upgrades.workflow import OperationIds, request_id_for
 
-from .context import EXIT_OK, EXIT_REFUSED, Context, UsageError, request_from
+from .context import EXIT_OK, EXIT_REFUSED, PROG, Context, UsageError, request_from
 from .follow import Ended, follow_upgrade
 
 
@@ -30,6 +30,10 @@ def cmd_upgrade(context: Context, args: argparse.Namespace) -> int:
     }
     context.output.say(created.upgrade_id)
     if not args.wait:
+        family = (
+            "" if created.product_family == DEFAULT_PRODUCT_FAMILY else f" --product-family {created.product_family}"
+        )
+        context.output.warn(f"next: {PROG} status {created.upgrade_id} --customer {created.customer_id}{family} --wait")
         context.output.document(body)
         return EXIT_OK
     ended = _follow(context, created.upgrade_id, request, ids.correlation_id, ids.request_id)

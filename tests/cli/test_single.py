@@ -160,3 +160,13 @@ def test_status_wait_records_the_outcome_of_an_upgrade_the_ledger_holds(stored_a
     assert ran.json()["status"] == "Completed"
     assert ledger_states() == {upgrade_id: "completed"}
     assert [outcome["upgradeId"] for outcome in outcomes_sent()] == [upgrade_id]
+
+
+def test_upgrade_names_the_next_command_on_stderr(cli: Cli) -> None:
+    customer = str(uuid.uuid4())
+
+    ran = cli.run("upgrade", customer)
+
+    upgrade_id = cli.partner_center.created_upgrades[0]["upgrade_id"]
+    assert ran.stdout.strip() == upgrade_id
+    assert f"next: product-upgrades status {upgrade_id} --customer {customer} --wait" in ran.stderr
