@@ -30,3 +30,6 @@ DEFAULT_SECRETS: dict[str, str] = {
     APP_SECRET_SECRET_NAME: APP_SECRET,
     REFRESH_TOKEN_SECRET_NAME: REFRESH_TOKEN,
 }
+
+#: What Partner Center says of a customer whose upgrade has completed (eligibility reason, 900110 description).
+ALREADY_UPGRADED_REASON = "The customer's upgrade to the Azure plan has already completed."

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sandbox.constants import ALREADY_UPGRADED_REASON
 from sandbox.partner_center import FakePartnerCenter
 
 
@@ -28,7 +29,6 @@ THROTTLED_TWICE = _id(7)
 THROTTLED_RETRY_AFTER = "30"
 
 NOT_ELIGIBLE_REASON = "The customer has no Microsoft Azure (MS-AZR-0145P) subscription to upgrade."
-ALREADY_UPGRADED_REASON = "The customer's upgrade to the Azure plan has already completed."
 TRY_LATER_DESCRIPTION = (
     "One or more Azure subscriptions were purchased recently for this customer; please try again later."
 )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.constants import PARTNER_CENTER_RESOURCE
+from sandbox.constants import ALREADY_UPGRADED_REASON, PARTNER_CENTER_RESOURCE
 from sandbox.entra import FakeEntra
 from sandbox.server import FakeHTTPServer, RecordedRequest, Response
 from sandbox.tls import TLSMaterial
@@ -408,11 +408,18 @@ class FakePartnerCenter(FakeHTTPServer):
         )
 
     def _running_upgrade(self, customer_id: str, product_family: str) -> Upgrade | None:
+        return self._upgrade_in(customer_id, product_family, RUNNING_STATES)
+
+    def _completed_upgrade(self, customer_id: str, product_family: str) -> Upgrade | None:
+        """The customer's upgrade that has completed: Partner Center refuses another one (900110), for good."""
+        return self._upgrade_in(customer_id, product_family, frozenset({"completed"}))
+
+    def _upgrade_in(self, customer_id: str, product_family: str, states: frozenset[str]) -> Upgrade | None:
         for upgrade in self.upgrades.values():
             if (
                 upgrade.customer_id.lower() == customer_id.lower()
                 and upgrade.product_family.lower() == product_family.lower()
-                and upgrade.status.lower() in RUNNING_STATES
+                and upgrade.status.lower() in states
             ):
                 return upgrade
         return None
@@ -427,6 +434,11 @@ class FakePartnerCenter(FakeHTTPServer):
             if request_id and request_id.lower() in self._by_request_id:
                 upgrade_id = self._by_request_id[request_id.lower()]
             else:
+                completed = self._completed_upgrade(customer_id, product_family)
+                if completed is not None:
+                    return self._pc_error(
+                        req, 400, 900110, f"{ALREADY_UPGRADED_REASON} (upgrade {completed.upgrade_id})"
+                    )
                 running = self._running_upgrade(customer_id, product_family)
                 if running is not None:
                     return self._pc_error(
@@ -461,12 +473,17 @@ class FakePartnerCenter(FakeHTTPServer):
         with self._lock:
             ineligible = self._ineligible.get(customer_id.lower())
             running = self._running_upgrade(customer_id, product_family)
+            completed = self._completed_upgrade(customer_id, product_family)
+        in_place = running or completed  # the docs: upgradeId is set when an upgrade is already in place
+        reason = ineligible[0] if ineligible else None
+        if reason is None and in_place is not None:
+            reason = "An upgrade is already in progress." if running else ALREADY_UPGRADED_REASON
         body: dict[str, Any] = {
             "customerId": customer_id,
             "productFamily": product_family,
-            "isEligible": ineligible is None and running is None,
-            "upgradeId": running.upgrade_id if running is not None else None,
-            "reason": ineligible[0] if ineligible else ("An upgrade is already in progress." if running else None),
+            "isEligible": ineligible is None and in_place is None,
+            "upgradeId": in_place.upgrade_id if in_place is not None else None,
+            "reason": reason,
             "attributes": {"objectType": "ProductUpgradesEligibility"},
         }
         return self._json(req, 200, body)

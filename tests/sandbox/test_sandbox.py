@@ -19,7 +19,7 @@ import requests
 
 from sandbox import CUSTOMER_ID, customers
 from sandbox.cli import READY_LINE, Sandbox, running_sandbox
-from sandbox.constants import APP_ID, APP_SECRET, PARTNER_CENTER_SCOPE, REFRESH_TOKEN
+from sandbox.constants import ALREADY_UPGRADED_REASON, APP_ID, APP_SECRET, PARTNER_CENTER_SCOPE, REFRESH_TOKEN
 from sandbox.tls import CA_ENV_VARS
 from shared.settings import ALL_SETTINGS, Settings
 from shared.upgrades import runtime
@@ -194,6 +194,23 @@ def test_already_upgraded_customer(sandbox: Sandbox) -> None:
     create = caller.create(customers.ALREADY_UPGRADED)
     assert create.status_code == 400
     assert str(create.json()["code"]) == "900110"
+
+
+def test_a_customer_whose_upgrade_completed_cannot_be_upgraded_again(sandbox: Sandbox) -> None:
+    # As Partner Center: once a customer's upgrade has completed, another create is 400 900110 for as long as
+    # the sandbox runs, and eligibility says why and names the upgrade in place.
+    caller = Caller(sandbox)
+    customer = str(uuid.uuid4())
+    upgrade_id = caller.create_accepted(customer)
+    assert caller.follow(upgrade_id, customer)[-1]["status"] == "Completed"
+
+    again = caller.create(customer)
+    eligibility = caller.eligibility(customer).json()
+
+    assert again.status_code == 400
+    assert str(again.json()["code"]) == "900110" and upgrade_id in again.json()["description"]
+    assert eligibility["isEligible"] is False and eligibility["upgradeId"] == upgrade_id
+    assert eligibility["reason"] == ALREADY_UPGRADED_REASON
 
 
 def test_try_later_customer(sandbox: Sandbox) -> None:
