@@ -194,3 +194,15 @@ def test_the_link_check_fails_on_a_doctored_page(tmp_path):
         "README.md: #try-it-1 (no such heading)",
         "README.md: ../elsewhere.md (outside the repository)",
     ]
+
+
+def test_the_architecture_page_names_every_module_of_the_package() -> None:
+    # The page's table is the map of shared/: a module it does not name is a room nobody can find.
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    modules = [
+        path.relative_to(ROOT / "shared")
+        for path in (ROOT / "shared").rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and "__pycache__" not in path.parts
+    ]
+    assert modules
+    assert [str(module) for module in modules if f"`{module.name}`" not in page and module.name not in page] == []
