@@ -396,9 +396,14 @@ def test_pc_create_is_idempotent_per_request_id_and_409_otherwise(
     assert other.json()["code"] == 900109
     assert set(other.json()) == {"code", "description", "data", "source"}
 
-    # Once the running upgrade has ended, a new one may start.
-    partner_center.set_upgrade_status(first.headers["Location"].split("/")[1], "Completed")
-    assert _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token).status_code == 202
+    # Once the running upgrade has failed, a new one may start; once one has completed, never again (900110).
+    partner_center.set_upgrade_status(first.headers["Location"].split("/")[1], "Failed")
+    second = _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token)
+    assert second.status_code == 202
+    assert len(partner_center.created_upgrades) == 2
+    partner_center.set_upgrade_status(second.headers["Location"].split("/")[1], "Completed")
+    third = _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token)
+    assert third.status_code == 400 and str(third.json()["code"]) == "900110"
     assert len(partner_center.created_upgrades) == 2
 
 
