@@ -244,6 +244,65 @@ class ProductUpgradesStatus:
         }
 
 
+@dataclass(frozen=True)
+class CustomerCompanyProfile:
+    """A customer's ``companyProfile`` as the customer list gives it."""
+
+    tenant_id: str | None
+    domain: str | None
+    company_name: str | None
+
+    @classmethod
+    def from_json(cls, data: object) -> CustomerCompanyProfile:
+        obj: JSONObject = data if isinstance(data, dict) else {}
+        return cls(
+            tenant_id=_text(obj.get("tenantId")),
+            domain=_text(obj.get("domain")),
+            company_name=_text(obj.get("companyName")),
+        )
+
+
+@dataclass(frozen=True)
+class Customer:
+    """One item of Partner Center's customer list (``GET /v1/customers``): the tenant id and its company profile."""
+
+    id: str
+    company_profile: CustomerCompanyProfile
+
+    @classmethod
+    def from_json(cls, data: object) -> Customer | None:
+        """None for an item without an ``id``: there is nothing to ask Partner Center about."""
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"].strip():
+            return None
+        return cls(id=data["id"].strip(), company_profile=CustomerCompanyProfile.from_json(data.get("companyProfile")))
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One of a customer's subscriptions (``GET /v1/customers/{id}/subscriptions``): what discovery looks at."""
+
+    id: str | None
+    offer_id: str | None
+    offer_name: str | None
+    friendly_name: str | None
+    quantity: int | None
+    #: ``active``, ``suspended``, ``deleted``... as Partner Center spells it (compare case-insensitively).
+    status: str | None
+
+    @classmethod
+    def from_json(cls, data: object) -> Subscription:
+        obj: JSONObject = data if isinstance(data, dict) else {}
+        quantity = obj.get("quantity")
+        return cls(
+            id=_str_or_none(obj.get("id")),
+            offer_id=_str_or_none(obj.get("offerId")),
+            offer_name=_text(obj.get("offerName")),
+            friendly_name=_text(obj.get("friendlyName")),
+            quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
+            status=_str_or_none(obj.get("status")),
+        )
+
+
 def _str_or_none(value: object) -> str | None:
     if value is None:
         return None

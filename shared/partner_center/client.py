@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
+from collections.abc import Iterator
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -18,10 +20,12 @@ from shared.errors import PartnerCenterError, UpstreamUnavailableError
 from shared.logs import redact
 from shared.models import (
     MAX_DESCRIPTION,
+    Customer,
     ProductUpgradeCreated,
     ProductUpgradeRequest,
     ProductUpgradesEligibility,
     ProductUpgradesStatus,
+    Subscription,
 )
 from shared.partner_center.throttle import AdaptiveConcurrencyLimit
 from shared.retry import RetryPolicy, parse_retry_after
@@ -31,13 +35,33 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = "partner-center-product-upgrades-functions"
 LOCALE = "en-US"
 
+#: Customers per page of ``GET /v1/customers``. Partner Center's REST page documents no ceiling (its example asks
+#: for 40); its PowerShell module notes that one call returns at most 500, so we ask for that many.
+CUSTOMERS_PAGE_SIZE = 500
+
+#: Headers this client sets itself: a ``links.next`` entry never replaces them.
+_OWN_HEADERS = frozenset(
+    {
+        "authorization",
+        "accept",
+        "content-type",
+        "content-length",
+        "host",
+        "ms-requestid",
+        "ms-correlationid",
+        "x-locale",
+        "ms-partnercenter-application",
+    }
+)
+
 
 class AccessTokens(Protocol):
     def get_token(self, *, force_refresh: bool = False, stale_token: str | None = None) -> str: ...
 
 
 class PartnerCenterClient:
-    """Calls ``{base_url}/v1/productUpgrades...`` with an App+User token, under one retry policy."""
+    """Calls ``{base_url}/v1/...`` (product upgrades, the customer list, a customer's subscriptions) with an App+User
+    token, under one retry policy and one pace."""
 
     def __init__(
         self,
@@ -87,22 +111,79 @@ class PartnerCenterClient:
         response = self._send(path, request.to_json(), request_id, correlation_id)
         return ProductUpgradesStatus.from_json(_json_object(response), upgrade_id)
 
+    def list_customers(self, *, correlation_id: str, size: int = CUSTOMERS_PAGE_SIZE) -> Iterator[list[Customer]]:
+        """``GET /v1/customers?size=N``, then each page's ``links.next`` until a page has none: one list a page.
+
+        Each page is one call (its own ``MS-RequestId``, the same on its retries) through the same retry policy
+        and pace as every other call. An item without an ``id`` is logged and left out: it cannot be asked about.
+        """
+        for items in self._pages(f"/v1/customers?size={size}", correlation_id):
+            customers = [Customer.from_json(item) for item in items]
+            if None in customers:
+                log.warning("Partner Center listed %d customer(s) without an id", customers.count(None))
+            yield [customer for customer in customers if customer is not None]
+
+    def get_subscriptions(self, customer_id: str, *, correlation_id: str) -> list[Subscription]:
+        """``GET /v1/customers/{customer_id}/subscriptions``: every subscription of the customer (every page, should
+        Partner Center ever page them)."""
+        path = f"/v1/customers/{quote(customer_id, safe='')}/subscriptions"
+        return [Subscription.from_json(item) for items in self._pages(path, correlation_id) for item in items]
+
+    def _pages(self, target: str, correlation_id: str) -> Iterator[list[Any]]:
+        """The ``items`` of a collection, page by page, following ``links.next`` (its uri and its headers)."""
+        headers: dict[str, str] = {}
+        followed: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+        while True:
+            request_id = str(uuid.uuid4())
+            body = _json_object(self._send_get(target, headers, request_id, correlation_id))
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise UpstreamUnavailableError(
+                    f"Partner Center answered a collection without items (MS-RequestId {request_id})"
+                )
+            yield items
+            following = next_page(body, self._base_url)
+            if following is None:
+                return
+            target, headers = following
+            seen = (target, tuple(sorted(headers.items())))
+            if seen in followed:
+                # A continuation that comes back unchanged would page forever.
+                raise UpstreamUnavailableError(f"Partner Center sent the same next page twice ({target.split('?')[0]})")
+            followed.add(seen)
+
     def _send(self, path: str, body: dict[str, Any], request_id: str, correlation_id: str) -> requests.Response:
-        """POST with every documented header; one retry with a fresh token when our token is refused."""
-        data = json.dumps(body).encode()
-        url = self._base_url + path
+        """POST ``body`` as JSON to ``path``."""
+        return self._call("POST", self._base_url + path, json.dumps(body).encode(), {}, request_id, correlation_id)
+
+    def _send_get(self, target: str, extra: dict[str, str], request_id: str, correlation_id: str) -> requests.Response:
+        """GET ``target`` (a path and query under the base URL) with ``extra`` headers (a continuation token)."""
+        return self._call("GET", self._base_url + target, None, extra, request_id, correlation_id)
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        extra: dict[str, str],
+        request_id: str,
+        correlation_id: str,
+    ) -> requests.Response:
+        """One call with every documented header; one retry with a fresh token when our token is refused."""
         token = self._tokens.get_token()
         for retry_with_fresh_token in (True, False):
             headers = {
+                **extra,
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/json",
-                "Content-Type": "application/json",
                 "MS-RequestId": request_id,
                 "MS-CorrelationId": correlation_id,
                 "X-Locale": self._locale,
                 "MS-PartnerCenter-Application": self._application_name,
             }
-            response = self._post(url, data, headers)
+            if data is not None:
+                headers["Content-Type"] = "application/json"
+            response = self._attempt(method, url, data, headers)
             if 300 <= response.status_code < 400:
                 # Never followed: a redirect would carry our token (and the request) to wherever it points.
                 raise UpstreamUnavailableError(
@@ -119,10 +200,12 @@ class PartnerCenterClient:
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, url: str, data: bytes, headers: dict[str, str]) -> requests.Response:
+    def _attempt(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> requests.Response:
         def attempt(timeout: tuple[float, float]) -> requests.Response:
             return self._limit.call(
-                lambda: self._session.post(url, data=data, headers=headers, timeout=timeout, allow_redirects=False)
+                lambda: self._session.request(
+                    method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+                )
             )
 
         return self._policy.send(attempt, service="Partner Center")
@@ -140,6 +223,46 @@ def parse_location(location: str | None) -> str | None:
             upgrade_id = segments[index + 1]
             return upgrade_id if upgrade_id.lower() not in ("eligibility", "status") else None
     return None
+
+
+def next_page(body: dict[str, Any], base_url: str) -> tuple[str, dict[str, str]] | None:
+    """Where a collection's next page is: (path and query under ``base_url``, headers to send), or None on the last.
+
+    Partner Center gives ``links.next`` as ``{"uri", "method": "GET", "headers": [{"key":
+    "MS-ContinuationToken", "value"}]}``. Its uri is relative and may leave out the version (``/customers?...``
+    as well as ``/v1/customers?...``): as Partner Center's .NET SDK does, ``/v1`` is put in front when missing.
+    An absolute uri is followed only to the base URL's own host: the token never goes anywhere else.
+    """
+    links = body.get("links")
+    link = links.get("next") if isinstance(links, dict) else None
+    if link is None:
+        return None
+    uri = link.get("uri") if isinstance(link, dict) else None
+    if not isinstance(uri, str) or not uri.strip():
+        raise UpstreamUnavailableError("Partner Center's next page link has no uri")
+    method = link.get("method")
+    if isinstance(method, str) and method.strip() and method.strip().upper() != "GET":
+        raise UpstreamUnavailableError(f"Partner Center's next page link asks for {method.strip().upper()}, not GET")
+    parts = urlsplit(uri.strip())
+    base = urlsplit(base_url)
+    if (parts.scheme or parts.netloc) and (parts.scheme.lower(), parts.netloc.lower()) != (
+        base.scheme.lower(),
+        base.netloc.lower(),
+    ):
+        raise UpstreamUnavailableError("Partner Center's next page link points to another host; it is not followed")
+    path = "/" + parts.path.lstrip("/")
+    if not path.lower().startswith("/v1/"):
+        path = "/v1" + path
+    headers: dict[str, str] = {}
+    listed = link.get("headers")
+    for header in listed if isinstance(listed, list) else []:
+        key = header.get("key") if isinstance(header, dict) else None
+        value = header.get("value") if isinstance(header, dict) else None
+        if not isinstance(key, str) or not isinstance(value, str) or not value.isprintable():
+            continue  # a value with a line break would forge a header of its own
+        if key.strip() and key.strip().lower() not in _OWN_HEADERS:
+            headers[key.strip()] = value
+    return (f"{path}?{parts.query}" if parts.query else path), headers
 
 
 def error_from_response(

@@ -1,14 +1,19 @@
-"""Pure parsing of Partner Center responses; the client against the fake: test_http_api, test_queue_worker."""
+"""Pure parsing of Partner Center responses; the collection reads (customers, subscriptions) against the fake.
+The product-upgrade calls against the fake: test_http_api, test_queue_worker."""
 
 import json
+import uuid
 
 import pytest
 import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import PartnerCenterError
-from shared.partner_center.client import error_from_response, parse_location
+from shared.errors import PartnerCenterError, UpstreamUnavailableError
+from shared.partner_center.client import PartnerCenterClient, error_from_response, next_page, parse_location
+from shared.partner_center.throttle import AdaptiveConcurrencyLimit
+from shared.retry import RetryPolicy
+from shared.upgrades import runtime
 
 
 def response(status, body=b"", headers=None):
@@ -111,3 +116,166 @@ def test_point6_non_json_body_is_logged_not_described(caplog):
 @pytest.mark.parametrize("body", [{"code": "1", "description": {"nested": "x"}}, ["a"], "just a string"])
 def test_point6_json_without_a_text_description_gives_none(body):
     assert error_from_response(response(400, body)).description == ""
+
+
+# -- collections: the customer list and a customer's subscriptions -----------------------------------------
+
+BASE = "https://api.partnercenter.microsoft.com"
+
+
+def with_next(uri, headers=None, method="GET"):
+    return {"items": [], "links": {"next": {"uri": uri, "method": method, "headers": headers or []}}}
+
+
+def test_next_page_is_the_links_uri_with_its_continuation_header():
+    body = with_next("/v1/customers?size=40&seekOperation=Next", [{"key": "MS-ContinuationToken", "value": "tok=="}])
+    assert next_page(body, BASE) == ("/v1/customers?size=40&seekOperation=Next", {"MS-ContinuationToken": "tok=="})
+
+
+@pytest.mark.parametrize(
+    ("uri", "target"),
+    [
+        ("/customers?size=40&seekOperation=Next", "/v1/customers?size=40&seekOperation=Next"),
+        ("customers?size=40", "/v1/customers?size=40"),
+        ("/V1/customers?size=40", "/V1/customers?size=40"),
+        (f"{BASE}/v1/customers?size=40&seekOperation=Next", "/v1/customers?size=40&seekOperation=Next"),
+    ],
+)
+def test_next_page_puts_the_version_in_front_when_the_uri_leaves_it_out(uri, target):
+    assert next_page(with_next(uri), BASE)[0] == target
+
+
+@pytest.mark.parametrize("body", [{"items": []}, {"links": {"self": {"uri": "/v1/customers?size=40"}}}, {"links": []}])
+def test_the_last_page_has_no_next(body):
+    assert next_page(body, BASE) is None
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        with_next("https://elsewhere.example/v1/customers?size=40"),
+        with_next("http://api.partnercenter.microsoft.com/v1/customers?size=40"),  # not even another scheme
+        with_next("/v1/customers?size=40", method="POST"),
+        with_next(""),
+        {"links": {"next": {"method": "GET"}}},
+    ],
+)
+def test_a_next_link_that_cannot_be_followed_safely_is_an_upstream_error(link):
+    with pytest.raises(UpstreamUnavailableError):
+        next_page(link, BASE)
+
+
+def test_next_page_never_replaces_the_clients_own_headers_nor_forges_one():
+    body = with_next(
+        "/v1/customers",
+        [
+            {"key": "Authorization", "value": "Bearer stolen"},
+            {"key": "MS-RequestId", "value": "x"},
+            {"key": "X-Evil", "value": "a\r\nInjected: 1"},
+            {"key": "MS-ContinuationToken", "value": "t"},
+            "not a header",
+        ],
+    )
+    assert next_page(body, BASE)[1] == {"MS-ContinuationToken": "t"}
+
+
+def listed(partner_center, n, prefix="Customer"):
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for number, customer_id in enumerate(ids):
+        partner_center.directory.add_customer(customer_id, f"{prefix} {number}", f"c{number}.onmicrosoft.com")
+    return ids
+
+
+def test_list_customers_pages_to_the_last_page(app_env, partner_center):
+    ids = listed(partner_center, 23)
+    client = runtime.get_runtime().client
+
+    pages = list(client.list_customers(correlation_id=str(uuid.uuid4()), size=5))
+
+    assert [len(page) for page in pages] == [5, 5, 5, 5, 3]
+    assert [c.id for page in pages for c in page] == ids
+    assert pages[4][2].company_profile.company_name == "Customer 22"
+    assert pages[4][2].company_profile.domain == "c22.onmicrosoft.com"
+    first, *following = partner_center.requests_to("/v1/customers", "GET")
+    assert len(following) == 4 and first.query == {"size": "5"} and "MS-ContinuationToken" not in first.headers
+    assert all(r.query == {"size": "5", "seekOperation": "Next"} for r in following)
+    assert len({r.headers["MS-ContinuationToken"] for r in following}) == 4
+    assert len({r.headers["MS-RequestId"] for r in [first, *following]}) == 5  # one request id per page
+    assert len({r.headers["MS-CorrelationId"] for r in [first, *following]}) == 1
+
+
+def test_a_page_that_sends_the_same_next_page_again_stops_paging(app_env, partner_center):
+    page = with_next("/v1/customers?size=5&seekOperation=Next", [{"key": "MS-ContinuationToken", "value": "same"}])
+    page["items"] = [{"id": str(uuid.uuid4()), "companyProfile": {"companyName": "Loop"}}]
+    partner_center.fail_next(3, 200, page, match="/v1/customers")
+    client = runtime.get_runtime().client
+
+    with pytest.raises(UpstreamUnavailableError, match="same next page twice"):
+        list(client.list_customers(correlation_id=str(uuid.uuid4()), size=5))
+    assert len(partner_center.requests_to("/v1/customers")) == 2
+
+
+def test_a_customer_item_without_an_id_is_left_out(app_env, partner_center):
+    page = {"totalCount": 2, "items": [{"companyProfile": {"companyName": "No id"}}, {"id": "abc"}]}
+    partner_center.fail_next(1, 200, page, match="/v1/customers")
+    [customers] = list(runtime.get_runtime().client.list_customers(correlation_id=str(uuid.uuid4())))
+    assert [c.id for c in customers] == ["abc"]
+
+
+def test_get_subscriptions_reads_offer_and_status_and_retries_with_the_same_request_id(app_env, partner_center):
+    [customer_id] = listed(partner_center, 1)
+    partner_center.directory.add_customer(
+        customer_id,
+        "Contoso",
+        "contoso.onmicrosoft.com",
+        [
+            {"id": "s1", "offerId": "MS-AZR-0145P", "offerName": "Microsoft Azure", "quantity": 1, "status": "active"},
+            {"id": "s2", "offerId": "DZH318Z0BPS6:0001:DZH318Z0BML6", "status": "suspended", "quantity": True},
+        ],
+    )
+    partner_center.directory.fail_subscriptions(customer_id, 503, code="503", description="unavailable")
+
+    subscriptions = runtime.get_runtime().client.get_subscriptions(customer_id, correlation_id=str(uuid.uuid4()))
+
+    assert [(s.id, s.offer_id, s.status, s.quantity) for s in subscriptions] == [
+        ("s1", "MS-AZR-0145P", "active", 1),
+        ("s2", "DZH318Z0BPS6:0001:DZH318Z0BML6", "suspended", None),
+    ]
+    failed, answered = partner_center.requests_to(f"/v1/customers/{customer_id}/subscriptions", "GET")
+    assert failed.headers["MS-RequestId"] == answered.headers["MS-RequestId"]
+    assert "Content-Type" not in answered.headers  # a GET has no body
+
+
+def test_a_customer_partner_center_refuses_is_its_error(app_env, partner_center):
+    with pytest.raises(PartnerCenterError) as info:
+        runtime.get_runtime().client.get_subscriptions(str(uuid.uuid4()), correlation_id=str(uuid.uuid4()))
+    assert (info.value.status, info.value.error_code) == (403, "20002") and not info.value.token_rejected
+
+
+def test_collection_reads_go_through_the_same_pace_limiter(app_env, partner_center):
+    [customer_id] = listed(partner_center, 1)
+    limit = AdaptiveConcurrencyLimit(initial=4, maximum=4)
+    client = PartnerCenterClient(
+        base_url=partner_center.url,
+        session=requests.Session(),
+        tokens=runtime.get_runtime().tokens,
+        policy=RetryPolicy(max_attempts=1),
+        limit=limit,
+    )
+    partner_center.directory.fail_subscriptions(customer_id, 429, retry_after="1")
+
+    with pytest.raises(PartnerCenterError):
+        client.get_subscriptions(customer_id, correlation_id=str(uuid.uuid4()))
+    assert limit.limit == 2 and limit.paused_for > 0  # the 429 cut this process's pace, as any call's does
+    client.get_subscriptions(customer_id, correlation_id=str(uuid.uuid4()))
+    throttled, admitted = partner_center.requests_to("subscriptions", "GET")
+    assert admitted.received_at - throttled.received_at >= 1.0  # held back for Retry-After
+
+
+def test_a_refused_token_on_a_read_is_retried_once_with_a_fresh_one(app_env, partner_center, entra):
+    listed(partner_center, 2)
+    partner_center.fail_next(1, 401, {"code": "900420", "description": "Invalid Token"}, match="/v1/customers")
+
+    [customers] = list(runtime.get_runtime().client.list_customers(correlation_id=str(uuid.uuid4())))
+
+    assert len(customers) == 2 and entra.token_requests == 2  # the first token, then a fresh one after the 401
