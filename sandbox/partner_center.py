@@ -1,4 +1,5 @@
-"""A fake Partner Center REST API (api.partnercenter.microsoft.com): the three product-upgrade operations.
+"""A fake Partner Center REST API (api.partnercenter.microsoft.com): the three product-upgrade operations, and the
+customer list and each customer's subscriptions (:mod:`sandbox.directory`), which discovery reads.
 
 Paths are matched case-insensitively, as the real service does. Every answer carries ``MS-CorrelationId`` and
 ``MS-RequestId`` (echoed when sent, else generated), ``MS-CV`` and ``MS-ServerId``. Errors use Partner Center's
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sandbox.constants import ALREADY_UPGRADED_REASON, PARTNER_CENTER_RESOURCE
+from sandbox.directory import CONTINUATION_HEADER, CUSTOMERS_PATH, SUBSCRIPTIONS_PATH, CustomerDirectory, DirectoryError
 from sandbox.entra import FakeEntra
 from sandbox.server import FakeHTTPServer, RecordedRequest, Response
 from sandbox.tls import TLSMaterial
@@ -97,7 +99,8 @@ class FakePartnerCenter(FakeHTTPServer):
     outcome, injected faults included), ``created_upgrades`` (one dict per upgrade really created: upgrade_id,
     customer_id, product_family, request_id, correlation_id), ``status_polls`` (count of status calls answered
     200), ``upgrades`` (lower-cased id -> Upgrade) and ``rate_limited`` (429s of :meth:`admit_per_second`);
-    ``in_flight``/``max_in_flight`` come with the base server.
+    ``in_flight``/``max_in_flight`` and ``requests_per_path`` come with the base server. ``directory`` holds the
+    customers ``GET /v1/customers`` lists and their subscriptions (empty until a population is installed).
     """
 
     server_header = "Microsoft-IIS/10.0"
@@ -109,6 +112,7 @@ class FakePartnerCenter(FakeHTTPServer):
         self.status_polls = 0
         self.created_upgrades: list[dict[str, Any]] = []
         self.upgrades: dict[str, Upgrade] = {}
+        self.directory = CustomerDirectory()
         self._by_request_id: dict[str, str] = {}
         self._customer_errors: dict[str, CustomerError] = {}
         self._ineligible: dict[str, tuple[str, int, int | str]] = {}
@@ -260,6 +264,7 @@ class FakePartnerCenter(FakeHTTPServer):
             self._outcomes.clear()
             self._throttled.clear()
             self.rate_limited = 0
+        self.directory.clear()
 
     # -- wire ------------------------------------------------------------------------------------------
     def _headers(self, req: RecordedRequest) -> dict[str, str]:
@@ -323,6 +328,9 @@ class FakePartnerCenter(FakeHTTPServer):
         )
 
     def _answer(self, req: RecordedRequest) -> Response:
+        read = self._directory_answer(req)
+        if read is not None:
+            return read
         path = req.path
         if _CREATE_PATH.match(path):
             operation = "create"
@@ -371,6 +379,30 @@ class FakePartnerCenter(FakeHTTPServer):
             return self._eligibility(req, customer_id, product_family)
         assert m is not None
         return self._status(req, m.group(1), customer_id)
+
+    def _directory_answer(self, req: RecordedRequest) -> Response | None:
+        """The customer list and a customer's subscriptions (GET); None for any other path."""
+        subscriptions = SUBSCRIPTIONS_PATH.match(req.path)
+        if subscriptions is None and not CUSTOMERS_PATH.match(req.path):
+            return None
+        if req.method != "GET":
+            return self._json(
+                req, 405, {"Message": f"The requested resource does not support http method '{req.method}'."}
+            )
+        unauthorized = self._check_auth(req)
+        if unauthorized is not None:
+            return unauthorized
+        try:
+            if subscriptions is not None:
+                body = self.directory.subscriptions(subscriptions.group(1))
+            else:
+                body = self.directory.customers_page(req.query, req.headers.get(CONTINUATION_HEADER))
+        except DirectoryError as exc:
+            if exc.status == 429:
+                return self._throttled_response(req, exc.retry_after or "1")
+            extra = {"Retry-After": exc.retry_after} if exc.retry_after else None
+            return self._pc_error(req, exc.status, exc.code, exc.description, extra=extra)
+        return self._json(req, 200, body)
 
     def _take_throttle(self, customer_id: str) -> str | None:
         """The Retry-After of a scripted 429 for this call, or None."""

@@ -375,7 +375,7 @@ def start(no_func: bool) -> int:
                 )
                 sandbox_values = sandbox.settings()
                 say(f"sandbox: Entra ID {sandbox.entra.url}, Partner Center {sandbox.partner_center.url}")
-                print(customers_table(), flush=True)
+                print(customers_table(sandbox.population), flush=True)
             document = local_settings(sample, existing, sandbox_values, azurite.connection_string)
             write_json(LOCAL_SETTINGS, document)
             say(f"wrote {LOCAL_SETTINGS.name}")

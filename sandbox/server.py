@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import weakref
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -214,6 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with owner._lock:
             owner.requests.append(req)
+            owner.requests_per_path[req.decoded_path.lower().rstrip("/")] += 1
             owner.observe(req)
             delay = owner._take_fault(req, ("delay",))
             fault = owner._take_fault(req, ("fail", "reset"))
@@ -292,6 +294,8 @@ class FakeHTTPServer:
         self.requested_port = port
         self.use_tls = use_tls
         self.requests: list[RecordedRequest] = []
+        #: Requests by path (decoded, lower case, no trailing slash), whatever the answer: "asked twice" at a glance.
+        self.requests_per_path: Counter[str] = Counter()
         #: Tracebacks of exceptions inside handlers (a fake bug, not a client bug): tests may assert it is empty.
         self.errors: list[str] = []
         #: Requests being answered right now, and the most seen at once (concurrency of the clients).
@@ -375,6 +379,7 @@ class FakeHTTPServer:
         """Forget recorded requests and pending faults (subclasses also reset their own state)."""
         with self._lock:
             self.requests.clear()
+            self.requests_per_path.clear()
             self._faults.clear()
             self.errors.clear()
             self.max_in_flight = self.in_flight

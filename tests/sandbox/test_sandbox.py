@@ -67,6 +67,7 @@ def test_sandbox_serves_what_it_prints(monkeypatch, tmp_path):
     assert "1 upgrade(s) created" in err
     for customer in customers.SCRIPTED_CUSTOMERS:
         assert customer.customer_id in err  # the table of scripted customers is printed at start
+    assert "Customer list: 1000 customers (seed 2027)" in err  # and the population the customer list holds
     assert os.path.exists(values["REQUESTS_CA_BUNDLE"])
 
 
