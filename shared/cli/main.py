@@ -75,6 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--output", metavar="OUT.csv", help="write the upgrades as CSV")
     listing.add_argument("--html", metavar="REPORT.html", help="write a self-contained campaign report")
 
+    discover = commands.add_parser(
+        "discover", parents=[common], help="the customers still on legacy Azure, as a CSV for bulk"
+    )
+    discover.add_argument("--output", required=True, metavar="OUT.csv", help="written as it goes; resumable")
+    discover.add_argument("--check-eligibility", action="store_true", help="ask eligibility for each one written")
+    discover.add_argument(
+        "--include-suspended", action="store_true", help="also write customers whose legacy Azure is all suspended"
+    )
+    discover.add_argument("--campaign", default=None, help="the wave the CSV is for (default: the output's name)")
+    discover.add_argument("--concurrency", type=positive_int, default=8, help="customers at a time (default 8)")
+
     consent = commands.add_parser("consent", parents=[common], help="the secure app model's one-time MFA consent")
     consent.add_argument("--port", type=int, default=8400, help="localhost port of the redirect (0: any free port)")
     consent.add_argument("--no-browser", action="store_true", help="print the sign-in URL instead of opening it")
@@ -150,6 +161,12 @@ def cmd_list(context: Context, args: argparse.Namespace) -> int:
     return run_list(context, args)
 
 
+def cmd_discover(context: Context, args: argparse.Namespace) -> int:
+    from .discover import run_discover
+
+    return run_discover(context, args)
+
+
 def cmd_consent(context: Context, args: argparse.Namespace) -> int:
     from .consent import run_consent
 
@@ -162,5 +179,6 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], int]] = {
     "status": cmd_status,
     "bulk": cmd_bulk,
     "list": cmd_list,
+    "discover": cmd_discover,
     "consent": cmd_consent,
 }
