@@ -137,8 +137,11 @@ class Population:
     customers: tuple[PopulationCustomer, ...]
 
     @classmethod
-    def build(cls, size: int = DEFAULT_CUSTOMERS, *, seed: int = DEFAULT_SEED, scripted: bool = True) -> Population:
-        """``size`` customers: the scripted ones first (unless ``scripted`` is False), then built ones."""
+    def build(
+        cls, size: int = DEFAULT_CUSTOMERS, *, seed: int = DEFAULT_SEED, scripted: bool = True, failing: bool = True
+    ) -> Population:
+        """``size`` customers: the scripted ones first (unless ``scripted`` is False), then built ones (with no
+        failing subscriptions call when ``failing`` is False: a benchmark's steady pace)."""
         rng = random.Random(seed)
         head = [_scripted(c.customer_id, rng) for c in SCRIPTED_CUSTOMERS][: size if scripted else 0]
         built = max(0, size - len(head))
@@ -146,6 +149,7 @@ class Population:
         rng.shuffle(kinds)
         faults: list[str | None] = [None] * built
         picks = rng.sample(range(built), _share(built, FAIL_ONCE_SHARE) + _share(built, UNREADABLE_SHARE))
+        picks = picks if failing else []
         for n, index in enumerate(picks):
             fail_once = n < _share(built, FAIL_ONCE_SHARE)
             faults[index] = ("fail_once_503" if n % 2 == 0 else "fail_once_429") if fail_once else "unreadable"

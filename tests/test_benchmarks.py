@@ -43,3 +43,23 @@ def test_quick_benchmark_runs_every_section(tmp_path):
     for drain in drains:
         assert drain["messages_without_result"] == 0 and drain["messages_with_two_results"] == 0
         assert drain["duplicate_upgrades"] == 0 and drain["customers_upgraded"] == drain["messages"]
+
+
+def test_quick_discovery_benchmark_runs_and_asks_every_customer_once(tmp_path):
+    output = tmp_path / "discovery.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.discovery", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(output.read_text())["results"]
+    assert set(results) == {"instant", "latency", "limited"}
+    for setup in results.values():
+        assert setup["customers_per_second"]["median"] > 0 and setup["verdict"] in ("PASS", "MISS", "-")
+        for one in setup["runs"]:
+            assert one["every_customer_asked"] and one["kept_as_population"]
+            # Each customer asked once, plus the calls Partner Center throttled (honoured, then asked again).
+            assert one["customers"] <= one["subscriptions_calls"] <= one["customers"] + one["throttled_calls"]
