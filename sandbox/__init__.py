@@ -1,7 +1,8 @@
 """A local Microsoft Entra ID + Partner Center for trying the app without a Partner Center account.
 
 Loopback HTTPS servers speaking the product-upgrade wire protocol (token endpoint, create, eligibility, status),
-with customers whose behaviour is scripted by id (``sandbox.customers``). ``python -m sandbox`` runs it as a
+with customers whose behaviour is scripted by id (``sandbox.customers``) and a customer list holding a seeded
+population of customers and their subscriptions (``sandbox.population``). ``python -m sandbox`` runs it as a
 process (what ``scripts/run`` starts); the tests and benchmarks start the same classes in-process, with the
 other services the app talks to: Key Vault, the managed-identity endpoint, Azurite (the storage emulator) and a
 storage proxy that plays faults at the wire. Never deployed.
@@ -29,6 +30,7 @@ from sandbox.entra import FakeEntra
 from sandbox.key_vault import FakeKeyVault
 from sandbox.managed_identity import FakeManagedIdentity
 from sandbox.partner_center import FakePartnerCenter
+from sandbox.population import Population
 from sandbox.server import FakeHTTPServer, RecordedRequest, Response
 from sandbox.tls import CA_ENV_VARS, TLSMaterial, default_tls
 
@@ -53,6 +55,7 @@ __all__ = [
     "FakeKeyVault",
     "FakeManagedIdentity",
     "FakePartnerCenter",
+    "Population",
     "RecordedRequest",
     "Response",
     "TLSMaterial",

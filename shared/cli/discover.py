@@ -104,20 +104,25 @@ class Discovery:
     def execute(self) -> int:
         runtime = self.context.runtime
         runtime.tokens.get_token()  # refused credentials stop the run before anything is asked (exit 3)
-        with _stopping_on_signals(self.stop):
-            customers = self._list_customers()
-            to_ask = [c for c in customers if c.id.lower() not in self.previous.done]
-            progress = CampaignProgress(len(customers), "discover", stream=self.context.output.stderr)
-            progress.shown = SHOWN
+        try:
             self.candidates.start(self.previous)
-            try:
+        except OSError as exc:
+            raise UsageError(
+                f"{self.candidates.path} cannot be written ({exc.strerror or type(exc).__name__})"
+            ) from None
+        try:
+            with _stopping_on_signals(self.stop):
+                customers = self._list_customers()
+                to_ask = [c for c in customers if c.id.lower() not in self.previous.done]
+                progress = CampaignProgress(len(customers), "discover", stream=self.context.output.stderr)
+                progress.shown = SHOWN
                 with _counting_throttled(runtime.session, progress), progress:
                     notes = {note["customerId"].lower(): note["verdict"] for note in self.previous.journal}
                     progress.carry([notes[c.id.lower()] for c in customers if c.id.lower() in notes])
                     if not self.stop.is_set():
                         self._examine_all(to_ask, progress)
-            finally:
-                self.candidates.close()
+        finally:
+            self.candidates.close()
         return self._summarize(len(customers), progress.counts.get("throttled", 0))
 
     # -- the customer list -----------------------------------------------------------------------------

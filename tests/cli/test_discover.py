@@ -211,6 +211,15 @@ def test_bad_arguments_are_usage_errors_before_partner_center_is_asked(cli: Cli)
     assert cli.partner_center.requests == [] and not (cli.folder / "c.csv").exists()
 
 
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_partner_center_is_asked(cli: Cli) -> None:
+    populated(cli, 10, scripted=False)
+
+    ran = cli.run("discover", "--output", "no-such-folder/c.csv")
+
+    assert ran.code == 2 and "no-such-folder/c.csv cannot be written" in ran.stderr
+    assert cli.partner_center.requests_per_path["/v1/customers"] == 0
+
+
 def test_refused_credentials_exit_3_before_any_customer_is_asked(cli: Cli) -> None:
     populated(cli, 10, scripted=False)
     cli.entra.expire_refresh_tokens()
