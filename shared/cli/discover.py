@@ -5,7 +5,8 @@ time, through the client's retry policy and pace like every other call; keeps th
 legacy Azure subscription (the rule: :mod:`shared.upgrades.discovery`); asks eligibility for each one written with
 ``--check-eligibility``; and writes each customer as it is found (:mod:`shared.cli.candidates`). SIGINT or SIGTERM
 stops asking: calls in flight finish and are written, the exit code is 130, and the same command goes on where
-it stopped, asking again about no customer already looked at.
+it stopped, asking again about no customer already looked at. A second signal stops at once: the customers in
+flight are not written, and the next run asks about them again.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 import requests
 from rich.table import Table
 
-from shared.errors import PartnerCenterError, ProductUpgradeError, ValidationError
+from shared.errors import ProductUpgradeError, ValidationError
 from shared.ids import OperationIds, correlation_guid
 from shared.models import Customer, ProductUpgradeRequest, parse_guid
 from shared.upgrades.discovery import KEPT, NOT_LEGACY, SUSPENDED_ONLY, candidacy
 
 from .candidates import UNREADABLE, CandidatesFile, CandidatesFileError, Finding, Previous
-from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, PROG, ConfigurationError, Context, UsageError
-from .pool import Fatal, needs_operator
+from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, PROG, Context, UsageError
+from .pool import WORKER_PREFIX, Fatal, stops_the_run
 from .progress import CampaignProgress, print_tables
 
 #: Counters shown beside the bar.
@@ -44,14 +45,6 @@ _CAMPAIGN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 #: Seconds the main thread waits for a worker before it looks at the stop flag again.
 _TICK = 0.2
-
-
-class Unreachable(Exception):
-    """Partner Center could not be reached (or answered what cannot be read): every customer would fail alike."""
-
-    def __init__(self, error: ProductUpgradeError) -> None:
-        super().__init__(error.message)
-        self.error = error
 
 
 def run_discover(context: Context, args: argparse.Namespace) -> int:
@@ -97,6 +90,10 @@ class Discovery:
         # Every call of one discovery shares a correlation id: the campaign's (or the output's) name as a GUID.
         self.correlation = campaign or f"discover {candidates.path.name}"
         self.stop = threading.Event()
+        #: A second Ctrl-C: stop waiting for the calls in flight too.
+        self.abandon = threading.Event()
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
         self.verdicts: Counter[str] = Counter(previous.verdicts)
         self.eligible = previous.eligible
         self.eligibility_failed = previous.eligibility_failed
@@ -111,7 +108,7 @@ class Discovery:
                 f"{self.candidates.path} cannot be written ({exc.strerror or type(exc).__name__})"
             ) from None
         try:
-            with _stopping_on_signals(self.stop):
+            with self._signals():
                 customers = self._list_customers()
                 to_ask = [c for c in customers if c.id.lower() not in self.previous.done]
                 progress = CampaignProgress(len(customers), "discover", stream=self.context.output.stderr)
@@ -141,36 +138,52 @@ class Discovery:
 
     # -- each customer ---------------------------------------------------------------------------------
     def _examine_all(self, customers: list[Customer], progress: CampaignProgress) -> None:
-        """``concurrency`` customers at a time; each finding written here, in this thread, as it comes."""
-        stopped_by: Fatal | Unreachable | None = None
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="discover") as pool:
-            pending: dict[Future[Finding | None], Customer] = {pool.submit(self._guarded, c): c for c in customers}
-            while pending:
+        """``concurrency`` customers at a time; each finding written here, in this thread, as it comes.
+
+        A stop drops the customers not started and waits for the ones in flight; ``abandon`` stops waiting too
+        (their threads end on their own, their customers unwritten). A customer's error that no other customer
+        would escape (:class:`Fatal`) stops the run and is raised once the calls in flight are written.
+        """
+        fatal: Fatal | None = None
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=WORKER_PREFIX)
+        pending: dict[Future[Finding | None], Customer] = {pool.submit(self._guarded, c): c for c in customers}
+        try:
+            while pending and not self.abandon.is_set():
                 finished, _ = wait(pending, timeout=_TICK, return_when=FIRST_COMPLETED)
                 for future in finished:
                     del pending[future]
                     try:
                         finding = future.result()
-                    except (Fatal, Unreachable) as exc:
-                        stopped_by = stopped_by or exc
+                    except Fatal as exc:
+                        fatal = fatal or exc
                         continue
                     if finding is not None:
                         self._record(finding, progress)
                 if self.stop.is_set():
                     for future in [f for f in pending if f.cancel()]:
                         del pending[future]
-        if isinstance(stopped_by, Fatal):
-            raise ConfigurationError(str(stopped_by)) from None
-        if isinstance(stopped_by, Unreachable):
+        finally:
+            pool.shutdown(wait=not self.abandon.is_set(), cancel_futures=True)
+        for future in pending:  # left behind by abandon: those that ended meanwhile are written all the same
+            if future.done() and not future.cancelled() and future.exception() is None:
+                finding = future.result()
+                if finding is not None:
+                    self._record(finding, progress)
+        if fatal is not None:
             self.context.output.warn(f"stopped; what was found is in {self.candidates.path}: run again to go on")
-            raise stopped_by.error
+            raise fatal.error
 
     def _guarded(self, customer: Customer) -> Finding | None:
+        with self._lock:
+            self._in_flight.add(customer.id)
         try:
             return self._examine(customer)
-        except (Fatal, Unreachable):
+        except Fatal:
             self.stop.set()  # at once, in this worker: it must not start another customer
             raise
+        finally:
+            with self._lock:
+                self._in_flight.discard(customer.id)
 
     def _examine(self, customer: Customer) -> Finding | None:
         """One customer: its subscriptions, the rule, and eligibility when asked for. None when stopped first."""
@@ -208,6 +221,32 @@ class Discovery:
         self.eligible += finding.is_eligible is True
         self.eligibility_failed += finding.eligibility_failed
         progress.finished(finding.verdict)
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT (Ctrl-C) and SIGTERM stop asking and let the calls in flight finish, saying so at once; a second
+        one stops waiting for them (their customers are asked again by the next run)."""
+        output = self.context.output
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            with self._lock:
+                in_flight = len(self._in_flight)
+            if not self.stop.is_set():
+                self.stop.set()
+                output.warn(
+                    f"stopping: no new customers; finishing the {in_flight} calls in flight "
+                    "(Ctrl-C again to stop at once: those customers are asked again by the next run)"
+                )
+            elif not self.abandon.is_set():
+                self.abandon.set()
+                output.warn(f"stopping now: the {in_flight} customers in flight are asked again by the next run")
+
+        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     # -- the end ---------------------------------------------------------------------------------------
     def _summarize(self, seen: int, throttled: int) -> int:
@@ -266,26 +305,9 @@ def _next_step(path: Path, campaign: str | None) -> str:
 
 
 def _escalate(exc: ProductUpgradeError) -> None:
-    """Errors no other customer would escape: our settings or credentials (exit 3), Partner Center out of reach."""
-    if needs_operator(exc):
+    """Errors no other customer would escape: our settings or credentials (exit 3), a service not reached (4)."""
+    if stops_the_run(exc):
         raise Fatal(exc) from None
-    if not isinstance(exc, PartnerCenterError):
-        raise Unreachable(exc) from None
-
-
-@contextlib.contextmanager
-def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT (Ctrl-C) and SIGTERM set ``stop`` instead of killing threads mid-call."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 @contextlib.contextmanager

@@ -124,6 +124,35 @@ def test_discovery_interrupted_at_40_percent_goes_on_and_asks_no_customer_twice(
     assert cli.partner_center.requests_per_path["/v1/customers"] == 4  # the list is read again: two pages a run
 
 
+def test_a_second_interrupt_stops_at_once_and_the_next_run_asks_the_customers_in_flight(cli: Cli) -> None:
+    population = populated(cli, 30, scripted=False)
+    cli.partner_center.service_time(5.0)  # every call in flight for five seconds
+
+    proc = cli.spawn("discover", "--output", "c.csv", "--json", "--concurrency", "4")
+    deadline = time.monotonic() + 60
+    while cli.partner_center.in_flight < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - stopped_at < 4.0  # not waiting out the five seconds of the calls in flight
+    assert "finishing the 4 calls in flight" in stderr and "stopping now" in stderr
+    assert json.loads(stdout)["counts"]["seen"] == 30
+    journal = (cli.folder / "c.csv.progress.jsonl").read_text().splitlines()
+    assert len(journal) == 1  # the options only: the four in flight were not taken for read
+    cli.partner_center.service_time(0.0)
+
+    ran = cli.run("discover", "--output", "c.csv", "--json")
+
+    assert ran.code == 0 and ran.json()["counts"] == expected_counts(population)
+    reads = subscription_reads(cli)
+    assert sorted(reads.values()) == [1] * 26 + [2] * 4  # only the four abandoned in flight were asked again
+
+
 def test_every_customer_read_exits_0_and_says_what_to_run_next(cli: Cli) -> None:
     population = populated(cli, 40, scripted=False)
     assert not [c for c in population.customers if c.fault]
@@ -248,7 +277,8 @@ def test_partner_center_out_of_reach_stops_the_run_and_the_next_run_asks_again(c
 
     ran = cli.run("discover", "--output", "c.csv", "--concurrency", "1")
 
-    assert ran.code != 0 and "could not be reached" in ran.stderr and "run again" in ran.stderr
+    assert ran.code == 4 and "Partner Center could not be reached" in ran.stderr and "run again" in ran.stderr
+    assert "address: https://127.0.0.1" in ran.stderr  # the service named, with its address
     assert first not in (cli.folder / "c.csv.progress.jsonl").read_text()  # not taken for unreadable
     assert subscription_reads(cli) == Counter({first: 5})
 
