@@ -6,6 +6,9 @@ answered. Nothing of the app is touched: the count is what crossed the wire. A r
 answer to from Azurite is counted apart, as unanswered, and its connection closed (on a loaded machine the app
 then saw the connection close after 9 to 14 s, its SDK sent the request again, and one copy was carried out).
 
+Each request is also kept as a :class:`SeenRequest` (path, ``x-ms-client-request-id``, whether Azurite carried it
+out), so a test can count the sends of one message at the wire.
+
 It also plays what Azurite never does (:class:`Fault`): an answer that comes late or never after the request
 was carried out, which is when a client cannot tell whether its write landed, and storage's refusals in its
 own words (a 403 to an identity whose role does not allow an operation, a 412 to a stale ETag).
@@ -73,6 +76,18 @@ def _error_body(service: str, code: str, message: str) -> tuple[str, bytes]:
     return "application/json;odata=minimalmetadata;streaming=true;charset=utf-8", json.dumps(error).encode()
 
 
+@dataclass(frozen=True)
+class SeenRequest:
+    """One request the proxy got: ``carried_out`` when Azurite answered it (whether or not the answer then went
+    back), False when a fault refused it or Azurite closed the connection on it unanswered."""
+
+    service: str
+    method: str
+    path: str
+    client_request_id: str | None
+    carried_out: bool
+
+
 class _Forwarder:
     def __init__(
         self,
@@ -82,6 +97,7 @@ class _Forwarder:
         unanswered: Counter[tuple[str, str]],
         faults: list[Fault],
         lock: threading.Lock,
+        seen: list[SeenRequest],
     ) -> None:
         self.service = service
         self.target = target
@@ -89,6 +105,7 @@ class _Forwarder:
         self.unanswered = unanswered
         self.faults = faults
         self.lock = lock
+        self.seen = seen
         self.session = requests.Session()
         self.session.trust_env = False
         # as many connections to Azurite as the app may hold to the proxy (shared.http_session.POOL_SIZE)
@@ -106,8 +123,10 @@ class _Forwarder:
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
                 fault = forwarder.take_fault(self.command, self.path)
+                client_request_id = self.headers.get("x-ms-client-request-id")
                 if fault is not None and fault.kind == "refused":
                     forwarder.count(forwarder.counts, self.command)
+                    forwarder.see(self.command, self.path, client_request_id, carried_out=False)
                     status, reason, code, message = fault.refusal
                     content_type, content = _error_body(forwarder.service, code, message)
                     self.send_response(status, reason)
@@ -127,9 +146,11 @@ class _Forwarder:
                 except requests.RequestException:
                     # Azurite gave no answer (it closed the connection): neither does the proxy.
                     forwarder.count(forwarder.unanswered, self.command)
+                    forwarder.see(self.command, self.path, client_request_id, carried_out=False)
                     self.close_connection = True
                     return
                 forwarder.count(forwarder.counts, self.command)
+                forwarder.see(self.command, self.path, client_request_id, carried_out=True)
                 if fault is not None and fault.kind == "lost":
                     self.close_connection = True  # the request was carried out; its answer goes with the connection
                     return
@@ -157,6 +178,10 @@ class _Forwarder:
         with self.lock:
             counter[(self.service, method)] += 1
 
+    def see(self, method: str, path: str, client_request_id: str | None, *, carried_out: bool) -> None:
+        with self.lock:
+            self.seen.append(SeenRequest(self.service, method, path, client_request_id, carried_out))
+
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -176,10 +201,12 @@ class CountingStorageProxy:
         #: Requests Azurite closed the connection on without an answer (and, as far as seen, did not carry out).
         self.unanswered: Counter[tuple[str, str]] = Counter()
         self.faults: list[Fault] = []
+        #: Every request, in the order answered (or given up on).
+        self.seen: list[SeenRequest] = []
         self._lock = threading.Lock()
         queue, table = f"http://127.0.0.1:{azurite.queue_port}", f"http://127.0.0.1:{azurite.table_port}"
-        self._queue = _Forwarder("queue", queue, self.counts, self.unanswered, self.faults, self._lock)
-        self._table = _Forwarder("table", table, self.counts, self.unanswered, self.faults, self._lock)
+        self._queue = _Forwarder("queue", queue, self.counts, self.unanswered, self.faults, self._lock, self.seen)
+        self._table = _Forwarder("table", table, self.counts, self.unanswered, self.faults, self._lock, self.seen)
 
     def __enter__(self) -> Self:
         for forwarder in (self._queue, self._table):
@@ -224,6 +251,11 @@ class CountingStorageProxy:
             self.faults.append(fault)
         return fault
 
+    def requests_to(self, service: str, method: str, path_part: str) -> list[SeenRequest]:
+        """The requests seen of ``method`` to ``service`` whose path holds ``path_part``."""
+        with self._lock:
+            return [r for r in self.seen if (r.service, r.method) == (service, method) and path_part in r.path]
+
     def total(self) -> int:
         with self._lock:
             return sum(self.counts.values())
@@ -232,3 +264,4 @@ class CountingStorageProxy:
         with self._lock:
             self.counts.clear()
             self.unanswered.clear()
+            self.seen.clear()

@@ -1,4 +1,5 @@
-"""The identifiers of an operation: deterministic request ids (idempotency) and Partner Center's correlation ids."""
+"""The identifiers of an operation: deterministic request ids (idempotency), outcome ids and Partner Center's
+correlation ids."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ def request_id_for(kind: str, key: str) -> str:
     GUID keys too: the same GUID sent over HTTP and on the queue names two requests, not one.
     """
     return str(uuid.uuid5(ID_NAMESPACE, f"{kind}:{key}"))
+
+
+def outcome_id_for(upgrade_id: str) -> str:
+    """The ``outcomeId`` of an upgrade's outcome message: the same in every copy, process and restart, so a
+    consumer can tell a second copy (a send whose answer storage lost) from a second outcome."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"outcome:{upgrade_id.strip().lower()}"))
 
 
 def correlation_guid(value: str) -> str:

@@ -248,6 +248,8 @@ class Host:
         self.visibility_timeout = visibility_timeout
         self.results: list[dict[str, Any]] = []
         self.outcomes: list[dict[str, Any]] = []
+        #: The outcome messages as they were on the queue, byte for byte.
+        self.outcome_texts: list[str] = []
         self.raised = 0
         self.deliveries = Counter[str]()
         self._lock = threading.Lock()
@@ -294,8 +296,12 @@ class Host:
         queue.delete_message(message.id, message.pop_receipt)
 
     def _collect(self) -> None:
-        for queue, into in ((self.results_queue, self.results), (self.outcomes_queue, self.outcomes)):
+        for queue, into, texts in (
+            (self.results_queue, self.results, []),
+            (self.outcomes_queue, self.outcomes, self.outcome_texts),
+        ):
             while page := list(queue.receive_messages(max_messages=32, visibility_timeout=60)):
+                texts += [m.content for m in page]
                 into += [json.loads(m.content) for m in page]
                 for m in page:
                     queue.delete_message(m)

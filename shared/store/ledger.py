@@ -130,6 +130,10 @@ class UpgradeRecord:
     #: When an outcome message was claimed for sending, and whether it went out.
     outcome_claimed_at: datetime | None = None
     outcome_sent: bool = False
+    #: The outcome message's ``outcomeId``, recorded when it is marked sent.
+    outcome_id: str | None = None
+    #: The outcome was sent again after storage lost an answer (or by the lease path): it may be on the queue twice.
+    outcome_resent: bool = False
     etag: str | None = field(default=None, compare=False)
 
     @property
@@ -614,6 +618,8 @@ def _upgrade_entity(record: UpgradeRecord) -> dict[str, Any]:
             "Checks": record.checks,
             "OutcomeClaimedAt": iso(record.outcome_claimed_at),
             "OutcomeSent": record.outcome_sent,
+            "OutcomeId": record.outcome_id,
+            "OutcomeResent": record.outcome_resent or None,
         }
     )
 
@@ -641,6 +647,8 @@ def _upgrade_from(entity: Mapping[str, Any]) -> UpgradeRecord:
         checks=int(entity.get("Checks") or 0),
         outcome_claimed_at=parse_iso(entity.get("OutcomeClaimedAt")),
         outcome_sent=bool(entity.get("OutcomeSent")),
+        outcome_id=_opt(entity.get("OutcomeId")),
+        outcome_resent=bool(entity.get("OutcomeResent")),
         etag=metadata.get("etag"),
     )
 

@@ -5,6 +5,11 @@ Status checks go to ``%PRODUCT_UPGRADE_TRACKING_QUEUE%`` and deferred requests b
 platform's own timer, which survives restarts and scale-in); outcomes go to ``%PRODUCT_UPGRADE_OUTCOMES_QUEUE%``.
 Messages are plain JSON text, as ``host.json``'s ``messageEncoding: none`` expects. Queues are created on
 first use.
+
+A queue has no send-once: when storage's answer to a send is lost, the SDK sends it again, and the first copy may
+have landed. For an outcome that is a second copy a consumer would count, so an outcome send waits for storage's
+whole deadline on every attempt (never less: a shorter wait is what made copies on a loaded machine), is not
+started when the invocation's budget cannot hold that wait, and reports every resend that may have left a copy.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import StorageUnavailableError
-from shared.store.storage import ATTEMPTS, call_limits, ensure_exists
+from shared.store.storage import ATTEMPTS, call_limits, ensure_exists, full_wait_limits
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -33,6 +38,13 @@ MAX_DELAY_SECONDS = 7 * 24 * 3600
 #: status check's duplicate is harmless), so an answer is worth waiting for. Azurite on a loaded machine has
 #: been seen to keep a queue call waiting past 11 s, a few times in 10,000.
 QUEUE_DEADLINE_SECONDS = 20
+#: The longest pause the queue client takes before a retry (its ExponentialRetry: 1 s, then 3 s, each up to 3 s more).
+RETRY_PAUSE_SECONDS = 6.0
+
+
+class NoTimeToSendError(StorageUnavailableError):
+    """Too little of the invocation's time budget is left to wait for storage's whole answer to an outcome send:
+    nothing was sent."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,12 @@ class Scheduler(Protocol):
         """Put a new request message on the requests queue (the command line's ``bulk --enqueue``)."""
         ...
 
-    def send_outcome(self, payload: dict[str, Any]) -> None:
-        """Put an outcome message on the outcomes queue."""
+    def send_outcome(self, payload: dict[str, Any]) -> int:
+        """Put an outcome message (with its ``outcomeId``) on the outcomes queue. Returns how many times it was
+        sent again after an attempt storage may have carried out without its answer arriving (each may have left a
+        copy, and is logged as a warning naming the ``outcomeId``). Raises :class:`NoTimeToSendError` (nothing
+        sent) when the time budget left cannot hold one full attempt, :class:`StorageUnavailableError` when it
+        could not be written (it may still have landed)."""
         ...
 
     def cancel(self, message: ScheduledMessage) -> None:
@@ -78,7 +94,7 @@ class NoScheduler:
     def send_request(self, payload: dict[str, Any]) -> None:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
-    def send_outcome(self, payload: dict[str, Any]) -> None:
+    def send_outcome(self, payload: dict[str, Any]) -> int:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
     def cancel(self, message: ScheduledMessage) -> None:
@@ -115,8 +131,16 @@ class QueueScheduler:
     def send_request(self, payload: dict[str, Any]) -> None:
         self._send(self._requests_queue, payload, 0)
 
-    def send_outcome(self, payload: dict[str, Any]) -> None:
-        self._send(self._outcomes_queue, payload, 0)
+    def send_outcome(self, payload: dict[str, Any]) -> int:
+        outcome_id = str(payload.get("outcomeId"))
+        limits = full_wait_limits(QUEUE_DEADLINE_SECONDS, retry_pause=RETRY_PAUSE_SECONDS)
+        if limits is None:
+            raise NoTimeToSendError(f"too little time left to wait for storage's answer to outcome {outcome_id}")
+        resends = _Resends(outcome_id, str(payload.get("upgradeId")))
+        # The first try carries the outcomeId as its client request id, so storage's logs find each send of an
+        # outcome; the SDK gives every retry an id of its own.
+        self._send(self._outcomes_queue, payload, 0, {**limits, "retry_hook": resends, "client_request_id": outcome_id})
+        return resends.count
 
     def cancel(self, message: ScheduledMessage) -> None:
         from azure.core.exceptions import AzureError
@@ -126,14 +150,16 @@ class QueueScheduler:
         except (AzureError, ValueError) as exc:
             log.warning("Could not take back message %s (%s)", message.message_id, type(exc).__name__)
 
-    def _send(self, queue: str, payload: dict[str, Any], delay_seconds: float) -> ScheduledMessage:
+    def _send(
+        self, queue: str, payload: dict[str, Any], delay_seconds: float, limits: dict[str, Any] | None = None
+    ) -> ScheduledMessage:
         from azure.core.exceptions import AzureError
 
         # The queue counts visibility in whole seconds: round up, so a check never comes early.
         delay = min(MAX_DELAY_SECONDS, max(0, math.ceil(delay_seconds)))
         try:
             sent = self._queue(queue).send_message(
-                json.dumps(payload, separators=(",", ":")), visibility_timeout=delay, **_limits()
+                json.dumps(payload, separators=(",", ":")), visibility_timeout=delay, **(limits or _limits())
             )
         except (AzureError, ValueError) as exc:
             raise StorageUnavailableError(f"queue {queue} could not be written ({type(exc).__name__})") from None
@@ -171,3 +197,29 @@ class QueueScheduler:
 
 def _limits() -> dict[str, Any]:
     return call_limits(QUEUE_DEADLINE_SECONDS)
+
+
+class _Resends:
+    """The queue client's per-call retry hook for one outcome send: counts, and logs, each retry after an attempt
+    that storage may have carried out (an answer lost or late, a 5xx other than 503 "server busy"); a retry after a
+    connection that never reached storage, or a 503, cannot leave a copy."""
+
+    def __init__(self, outcome_id: str, upgrade_id: str) -> None:
+        self.outcome_id = outcome_id
+        self.upgrade_id = upgrade_id
+        self.count = 0
+
+    def __call__(self, *, response: Any = None, error: Any = None, **_: Any) -> None:
+        from azure.core.exceptions import ServiceRequestError
+
+        status = getattr(response, "status_code", None)
+        if isinstance(error, ServiceRequestError) or status == 503:
+            return
+        self.count += 1
+        log.warning(
+            "Outcome %s of upgrade %s: storage's answer to its send did not come (%s); sending it again, "
+            "so it may arrive twice",
+            self.outcome_id,
+            self.upgrade_id,
+            type(error).__name__ if error is not None else f"HTTP {status}",
+        )

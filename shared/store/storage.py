@@ -37,6 +37,26 @@ def call_limits(server_seconds: int, *, connect: float = 3.0) -> dict[str, Any]:
     }
 
 
+def full_wait_limits(server_seconds: int, *, connect: float = 3.0, retry_pause: float = 0.0) -> dict[str, Any] | None:
+    """Per-call keyword arguments for a write that a resend would duplicate (an outcome message): storage's whole
+    deadline ``server_seconds`` and a read timeout :data:`ANSWER_MARGIN_SECONDS` past it on every attempt, never
+    less, and only as many attempts as fit in what is left of the current :func:`~shared.retry.time_budget`
+    (``retry_total``; ``retry_pause``: the longest pause before a retry). None when not even one attempt fits: the
+    caller must not start the write, rather than stop waiting while storage may still be carrying it out.
+    """
+    attempt = connect + server_seconds + ANSWER_MARGIN_SECONDS
+    left = remaining_budget()
+    attempts = ATTEMPTS if left is None else min(ATTEMPTS, math.floor((left + retry_pause) / (attempt + retry_pause)))
+    if attempts < 1:
+        return None
+    return {
+        "timeout": server_seconds,
+        "read_timeout": server_seconds + ANSWER_MARGIN_SECONDS,
+        "connection_timeout": connect,
+        "retry_total": attempts - 1,
+    }
+
+
 def ensure_exists(create: Callable[[], object], what: str) -> None:
     """Create a queue or table on first use, as Azurite needs; where it exists already, or the app's role may
     not create it (in Azure, Bicep creates every queue and the table and the app holds data roles only), go on:

@@ -14,7 +14,12 @@ Exactly one outcome per upgrade: every state change is conditional on the record
 number the record has already passed is stale and dropped, so a message delivered twice does nothing twice
 (a write that lost only to an earlier check's late write is made again);
 the worker that wins the change to an ended state claims the outcome, sends it, then marks it sent. Should it
-die in between, a later delivery sends it once the claim is older than :data:`OUTCOME_LEASE_SECONDS`.
+die in between, a later delivery sends it once the claim is older than :data:`OUTCOME_LEASE_SECONDS`; so does
+one that finds the claim released by a worker with too little time left to wait for storage's answer.
+
+At least once, each copy identical: an outcome message carries ``outcomeId``, fixed per upgrade. A send whose
+answer storage lost may have landed, and is sent again (by the SDK, or by the lease path): each such resend is
+logged as a warning naming the ``outcomeId`` and flags the ledger row (``outcome_resent``).
 
 Nothing left behind: every 15 minutes :meth:`UpgradeTracker.resume_stopped` checks again any upgrade whose
 outcome has not gone out and whose record has not changed for a while, whatever broke its chain of checks.
@@ -31,10 +36,10 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError, ValidationError
-from shared.ids import correlation_guid
+from shared.ids import correlation_guid, outcome_id_for
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
 from shared.store.ledger import Ledger, UpgradeRecord, UpgradeState, iso, utc_now
-from shared.store.scheduler import Scheduler
+from shared.store.scheduler import NoTimeToSendError, Scheduler
 
 if TYPE_CHECKING:  # the client imports requests; the tracker adapter imports this module at indexing
     from shared.partner_center.client import PartnerCenterClient
@@ -104,6 +109,7 @@ def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
     """The outcome message of an ended upgrade: every key present, ``null`` where it does not apply."""
     return {
         "outcome": record.state,
+        "outcomeId": outcome_id_for(record.upgrade_id),
         "upgradeId": record.upgrade_id,
         "customerId": record.customer_id,
         "productFamily": record.product_family,
@@ -276,7 +282,9 @@ class UpgradeTracker:
         return "ended"
 
     def _recover_outcome(self, record: UpgradeRecord, check: TrackingCheck) -> CheckResult:
-        """The upgrade ended but its outcome was not marked sent: send it once the claim has lapsed."""
+        """The upgrade ended but its outcome was not marked sent: send it once the claim has lapsed. A claim that
+        its worker released unsent (None) lapses 5 minutes after the end, and sending it then makes no copy."""
+        again = record.outcome_claimed_at is not None
         now = utc_now()
         claimed_at = record.outcome_claimed_at or record.ended_at or now
         age = (now - claimed_at).total_seconds()
@@ -286,8 +294,13 @@ class UpgradeTracker:
         claimed = self._ledger.update_upgrade(replace(record, outcome_claimed_at=now))
         if claimed is None:
             return "stale"
-        log.warning("Sending the outcome of upgrade %s again: its first sender did not confirm it", record.upgrade_id)
-        self._send_outcome(claimed)
+        if again:
+            log.warning(
+                "Outcome %s of upgrade %s: sending it again, its first sender did not confirm it; it may arrive twice",
+                outcome_id_for(record.upgrade_id),
+                record.upgrade_id,
+            )
+        self._send_outcome(claimed, again=again)
         return "ended"
 
     def _write(
@@ -312,15 +325,47 @@ class UpgradeTracker:
             record = current
         raise StorageUnavailableError(f"the ledger record of upgrade {record.upgrade_id} kept changing")
 
-    def _send_outcome(self, record: UpgradeRecord) -> None:
-        self._scheduler.send_outcome(outcome_message(record))
-        # Sent: from here on nothing may raise, or the check would be retried and the outcome sent again.
+    def _send_outcome(self, record: UpgradeRecord, *, again: bool = False) -> None:
+        """Send the outcome of ``record`` (claimed by this worker), then mark it sent with its ``outcomeId``, and
+        flagged when this or an earlier send may have left a second copy (``again``: the lease path's resend)."""
+        message = outcome_message(record)
         try:
-            marked = self._ledger.update_upgrade(replace(record, outcome_sent=True)) is not None
+            resends = self._scheduler.send_outcome(message)
+        except NoTimeToSendError:
+            self._leave_outcome_for_later(record)
+            return
+        # Sent: from here on nothing may raise, or the check would be retried and the outcome sent again.
+        sent = replace(
+            record,
+            outcome_sent=True,
+            outcome_id=message["outcomeId"],
+            outcome_resent=record.outcome_resent or again or resends > 0,
+        )
+        try:
+            marked = self._ledger.update_upgrade(sent) is not None
         except ProductUpgradeError:
             marked = False
         if not marked:
-            log.warning("Outcome of upgrade %s sent, but not marked sent in the ledger", record.upgrade_id)
+            log.warning(
+                "Outcome %s of upgrade %s sent, but not marked sent in the ledger: it goes out again once its claim "
+                "lapses",
+                message["outcomeId"],
+                record.upgrade_id,
+            )
+
+    def _leave_outcome_for_later(self, record: UpgradeRecord) -> None:
+        """Too little of the budget is left to wait for storage's whole answer, and a shorter wait could make a
+        copy: release the claim unsent (so its later send is not taken for a resend) and check again once it would
+        have lapsed. Should the release fail, the claim lapses all the same."""
+        log.warning(
+            "Outcome %s of upgrade %s: too little time left to wait for storage's answer; it is sent in %d s",
+            outcome_id_for(record.upgrade_id),
+            record.upgrade_id,
+            OUTCOME_LEASE_SECONDS,
+        )
+        with contextlib.suppress(ProductUpgradeError):
+            self._ledger.update_upgrade(replace(record, outcome_claimed_at=None))
+        self._scheduler.schedule_check(TrackingCheck.first(record).to_json(), OUTCOME_LEASE_SECONDS + 1)
 
     def _expired(self, record: UpgradeRecord, now: datetime | None = None) -> bool:
         return (now or utc_now()) - record.accepted_at >= self._window

@@ -38,6 +38,7 @@ def listing(app, **params):
 def outcome_keys():
     return {
         "outcome",
+        "outcomeId",
         "upgradeId",
         "customerId",
         "productFamily",
