@@ -15,17 +15,32 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+from xml.etree import ElementTree
 
 import jsonschema
 import pytest
+import requests
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.data.tables import AccountSasPermissions as TableAccountSasPermissions
+from azure.data.tables import ResourceTypes as TableResourceTypes
+from azure.data.tables import TableServiceClient
+from azure.data.tables import generate_account_sas as table_account_sas
+from azure.storage.queue import AccountSasPermissions as QueueAccountSasPermissions
+from azure.storage.queue import QueueClient
+from azure.storage.queue import ResourceTypes as QueueResourceTypes
+from azure.storage.queue import generate_account_sas as queue_account_sas
 from pycep import BicepParser
 from werkzeug.test import Client
 
 from sandbox import CUSTOMER_ID
+from sandbox.run import ACCOUNT_KEY, ACCOUNT_NAME
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
 from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.upgrades.tracking import outcome_message
@@ -155,11 +170,14 @@ RUN_NAME = "08585000000000000000000000000CU00"
 PARAMETERS = {"functionAppUrl": BASE_URL, "functionKey": FUNCTION_KEY, "notifyUrl": "https://crm.example/hooks"}
 
 
-def evaluate(value: Any, parameters: dict[str, str], bodies: dict[str, Any] | None = None) -> Any:
-    """The few workflow expressions the examples use, evaluated as the runtime would; any other fails the test."""
+def evaluate(
+    value: Any, parameters: dict[str, str], bodies: dict[str, Any] | None = None, item: dict[str, str] | None = None
+) -> Any:
+    """The few workflow expressions the examples use, evaluated as the runtime would; any other fails the test.
+    ``item``: the Foreach's current queue message, as its XML elements' texts."""
     bodies = bodies or {}
     if isinstance(value, dict):
-        return {k: evaluate(v, parameters, bodies) for k, v in value.items()}
+        return {k: evaluate(v, parameters, bodies, item) for k, v in value.items()}
     if not isinstance(value, str) or "@" not in value:
         return value
 
@@ -178,6 +196,8 @@ def evaluate(value: Any, parameters: dict[str, str], bodies: dict[str, Any] | No
             return bodies[m.group(1)]["status"]  # a problem's status is the response's
         if m := re.fullmatch(r"toLower\(coalesce\(body\('([^']+)'\)\?\['([^']+)'\], ''\)\)", expression):
             return (bodies[m.group(1)].get(m.group(2)) or "").lower()
+        if item is not None and (m := re.fullmatch(r"xpath\(item\(\), 'string\(/QueueMessage/(\w+)\)'\)", expression)):
+            return item[m.group(1)]
         raise AssertionError(f"expression not understood by the test: {expression}")
 
     if value.startswith("@") and not value.startswith("@{"):
@@ -291,11 +311,12 @@ def test_queue_workflows_end_to_end_through_the_app(stored_app, azurite):
     loop = load("react-to-outcomes.workflow.json")["actions"]["For_each_outcome"]
     schema = loop["actions"]["Parse_outcome"]["inputs"]["schema"]
     assert list(jsonschema.Draft4Validator(schema).iter_errors(outcome)) == []
-    switch = loop["actions"]["Branch_on_outcome"]
+    switch = not_told_yet(loop)["Branch_on_outcome"]
     assert evaluate(switch["expression"], {}, {"Parse_outcome": outcome}) == "completed"
     [case] = [c for c in switch["cases"].values() if c["case"] == "completed"]
     sent = evaluate(case["actions"]["Tell_CRM_completed"]["inputs"]["body"], {}, {"Parse_outcome": outcome})
     assert (sent["requestId"], sent["upgradeId"]) == ("crm-2001", result["upgradeId"])
+    assert sent["outcomeId"] == outcome["outcomeId"]  # the CRM can key on it too
     assert sent["lineItems"] == outcome["lineItems"] and sent["lineItems"]
 
 
@@ -303,6 +324,7 @@ def test_outcomes_workflow_reads_the_outcome_message(app_env):
     definition = load("react-to-outcomes.workflow.json")
     assert definition["parameters"]["outcomesQueue"]["defaultValue"] == DEFAULTS[OUTCOMES_QUEUE_SETTING]
     loop = definition["actions"]["For_each_outcome"]
+    assert "outcomeId" in loop["actions"]["Parse_outcome"]["inputs"]["schema"]["required"]
     parse = loop["actions"]["Parse_outcome"]
     schema = parse["inputs"]["schema"]
     now = utc_now()
@@ -319,10 +341,131 @@ def test_outcomes_workflow_reads_the_outcome_message(app_env):
         # what the ParseJson action would do with it
         assert list(jsonschema.Draft4Validator(schema).iter_errors(message)) == [], record.state
     assert set(schema["properties"]["outcome"]["enum"]) == set(UPGRADE_STATES) - {"running"}
-    # deleted only after the CRM was told
-    assert loop["actions"]["Delete_handled_message"]["runAfter"] == {"Branch_on_outcome": ["Succeeded"]}
-    for name in ("Get_outcome_messages",):
-        assert definition["actions"][name]["inputs"]["authentication"]["audience"] == "https://storage.azure.com/"
+    # a new outcome is deleted only after the CRM was told, and then remembered (or not: see the test below)
+    new = not_told_yet(loop)
+    assert new["Remember_outcome"]["runAfter"] == {"Branch_on_outcome": ["Succeeded"]}
+    assert new["Delete_handled_message"]["runAfter"] == {"Remember_outcome": ["Succeeded", "Failed"]}
+    for action in [definition["actions"]["Get_outcome_messages"], *actions_in(loop).values()]:
+        if action["type"] == "Http" and "core.windows.net" in action["inputs"]["uri"]:
+            assert action["inputs"]["authentication"]["audience"] == "https://storage.azure.com/"
+
+
+def not_told_yet(loop: dict[str, Any]) -> dict[str, Any]:
+    """The outcomes loop's actions for an outcomeId the CRM has not been told of (the lookup answered 404)."""
+    [case] = [c for c in loop["actions"]["Told_already"]["cases"].values() if c["case"] == 404]
+    actions: dict[str, Any] = case["actions"]
+    return actions
+
+
+def test_outcomes_workflow_tells_the_crm_once_per_outcome_id(azurite):
+    """The outcomes workflow replayed against Azurite's queue and table services (an account SAS in place of the
+    managed identity): copies of one outcome, in one batch and in a later run, are told to the CRM once, and every
+    message is deleted. One message at a time, one run at a time: else two copies could both be found new."""
+    definition = load("react-to-outcomes.workflow.json")
+    loop = definition["actions"]["For_each_outcome"]
+    assert loop["runtimeConfiguration"]["concurrency"]["repetitions"] == 1
+    assert definition["triggers"]["Every_minute"]["runtimeConfiguration"]["concurrency"]["runs"] == 1
+    suffix = uuid.uuid4().hex[:12]
+    parameters = {
+        "storageAccountName": "stupgrades",
+        "outcomesQueue": f"outcomes-{suffix}",
+        "toldTable": f"told{suffix}",
+        "notifyUrl": "https://crm.example/hooks/upgrades",
+    }
+    assert definition["parameters"]["toldTable"]["defaultValue"] == "upgradeoutcomestold"
+    queue = QueueClient.from_connection_string(azurite.connection_string, parameters["outcomesQueue"])
+    queue.create_queue()
+    TableServiceClient.from_connection_string(azurite.connection_string).create_table(parameters["toldTable"])
+    storage = StorageByKey(azurite, parameters["notifyUrl"])
+    now = utc_now()
+    record = UpgradeRecord("u-1", CUSTOMER_ID, "Azure", "completed", "k", now, now, ended_at=now)
+    first, other = outcome_message(record), outcome_message(replace(record, upgrade_id="u-2", state="failed"))
+
+    def run_workflow() -> None:
+        listing = storage.send(evaluate(definition["actions"]["Get_outcome_messages"]["inputs"], parameters))
+        for element in ElementTree.fromstring(listing.content).findall("QueueMessage"):
+            item = {child.tag: child.text or "" for child in element}
+            run_actions(loop["actions"], parameters, {}, item, storage)
+
+    for message in (first, first, other):  # a copy in the same batch
+        queue.send_message(json.dumps(message, separators=(",", ":")))
+    run_workflow()
+    queue.send_message(json.dumps(first, separators=(",", ":")))  # a copy sent later (the lease path)
+    run_workflow()
+    assert [(t["outcomeId"], t["outcome"]) for t in storage.told] == [
+        (first["outcomeId"], "completed"),
+        (other["outcomeId"], "failed"),
+    ]
+    assert storage.deleted == 4 and queue.get_queue_properties().approximate_message_count == 0
+
+
+class StorageByKey:
+    """Sends a workflow's HTTP actions: storage calls to Azurite (the account's host mapped to Azurite's endpoint,
+    an account SAS in place of the managed identity), the CRM's webhook collected in ``told``."""
+
+    def __init__(self, azurite: Any, notify_url: str) -> None:
+        expiry = utc_now() + timedelta(hours=1)
+        key = AzureNamedKeyCredential(ACCOUNT_NAME, ACCOUNT_KEY)
+        self.sas = {
+            "queue": queue_account_sas(
+                ACCOUNT_NAME, ACCOUNT_KEY, QueueResourceTypes(object=True, container=True, service=True),
+                QueueAccountSasPermissions(read=True, add=True, update=True, process=True, delete=True), expiry,
+            ),
+            "table": table_account_sas(
+                key, TableResourceTypes(object=True, container=True, service=True),
+                TableAccountSasPermissions(read=True, add=True, update=True, write=True), expiry=expiry,
+            ),
+        }  # fmt: skip
+        self.ports = {"queue": azurite.queue_port, "table": azurite.table_port}
+        self.notify_url = notify_url
+        self.told: list[dict[str, Any]] = []
+        self.deleted = 0
+
+    def send(self, inputs: dict[str, Any]) -> Any:
+        if inputs["uri"] == self.notify_url:
+            self.told.append(inputs["body"])
+            return SimpleNamespace(status_code=200, content=b"")
+        m = re.fullmatch(r"https://[a-z0-9]+\.(queue|table)\.core\.windows\.net/(.*)", inputs["uri"])
+        assert m, inputs["uri"]
+        service, path = m.groups()
+        assert inputs["authentication"] == {"type": "ManagedServiceIdentity", "audience": "https://storage.azure.com/"}
+        url = f"http://127.0.0.1:{self.ports[service]}/{ACCOUNT_NAME}/{path}?{self.sas[service]}"
+        body = inputs.get("body")
+        response = requests.request(
+            inputs["method"], url, params=inputs.get("queries"), headers=inputs.get("headers"),
+            data=body if isinstance(body, str) else None, json=body if isinstance(body, dict) else None, timeout=10,
+        )  # fmt: skip
+        self.deleted += inputs["method"] == "DELETE" and response.status_code == 204
+        return response
+
+
+def run_actions(
+    actions: dict[str, Any], parameters: dict[str, str], bodies: dict[str, Any], item: dict[str, str], storage: Any
+) -> None:
+    """One scope's actions in runAfter order, as the runtime runs them: an action runs once those it names have
+    ended with one of the statuses it names (an HTTP action fails on a status of 400 or more)."""
+    ended: dict[str, str] = {}
+    while ready := [
+        name
+        for name, action in actions.items()
+        if name not in ended and all(ended.get(before) in after for before, after in action["runAfter"].items())
+    ]:
+        for name in ready:
+            action = actions[name]
+            if action["type"] == "ParseJson":
+                bodies[name] = json.loads(evaluate(action["inputs"]["content"], parameters, bodies, item))
+                ended[name] = "Succeeded"
+            elif action["type"] == "Http":
+                response = storage.send(evaluate(action["inputs"], parameters, bodies, item))
+                bodies[name] = {"status": response.status_code}
+                ended[name] = "Failed" if response.status_code >= 400 else "Succeeded"
+            else:
+                assert action["type"] == "Switch", name
+                value = evaluate(action["expression"], parameters, bodies, item)
+                chosen = [c for c in action["cases"].values() if c["case"] == value]
+                scope = chosen[0] if chosen else action.get("default", {"actions": {}})
+                run_actions(scope["actions"], parameters, bodies, item, storage)
+                ended[name] = "Succeeded"
 
 
 # -- the Bicep beside them -------------------------------------------------------------------------------------
@@ -354,10 +497,10 @@ def test_bicep_deploys_each_workflow_with_the_parameters_it_declares(bicep):
         assert required <= passed <= set(declared), file_name
 
 
-def test_bicep_grants_each_workflow_only_its_queue(bicep):
+def test_bicep_grants_each_workflow_only_its_queue_and_table(bicep):
     assignments = [r["config"] for r in bicep["resources"].values() if "roleAssignments" in r["type"]]
     scopes = sorted(a["scope"] for a in assignments)
-    assert scopes == ["outcomesQueue", "requestsQueue"]
+    assert scopes == ["outcomesQueue", "requestsQueue", "toldTable"]
 
 
 def test_bicep_types_check_passes():

@@ -4,7 +4,9 @@
 //     -p functionAppName="$AZURE_FUNCTION_APP_NAME" storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
 //     -p notifyUrl='https://crm.example.com/hooks/upgrades'
 // The workflows reach the storage queues with their own system-assigned identities (storage is identity-only),
-// and the function with its default host key, read here at deployment and kept as a secure parameter.
+// and the function with its default host key, read here at deployment and kept as a secure parameter. The outcomes
+// workflow remembers the outcomeId of each outcome the CRM was told in a table of its own (created here), so a
+// second copy of an outcome (queues deliver at least once) is not told twice.
 
 @description('Name of the function app (azd output AZURE_FUNCTION_APP_NAME).')
 param functionAppName string
@@ -22,6 +24,9 @@ param requestsQueueName string = 'product-upgrade-requests'
 @description('PRODUCT_UPGRADE_OUTCOMES_QUEUE of the app.')
 param outcomesQueueName string = 'product-upgrade-outcomes'
 
+@description('Table where the outcomes workflow remembers the outcomeIds the CRM was told (created here).')
+param toldTableName string = 'upgradeoutcomestold'
+
 param location string = resourceGroup().location
 
 param tags object = {}
@@ -31,6 +36,8 @@ param tags object = {}
 var queueMessageSenderRoleId = 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
 // Storage Queue Data Message Processor: peek, receive and delete (the outcomes workflow, on the outcomes queue only).
 var queueMessageProcessorRoleId = '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+// Storage Table Data Contributor: read and insert entities (the outcomes workflow, on its own table only).
+var tableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
@@ -53,6 +60,16 @@ resource requestsQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2
 resource outcomesQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
   parent: queueService
   name: outcomesQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' existing = {
+  parent: storageAccount
+  name: 'default'
+}
+
+resource toldTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: toldTableName
 }
 
 resource createAndWait 'Microsoft.Logic/workflows@2019-05-01' = {
@@ -114,6 +131,9 @@ resource reactToOutcomes 'Microsoft.Logic/workflows@2019-05-01' = {
       outcomesQueue: {
         value: outcomesQueue.name
       }
+      toldTable: {
+        value: toldTable.name
+      }
       notifyUrl: {
         value: notifyUrl
       }
@@ -136,6 +156,16 @@ resource outcomesCanProcess 'Microsoft.Authorization/roleAssignments@2022-04-01'
   scope: outcomesQueue
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queueMessageProcessorRoleId)
+    principalId: reactToOutcomes.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource outcomesCanRemember 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(toldTable.id, reactToOutcomes.id, tableDataContributorRoleId)
+  scope: toldTable
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', tableDataContributorRoleId)
     principalId: reactToOutcomes.identity.principalId
     principalType: 'ServicePrincipal'
   }
