@@ -23,8 +23,9 @@ def call_limits(server_seconds: int, *, connect: float = 3.0) -> dict[str, Any]:
     the current :func:`~shared.retry.time_budget`) and a read timeout :data:`ANSWER_MARGIN_SECONDS` past it.
 
     Storage answers within the deadline it is given, with the result or an error. A client that stops waiting
-    sooner cannot tell whether its write landed, and the SDK sends it again: a second copy of a queue message (an
-    outcome sent twice), or a conditional update that fails against its own first copy.
+    sooner cannot tell whether its write landed, and the SDK sends it again: a second copy of a queue message, or a
+    conditional update that fails against its own first copy. Near the end of a budget both shrink; a write whose
+    copy a consumer would count (an outcome) uses :func:`full_wait_limits` instead, which never shrinks them.
     """
     left = remaining_budget()
     if left is not None:
