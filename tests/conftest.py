@@ -29,7 +29,7 @@ from sandbox import (
 from sandbox.server import stop_all_servers
 from sandbox.storage_proxy import CountingStorageProxy
 from sandbox.tls import CA_ENV_VARS
-from shared import logs
+from shared import logs, signals
 from shared.settings import Settings
 from shared.upgrades import runtime
 from tests.harness import FAST_POLICY, App, installed_app, set_app_env
@@ -189,9 +189,14 @@ def secrets_never_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptu
         secrets |= set(fakes["entra"].issued_access_tokens) | set(fakes["entra"].issued_refresh_tokens)
     if "managed_identity" in fakes:
         secrets |= set(fakes["managed_identity"].issued_tokens)
-    # In teardown caplog.text holds only teardown's records: read the setup and call phases themselves.
+    # In teardown caplog.text holds only teardown's records: read the setup and call phases themselves. A signal's
+    # dimensions (record attributes, which become customDimensions) are read too.
     formatter = logging.Formatter("%(name)s %(message)s")
-    text = "\n".join(formatter.format(r) for phase in ("setup", "call") for r in caplog.get_records(phase))
+    text = "\n".join(
+        formatter.format(r) + " " + repr({name: getattr(r, name) for name in signals.DIMENSIONS if hasattr(r, name)})
+        for phase in ("setup", "call")
+        for r in caplog.get_records(phase)
+    )
     leaked = sorted(secret[:12] + "..." for secret in secrets if secret and secret in text)
     assert not leaked, f"secrets found in the log: {leaked}"
 

@@ -182,3 +182,28 @@ def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
     assert not http_logging.isEnabledFor(logging.INFO) and http_logging.isEnabledFor(logging.WARNING)
     assert logging.getLogger("azure.identity").level == logging.DEBUG
     assert logging.getLogger("shared.upgrades.workflow").isEnabledFor(logging.INFO)
+
+
+# -- signals (issue 22) ------------------------------------------------------------------------------------------
+
+
+def test_signal_records_are_redacted_in_their_message_and_their_dimensions(caplog):
+    # A signal's dimensions become customDimensions: they pass the same redaction as the message.
+    from shared import signals
+
+    logs.install()
+    logs.register_secret("registered-secret-value")
+    jwt = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL2FwaSJ9.c2lnbmF0dXJl"
+    leaks = {
+        signals.REASON: f"token refused: Bearer {jwt}",
+        signals.ERROR_CODE: "registered-secret-value",
+        signals.PARTNER_CENTER_STATUS: "https://app/api/x?code=fnKEY0123456789",
+        signals.CAMPAIGN: "refresh_token=0.AQ-secret",
+    }
+    with caplog.at_level(logging.INFO, logger="shared.signals"):
+        signals.emit(signals.STATUS_CHECK_FAILED, leaks)
+    [record] = [r for r in caplog.records if getattr(r, "signal", None) == signals.STATUS_CHECK_FAILED]
+    emitted = record.getMessage() + repr({name: getattr(record, name, None) for name in signals.DIMENSIONS})
+    for secret in (jwt, "registered-secret-value", "fnKEY0123456789", "0.AQ-secret"):
+        assert secret not in emitted, secret
+    assert record.reason == f"token refused: Bearer {logs.REDACTED}"

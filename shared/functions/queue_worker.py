@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import azure.functions as func
 
-from shared import logs
+from shared import logs, signals
 from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
 from shared.functions.messages import decode_json_message
 from shared.models import ProductUpgradeRequest, optional_str, parse_caller_id
@@ -180,6 +180,7 @@ def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bo
         settings.max_deferrals,
         delay,
     )
+    signals.upgrade_deferred(parsed.request, exc, deferrals=parsed.deferrals + 1, delay_seconds=delay)
     return True
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
+from shared import signals
 from shared.errors import PartnerCenterError, UpstreamUnavailableError
 from shared.logs import redact
 from shared.models import (
@@ -201,14 +203,46 @@ class PartnerCenterClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> requests.Response:
+        operation = operation_of(url)
+
         def attempt(timeout: tuple[float, float]) -> requests.Response:
-            return self._limit.call(
-                lambda: self._session.request(
-                    method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
-                )
-            )
+            return self._limit.call(lambda: self._timed(operation, method, url, data, headers, timeout))
 
         return self._policy.send(attempt, service="Partner Center")
+
+    def _timed(
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+    ) -> requests.Response:
+        """One attempt, signalled with its latency and answer (a 429 as throttling)."""
+        started = time.monotonic()
+        response = self._session.request(
+            method, url, data=data, headers=headers, timeout=timeout, allow_redirects=False
+        )
+        signals.partner_center_call(
+            operation, response.status_code, time.monotonic() - started, response.headers.get("Retry-After")
+        )
+        return response
+
+
+def operation_of(url: str) -> str:
+    """The Partner Center operation a URL calls, as the signals name it: ``create``, ``eligibility``, ``status``,
+    ``customers``, ``subscriptions`` (``other`` for anything else)."""
+    segments = [segment.lower() for segment in urlsplit(url).path.split("/") if segment]
+    if segments[-1:] == ["productupgrades"]:
+        return "create"
+    if segments[-2:-1] == ["productupgrades"] and segments[-1] == "eligibility":
+        return "eligibility"
+    if len(segments) >= 3 and segments[-3] == "productupgrades" and segments[-1] == "status":
+        return "status"
+    if "customers" in segments:
+        return "subscriptions" if segments[-1] == "subscriptions" else "customers"
+    return "other"
 
 
 def parse_location(location: str | None) -> str | None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from shared import signals
 from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.ids import correlation_guid, outcome_id_for
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
@@ -237,12 +238,14 @@ class UpgradeTracker:
         log.info(
             "Upgrade %s is still running (%s); next check in %s s", record.upgrade_id, status.status, self.poll_seconds
         )
+        signals.upgrade_checked(record, status.status)
         return "running"
 
     def _failed_check(self, record: UpgradeRecord, check: TrackingCheck, error: ProductUpgradeError) -> CheckResult:
         if self._expired(record):
             return self._end(record, check, "expired")
         log.warning("Status check of upgrade %s failed (%s); trying again later", record.upgrade_id, error.message)
+        signals.status_check_failed(record, error)
         self.retry_later(check, error)
         # Looked at, if not learnt from: without this, a long spell of throttling would look like stopped
         # tracking to resume_stopped, which would add a check to a Partner Center already saying "later".
@@ -278,6 +281,7 @@ class UpgradeTracker:
             log.info("Upgrade %s was ended by another worker", record.upgrade_id)
             return "stale"
         log.info("Upgrade %s ended: %s (%s)", record.upgrade_id, state, claimed.partner_center_status)
+        signals.upgrade_ended(claimed)
         self._send_outcome(claimed)
         return "ended"
 

@@ -6,6 +6,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from shared import signals
 from shared.errors import IdempotencyKeyReusedError, NotEligibleError, PartnerCenterError, ProductUpgradeError
 from shared.ids import ID_NAMESPACE, OperationIds, correlation_guid, request_id_for
 from shared.models import (
@@ -97,6 +98,7 @@ class ProductUpgradeWorkflow:
             request.customer_id,
             request.product_family,
         )
+        signals.upgrade_accepted(created, request)
         record = self.ledger.record_accepted(
             ids.request_id,
             created,
