@@ -15,7 +15,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +30,11 @@ _OIDC_SCOPES = {"openid", "profile", "offline_access", "email"}
 
 #: Authorization codes are single-use and short-lived (Entra: about 10 minutes).
 AUTH_CODE_LIFETIME_SECONDS = 600.0
+#: A refresh token left unused this long lapses (Entra's default max inactive time: 90 days); each use issues a
+#: new one, which starts its own 90 days.
+REFRESH_TOKEN_MAX_INACTIVE_SECONDS = 90 * 24 * 3600.0
+#: Authentication methods of a sign-in that passed multi-factor authentication, as the ``amr`` claim lists them.
+MFA_METHODS: tuple[str, ...] = ("pwd", "mfa")
 
 
 @dataclass
@@ -53,6 +58,15 @@ class IssuedToken:
     grant_type: str
 
 
+@dataclass(frozen=True)
+class RefreshTokenGrant:
+    """What Entra remembers of a refresh token: when it was issued, and how the user signed in for its chain."""
+
+    issued_at: float
+    #: The sign-in's authentication methods (the access tokens' ``amr``); None: the claim is left out.
+    amr: tuple[str, ...] | None
+
+
 class FakeEntra(FakeHTTPServer):
     """One Entra tenant with one confidential app and one user's (App+User) refresh-token chain.
 
@@ -60,6 +74,12 @@ class FakeEntra(FakeHTTPServer):
     ``issued_access_tokens`` (set), ``issued_refresh_tokens`` (list, in order), ``current_refresh_token``
     (the newest one), ``grants`` (one dict per successful token answer: grant_type, client_id, scope/resource,
     endpoint version).
+
+    Time is ``clock()`` (seconds since the epoch; ``time.time`` unless a test simulates days): access tokens
+    expire on it, and a refresh token unused for :data:`REFRESH_TOKEN_MAX_INACTIVE_SECONDS` lapses on it
+    (``invalid_grant`` AADSTS700082), as Entra's do. Access tokens are JWTs (unsigned for this fake) whose
+    ``amr`` claim lists how the user signed in: ``auth_methods`` for the initial refresh token's chain,
+    ``sign_in_methods`` for a consent sign-in; a chain's later tokens carry its sign-in's methods.
     """
 
     server_header = "Microsoft-IIS/10.0"
@@ -77,8 +97,11 @@ class FakeEntra(FakeHTTPServer):
         resources: Iterable[str] = (PARTNER_CENTER_RESOURCE,),
         rotate_refresh_tokens: bool = True,
         redirect_uris: Iterable[str] = ("http://localhost",),
+        clock: Callable[[], float] = time.time,
+        auth_methods: Iterable[str] | None = MFA_METHODS,
     ) -> None:
         super().__init__(tls=tls)
+        self.clock = clock
         self.tenant_id = tenant_id
         self.tenant_aliases = {a.lower() for a in tenant_aliases}
         self.client_id = client_id
@@ -93,6 +116,11 @@ class FakeEntra(FakeHTTPServer):
         self.grants: list[dict[str, Any]] = []
         self._valid_refresh_tokens: set[str] = {refresh_token}
         self._expired_refresh_tokens: set[str] = set()
+        self._refresh_grants: dict[str, RefreshTokenGrant] = {
+            refresh_token: RefreshTokenGrant(clock(), None if auth_methods is None else tuple(auth_methods))
+        }
+        #: How the user signs in at the consent page (the ``amr`` of the chain it starts); None leaves it out.
+        self.sign_in_methods: tuple[str, ...] | None = MFA_METHODS
         self._access_tokens: dict[str, IssuedToken] = {}
         #: Reply URLs registered on the app; for http://localhost the port is ignored, as Entra does.
         self.redirect_uris = list(redirect_uris)
@@ -116,10 +144,18 @@ class FakeEntra(FakeHTTPServer):
         with self._lock:
             return set(self._valid_refresh_tokens)
 
-    def add_refresh_token(self, token: str) -> None:
+    def add_refresh_token(self, token: str, auth_methods: Iterable[str] | None = MFA_METHODS) -> None:
+        """Make ``token`` a valid refresh token, issued now, of a sign-in with ``auth_methods``."""
         with self._lock:
             self._valid_refresh_tokens.add(token)
             self._expired_refresh_tokens.discard(token)
+            amr = None if auth_methods is None else tuple(auth_methods)
+            self._refresh_grants[token] = RefreshTokenGrant(self.clock(), amr)
+
+    def refresh_token_issued_at(self, token: str) -> float | None:
+        with self._lock:
+            grant = self._refresh_grants.get(token)
+        return None if grant is None else grant.issued_at
 
     def expire_refresh_tokens(self) -> None:
         """Every refresh token issued so far becomes expired (answers ``invalid_grant`` AADSTS70043)."""
@@ -138,7 +174,7 @@ class FakeEntra(FakeHTTPServer):
     def is_valid_access_token(self, token: str, resource: str | None = None) -> bool:
         with self._lock:
             issued = self._access_tokens.get(token)
-        if issued is None or issued.expires_at <= time.time():
+        if issued is None or issued.expires_at <= self.clock():
             return False
         return resource is None or issued.resource == resource.rstrip("/").lower()
 
@@ -326,41 +362,23 @@ class FakeEntra(FakeHTTPServer):
 
         new_refresh: str | None = None
         id_token: str | None = None
+        amr: tuple[str, ...] | None = None
         with self._lock:
             if grant_type == "authorization_code":
                 redeemed = self._redeem_code(form, client_id)
                 if isinstance(redeemed, Response):
                     return redeemed
-                new_refresh = "fake-rt-" + secrets.token_urlsafe(48)
-                self._valid_refresh_tokens.add(new_refresh)
-                self.issued_refresh_tokens.append(new_refresh)
-                self.current_refresh_token = new_refresh
+                amr = self.sign_in_methods
+                new_refresh = self._issue_refresh_token(amr)
                 if "openid" in redeemed.scope.split():
                     id_token = self._id_token(client_id, redeemed.nonce)
             elif grant_type == "refresh_token":
-                presented = form.get("refresh_token")
-                if not presented:
-                    return self._missing("refresh_token")
-                if presented in self._expired_refresh_tokens:
-                    return self._error(
-                        400,
-                        "invalid_grant",
-                        70043,
-                        "The refresh token has expired or is invalid due to sign-in frequency checks by conditional "
-                        "access. The token was issued on 2024-01-01T00:00:00.0000000Z and the maximum allowed "
-                        "lifetime for this request is 7776000.",
-                    )
-                if presented not in self._valid_refresh_tokens:
-                    return self._error(400, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
-                if self.rotate_refresh_tokens:
-                    new_refresh = "fake-rt-" + secrets.token_urlsafe(48)
-                    self._valid_refresh_tokens.add(new_refresh)
-                    self.issued_refresh_tokens.append(new_refresh)
-                    self.current_refresh_token = new_refresh
-                else:
-                    new_refresh = presented
-            access = "fake-at-" + secrets.token_urlsafe(48)
-            now = time.time()
+                used = self._use_refresh_token(form.get("refresh_token"))
+                if isinstance(used, Response):
+                    return used
+                new_refresh, amr = used
+            now = self.clock()
+            access = self._access_token(client_id, resource, grant_type, amr, now)
             self._access_tokens[access] = IssuedToken(access, resource, client_id, now + self.expires_in, grant_type)
             self.issued_access_tokens.add(access)
             self.grants.append(
@@ -406,6 +424,69 @@ class FakeEntra(FakeHTTPServer):
             info = json.dumps({"uid": USER_OBJECT_ID, "utid": self.tenant_id}).encode()
             body["client_info"] = base64.urlsafe_b64encode(info).decode().rstrip("=")
         return Response.json(200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    def _issue_refresh_token(self, amr: tuple[str, ...] | None) -> str:
+        """A new refresh token of a chain signed in with ``amr`` (called under the lock)."""
+        token = "fake-rt-" + secrets.token_urlsafe(48)
+        self._valid_refresh_tokens.add(token)
+        self._refresh_grants[token] = RefreshTokenGrant(self.clock(), amr)
+        self.issued_refresh_tokens.append(token)
+        self.current_refresh_token = token
+        return token
+
+    def _use_refresh_token(self, presented: str | None) -> tuple[str, tuple[str, ...] | None] | Response:
+        """Redeem a refresh token (under the lock): the one to hand back (rotated unless rotation is off) and its
+        chain's ``amr``, or Entra's error: expired, lapsed after 90 days unused, or unknown."""
+        if not presented:
+            return self._missing("refresh_token")
+        if presented in self._expired_refresh_tokens:
+            return self._error(
+                400,
+                "invalid_grant",
+                70043,
+                "The refresh token has expired or is invalid due to sign-in frequency checks by conditional "
+                "access. The token was issued on 2024-01-01T00:00:00.0000000Z and the maximum allowed "
+                "lifetime for this request is 7776000.",
+            )
+        if presented not in self._valid_refresh_tokens:
+            return self._error(400, "invalid_grant", 70000, "Provided grant is invalid or malformed.")
+        grant = self._refresh_grants.get(presented) or RefreshTokenGrant(self.clock(), MFA_METHODS)
+        if self.clock() - grant.issued_at >= REFRESH_TOKEN_MAX_INACTIVE_SECONDS:
+            self._valid_refresh_tokens.discard(presented)
+            self._expired_refresh_tokens.add(presented)
+            issued = datetime.fromtimestamp(grant.issued_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+            return self._error(
+                400,
+                "invalid_grant",
+                700082,
+                f"The refresh token has expired due to inactivity. The token was issued on {issued} and was "
+                "inactive for 90.00:00:00.",
+            )
+        if not self.rotate_refresh_tokens:
+            return presented, grant.amr
+        return self._issue_refresh_token(grant.amr), grant.amr
+
+    def _access_token(
+        self, client_id: str, resource: str, grant_type: str, amr: tuple[str, ...] | None, now: float
+    ) -> str:
+        """An access token as Entra issues it for ``resource``: a JWT (this fake's signature is random bytes).
+        Delegated (App+User) tokens carry the user, the consented scope and, when known, the sign-in's ``amr``."""
+        claims: dict[str, Any] = {
+            "aud": resource,
+            "iss": f"https://sts.windows.net/{self.tenant_id}/",
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now) + self.expires_in,
+            "appid": client_id,
+            "tid": self.tenant_id,
+            "uti": secrets.token_urlsafe(16),
+            "ver": "1.0",
+        }
+        if grant_type != "client_credentials":
+            claims.update({"oid": USER_OBJECT_ID, "scp": "user_impersonation", "upn": "admin@contoso-partner.com"})
+            if amr is not None:
+                claims["amr"] = list(amr)
+        return _jwt(claims)
 
     # -- authorization-code flow -----------------------------------------------------------------------
     def _redirect_registered(self, redirect_uri: str) -> bool:
@@ -477,7 +558,7 @@ class FakeEntra(FakeHTTPServer):
                 nonce=params.get("nonce"),
                 code_challenge=params.get("code_challenge"),
                 code_challenge_method=method or ("plain" if params.get("code_challenge") else None),
-                expires_at=time.time() + AUTH_CODE_LIFETIME_SECONDS,
+                expires_at=self.clock() + AUTH_CODE_LIFETIME_SECONDS,
             )
         return back(code=code, session_state=str(uuid.uuid4()))
 
@@ -487,7 +568,7 @@ class FakeEntra(FakeHTTPServer):
         if not presented:
             return self._missing("code")
         code = self._codes.pop(presented, None)
-        if code is None or code.expires_at <= time.time():
+        if code is None or code.expires_at <= self.clock():
             return self._error(
                 400,
                 "invalid_grant",
@@ -522,7 +603,7 @@ class FakeEntra(FakeHTTPServer):
 
     def _id_token(self, client_id: str, nonce: str | None) -> str:
         """An id token as Entra issues it (the signature is not checked by msal, nor by anyone here)."""
-        now = int(time.time())
+        now = int(self.clock())
         claims: dict[str, Any] = {
             "aud": client_id,
             "iss": f"{self.url}/{self.tenant_id}/v2.0",
@@ -539,10 +620,14 @@ class FakeEntra(FakeHTTPServer):
         if nonce is not None:
             claims["nonce"] = nonce
 
-        def part(data: dict[str, Any]) -> str:
-            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+        return _jwt(claims)
 
-        header = {"typ": "JWT", "alg": "RS256", "kid": "fake-key"}
-        return f"{part(header)}.{part(claims)}." + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip(
-            "="
-        )
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """A JWT of ``claims`` in Entra's compact form; the signature is random bytes (nobody here checks it)."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    header = {"typ": "JWT", "alg": "RS256", "kid": "fake-key"}
+    return f"{part(header)}.{part(claims)}." + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
