@@ -6,7 +6,7 @@ Each function hands over to the shared package in a line; importing this module 
 import azure.functions as func
 
 from shared import logs
-from shared.functions import api_description, http_api, queue_worker, resumer, tracking_worker
+from shared.functions import api_description, http_api, keepalive, queue_worker, resumer, tracking_worker
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -43,6 +43,11 @@ def track_product_upgrade(msg: func.QueueMessage) -> None:
 @app.timer_trigger(arg_name="timer", schedule=resumer.SCHEDULE, run_on_startup=False, use_monitor=True)
 def resume_stopped_tracking(timer: func.TimerRequest) -> None:
     resumer.handle(timer)
+
+
+@app.timer_trigger(arg_name="timer", schedule=keepalive.SCHEDULE, run_on_startup=False, use_monitor=True)
+def keep_partner_center_token_alive(timer: func.TimerRequest) -> None:
+    keepalive.handle(timer)
 
 
 @app.route(route="productupgrades", methods=["GET"])

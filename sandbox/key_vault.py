@@ -5,7 +5,8 @@
   The resource is ``https://0.0.1:<port>`` by default: SecretClient only accepts a challenge resource whose
   authority is a parent domain of the vault's (``127.0.0.1:<port>`` ends with ``.0.0.1:<port>``), so the
   client's ``verify_challenge_resource`` stays on.
-* ``GET /secrets/{name}/`` (latest) and ``GET /secrets/{name}/{version}``; ``PUT /secrets/{name}`` (set_secret).
+* ``GET /secrets/{name}/`` (latest) and ``GET /secrets/{name}/{version}``; ``PUT /secrets/{name}`` (set_secret);
+  ``GET /secrets`` (list_properties_of_secrets: each secret's latest attributes, no value, one page).
   ``api-version`` is required. Errors: ``{"error": {"code", "message"}}``.
 """
 
@@ -75,12 +76,13 @@ class FakeKeyVault(FakeHTTPServer):
     def challenge_resource(self) -> str:
         return f"https://0.0.1:{self.port}"
 
-    def set_secret(self, name: str, value: str, content_type: str | None = None) -> str:
-        """Store a new version directly (test setup; not recorded in ``puts``). Returns the version."""
+    def set_secret(self, name: str, value: str, content_type: str | None = None, *, expires: int | None = None) -> str:
+        """Store a new version directly (test setup; not recorded in ``puts``), expiring at ``expires`` (seconds
+        since the epoch) when given. Returns the version."""
         version = uuid.uuid4().hex
         with self._lock:
             self._versions.setdefault(name.lower(), []).append(
-                SecretVersion(name, version, value, int(time.time()), content_type)
+                SecretVersion(name, version, value, int(time.time()), content_type, expires=expires)
             )
         return version
 
@@ -168,6 +170,8 @@ class FakeKeyVault(FakeHTTPServer):
             return self._forbidden(req, "secrets/get" if req.method == "GET" else "secrets/set")
 
         segments = req.path.split("/")[1:]  # "/secrets/x/" -> ["secrets", "x", ""]
+        if req.method == "GET" and [segment.lower() for segment in segments if segment] == ["secrets"]:
+            return self._list()
         if len(segments) < 2 or segments[0].lower() != "secrets" or len(segments) > 3:
             return self._error(404, "NotFound", "The requested resource was not found.")
         name = segments[1]
@@ -216,6 +220,17 @@ class FakeKeyVault(FakeHTTPServer):
                 "this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
             )
         return Response.json(200, self._bundle(found[0]), self._headers())
+
+    def _list(self) -> Response:
+        """SecretListResult: a SecretItem (id without version, attributes, tags, contentType) per secret."""
+        with self._lock:
+            latest = [versions[-1] for versions in self._versions.values() if versions]
+        items = []
+        for v in latest:
+            item = {key: value for key, value in self._bundle(v).items() if key != "value"}
+            item["id"] = f"{self.url}/secrets/{v.name}"
+            items.append(item)
+        return Response.json(200, {"value": items, "nextLink": None}, self._headers())
 
     def _put(self, req: RecordedRequest, name: str) -> Response:
         try:

@@ -37,6 +37,7 @@ TRACKING_HOURS_SETTING = "PRODUCT_UPGRADE_TRACKING_HOURS"
 DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
 MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
+TOKEN_KEEPALIVE_DAYS_SETTING = "PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
@@ -60,6 +61,7 @@ DEFAULTS: Mapping[str, str] = {
     TRACKING_HOURS_SETTING: "72",
     DEFER_SECONDS_SETTING: "3600",
     MAX_DEFERRALS_SETTING: "24",
+    TOKEN_KEEPALIVE_DAYS_SETTING: "7",
 }
 
 #: Every setting the code reads, in the contract's order.
@@ -85,6 +87,7 @@ ALL_SETTINGS: tuple[str, ...] = (
     DEFER_SECONDS_SETTING,
     MAX_DEFERRALS_SETTING,
     PUBLIC_URL_SETTING,
+    TOKEN_KEEPALIVE_DAYS_SETTING,
     STORAGE_SETTING,
 )
 
@@ -92,6 +95,9 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
 #: Settings holding secret values: only ever read in environment-fallback mode, never logged or reported.
 SECRET_SETTINGS: frozenset[str] = frozenset({APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING})
+
+#: An App+User refresh token left unused this many days lapses: the keep-alive must renew it well before.
+REFRESH_TOKEN_MAX_INACTIVE_DAYS = 90
 
 #: Identity-based storage connection (``AzureWebJobsStorage__*``), used in Azure instead of a connection string.
 STORAGE_ACCOUNT_NAME_SETTING = f"{STORAGE_SETTING}__accountName"
@@ -135,6 +141,8 @@ class Settings:
     max_deferrals: int = int(DEFAULTS[MAX_DEFERRALS_SETTING])
     #: Base URL standing for the app's ``/api`` in ``Location`` (API Management, a custom domain), or None.
     public_url: str | None = None
+    #: The keep-alive renews the App+User token when the stored refresh token has not been used for this many days.
+    token_keepalive_days: float = float(DEFAULTS[TOKEN_KEEPALIVE_DAYS_SETTING])
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +170,7 @@ class Settings:
             defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
             public_url=read_public_url(env),
+            token_keepalive_days=reader.keepalive_days(TOKEN_KEEPALIVE_DAYS_SETTING),
         )
 
 
@@ -237,6 +246,17 @@ class _Reader:
             raise InvalidSettingError(name, "a number greater than 0 (fractions allowed)") from None
         if not math.isfinite(value) or value <= 0:
             raise InvalidSettingError(name, "a number greater than 0 (fractions allowed)")
+        return value
+
+    def keepalive_days(self, name: str) -> float:
+        # A keep-alive at or past the refresh token's lifetime would renew a token that has already lapsed.
+        expected = f"a number of days greater than 0 and below {REFRESH_TOKEN_MAX_INACTIVE_DAYS} (fractions allowed)"
+        try:
+            value = self.positive_float(name)
+        except InvalidSettingError:
+            raise InvalidSettingError(name, expected) from None
+        if value >= REFRESH_TOKEN_MAX_INACTIVE_DAYS:
+            raise InvalidSettingError(name, expected)
         return value
 
 

@@ -34,6 +34,7 @@ def test_import_and_indexing_need_no_settings():
             "get_product_upgrade_status",
             "health",
             "health_details",
+            "keep_partner_center_token_alive",
             "list_product_upgrades",
             "openapi_definition",
             "product_upgrade_from_queue",

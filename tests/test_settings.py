@@ -141,3 +141,19 @@ def test_point8_host_json_max_dequeue_count_and_the_default_agree():
     host = json.loads((Path(__file__).resolve().parents[1] / "host.json").read_text())
     max_dequeue_count = host["extensions"]["queues"]["maxDequeueCount"]
     assert max_dequeue_count == s.MAX_DEQUEUE_COUNT == int(s.DEFAULTS[s.MAX_ATTEMPTS_SETTING])
+
+
+# -- the token keep-alive (issue 22) ---------------------------------------------------------------------------
+
+
+def test_token_keepalive_days_default_to_seven_and_accept_fractions():
+    assert s.Settings.from_env(MINIMAL).token_keepalive_days == 7.0
+    assert s.Settings.from_env({**MINIMAL, s.TOKEN_KEEPALIVE_DAYS_SETTING: "0.5"}).token_keepalive_days == 0.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "90", "120", "seven", "nan"])
+def test_token_keepalive_days_outside_the_refresh_tokens_lifetime_are_refused(value):
+    with pytest.raises(InvalidSettingError) as info:
+        s.Settings.from_env({**MINIMAL, s.TOKEN_KEEPALIVE_DAYS_SETTING: value})
+    assert info.value.name == s.TOKEN_KEEPALIVE_DAYS_SETTING
+    assert "below 90" in str(info.value)

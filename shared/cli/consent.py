@@ -23,7 +23,7 @@ import msal
 from shared.errors import MissingSettingError, TokenError
 from shared.logs import register_secret
 from shared.partner_center.secrets import KeyVaultSecretStore, SecretStore
-from shared.partner_center.tokens import RetryingHttpClient
+from shared.partner_center.tokens import RetryingHttpClient, carries_mfa
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
 from .context import EXIT_OK, Context
@@ -77,12 +77,29 @@ def run_consent(context: Context, args: argparse.Namespace) -> int:
         error = str(result.get("error") or "no_refresh_token")
         raise TokenError(f"Entra ID issued no refresh token ({error}); check the app's consent", error=error)
     register_secret(refresh_token)
-    register_secret(result.get("access_token"))
+    access_token = str(result.get("access_token") or "")
+    register_secret(access_token)
     where = _store(context, refresh_token)
     user = (result.get("id_token_claims") or {}).get("preferred_username") or "the signed-in user"
     context.output.say(f"Consent recorded for {user}; the refresh token is stored in {where}.")
-    context.output.document({"status": "stored", "storedIn": where, "user": user})
+    mfa = carries_mfa(access_token) if access_token else None
+    _say_mfa(context, mfa)
+    context.output.document({"status": "stored", "storedIn": where, "user": user, "mfa": mfa})
     return EXIT_OK
+
+
+def _say_mfa(context: Context, mfa: bool | None) -> None:
+    """Partner Center enforces MFA on App+User calls: say whether the sign-in behind this token used it (its
+    access token's ``amr`` claim)."""
+    if mfa:
+        context.output.say("The sign-in used multi-factor authentication (the token's amr claim holds mfa).")
+    elif mfa is False:
+        context.output.warn(
+            "the token carries no MFA claim: Partner Center refuses App+User calls without MFA; "
+            "run consent again and sign in with multi-factor authentication"
+        )
+    else:
+        context.output.warn("could not tell whether the sign-in used MFA (the access token is not a JWT)")
 
 
 def _app_credentials(secrets: SecretStore) -> tuple[str, str]:

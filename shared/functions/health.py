@@ -1,4 +1,6 @@
-"""Operator visibility: which settings are present (names only) and whether a token can be acquired.
+"""Operator visibility: which settings are present (names only), whether a token can be acquired, and the
+App+User consent's state: when the token was last renewed, when the refresh token lapses, whether it carries MFA
+and whether an admin must consent again (dates and flags only, never a token).
 
 Anonymous callers get ``healthy``/``unhealthy`` only; the detailed view (setting names, the token check's
 kind of failure) is for holders of a function key. Both read one cached answer, refreshed by one caller at
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import ProductUpgradeError, SettingError
+from shared.errors import ProductUpgradeError, SettingError, TokenError
 from shared.retry import time_budget
 from shared.settings import (
     ALL_SETTINGS,
@@ -88,7 +90,9 @@ def _check(env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     except SettingError as exc:
         settings_error = exc.message
     token: dict[str, Any] = {"acquired": False, "error": None}
+    consent: dict[str, Any] | None = None
     if settings_error is None:
+        refused: str | None = None
         try:
             with time_budget(TOKEN_CHECK_SECONDS):
                 get_runtime().tokens.get_token()
@@ -97,6 +101,8 @@ def _check(env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
             # The endpoint is anonymous: the kind of failure only; the full reason goes to the log.
             log.warning("Health check could not acquire a token: %s", exc.message)
             token["error"] = exc.code
+            refused = exc.error if isinstance(exc, TokenError) else None
+        consent = _consent(refused)
     else:
         token["error"] = "not_attempted"
     healthy = not missing and settings_error is None and token["acquired"]
@@ -110,5 +116,17 @@ def _check(env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
             "error": settings_error,
         },
         "token": token,
+        "consent": consent,
     }
     return (200 if healthy else 503), body
+
+
+def _consent(refused: str | None) -> dict[str, Any]:
+    """The App+User consent as every instance recorded it (this process's own view without storage); this
+    check's own refusal counts at once."""
+    with time_budget(TOKEN_CHECK_SECONDS):
+        status = get_runtime().tokens.status().to_json()
+    if refused is not None:
+        status["consentNeeded"] = refused == "invalid_grant"
+        status["lastError"] = refused
+    return status

@@ -63,6 +63,11 @@ class SecretStore(Protocol):
         """Forget the cached values, so the next :meth:`load` reads them again (an operator may have fixed them)."""
         ...
 
+    def expiries(self) -> dict[str, datetime | None]:
+        """The expiry date recorded on each secret, by secret name (None where none is set): metadata only,
+        never a value. Empty where the store keeps no dates. Raises :class:`SecretStoreError`."""
+        ...
+
 
 class KeyVaultSecretStore:
     """Reads the secrets from Key Vault with the given ``SecretClient`` (built once per process)."""
@@ -119,6 +124,21 @@ class KeyVaultSecretStore:
         with self._lock:
             self._cached = None
 
+    def expiries(self) -> dict[str, datetime | None]:
+        # One listing of the vault's secrets' attributes (no values: Key Vault Secrets User may read them).
+        wanted = {
+            name.lower(): name for name in (self._names.app_id, self._names.app_secret, self._names.refresh_token)
+        }
+        found: dict[str, datetime | None] = {}
+        try:
+            for properties in self._client.list_properties_of_secrets(**azure_call_limits()):
+                name = wanted.get((properties.name or "").lower())
+                if name is not None:
+                    found[name] = properties.expires_on
+        except AzureError as exc:
+            raise self._error(f"Key Vault secrets could not be listed: {_describe(exc)}", exc) from None
+        return found
+
     def _error(self, message: str, exc: AzureError) -> SecretStoreError:
         return SecretStoreError(message, unreachable=isinstance(exc, ServiceRequestError), url=self._client.vault_url)
 
@@ -157,6 +177,9 @@ class EnvironmentSecretStore:
     def invalidate(self) -> None:
         with self._lock:
             self._rotated_refresh_token = None
+
+    def expiries(self) -> dict[str, datetime | None]:
+        return {}  # settings carry no expiry date
 
     def _required(self, name: str) -> str:
         value = (self._env.get(name) or "").strip()

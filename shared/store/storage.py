@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.retry import remaining_budget
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.settings import StorageConnection
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +77,22 @@ def ensure_exists(create: Callable[[], object], what: str) -> None:
         if exc.status_code != 403:
             raise
         log.debug("Not allowed to create %s; taking it as provisioned", what)
+
+
+def table_service(storage: StorageConnection, credential: TokenCredential | None) -> Any:
+    """A table service client for ``storage``, with the short timeouts and few retries of a record kept beside the
+    upgrades (the ledger builds its own the same way)."""
+    from azure.data.tables import TableServiceClient
+
+    from shared.http_session import azure_transport
+
+    options: dict[str, Any] = {
+        "transport": azure_transport(connection_timeout=5, read_timeout=10),
+        "retry_total": ATTEMPTS - 1,
+        "retry_backoff_factor": 0.2,
+    }
+    if storage.connection_string:
+        return TableServiceClient.from_connection_string(storage.connection_string, **options)
+    if not storage.table_service_uri or credential is None:
+        raise ValueError("no table endpoint and credential for identity-based storage")
+    return TableServiceClient(endpoint=storage.table_service_uri, credential=credential, **options)

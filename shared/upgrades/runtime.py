@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from shared.retry import RetryPolicy
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
     from shared.partner_center.client import PartnerCenterClient
     from shared.partner_center.secrets import SecretStore
+    from shared.partner_center.state import SharedState
     from shared.partner_center.tokens import TokenProvider
     from shared.store.ledger import Ledger
     from shared.store.scheduler import Scheduler
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 
 #: Seconds a poller is told to wait (``Retry-After``) while an upgrade runs.
 DEFAULT_POLL_INTERVAL_SECONDS = 30
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -46,6 +53,10 @@ class Runtime:
     scheduler: Scheduler
     tracker: UpgradeTracker | None
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
+    #: Records every instance shares (the App+User token's state, leases), in the ledger's table.
+    shared_state: SharedState | None = None
+    #: The time of day for the keep-alive and the token's records (tests simulate days with their own).
+    clock: Callable[[], datetime] = field(default=utc_now)
 
     @classmethod
     def build(
@@ -54,6 +65,7 @@ class Runtime:
         *,
         policy: RetryPolicy | None = None,
         poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS,
+        clock: Callable[[], datetime] = utc_now,
     ) -> Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         from shared.partner_center.client import PartnerCenterClient
@@ -67,12 +79,15 @@ class Runtime:
         session = _session()
         credential = _credential(settings, policy)
         secrets = _secret_store(settings, policy, credential)
+        shared_state = _shared_state(settings, credential)
         tokens = TokenProvider(
             authority_host=settings.authority_host,
             tenant_id=settings.tenant_id,
             secrets=secrets,
             session=session,
             policy=policy,
+            state=shared_state,
+            clock=clock,
         )
         client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
         ledger = _ledger(settings, credential)
@@ -100,6 +115,8 @@ class Runtime:
             scheduler=scheduler,
             tracker=tracker,
             poll_interval_seconds=poll_interval_seconds,
+            shared_state=shared_state,
+            clock=clock,
         )
 
 
@@ -141,6 +158,17 @@ def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
         return NoLedger()
     return TableLedger(storage, settings.table_name, credential)
+
+
+def _shared_state(settings: Settings, credential: TokenCredential | None) -> SharedState:
+    """The store's shared records (the ledger's table) behind the Partner Center side's own interface."""
+    from shared.partner_center.state import NoSharedState
+    from shared.store.shared_state import TableSharedState
+
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
+        return NoSharedState()
+    return TableSharedState(storage, settings.table_name, credential)
 
 
 def _scheduler(settings: Settings, credential: TokenCredential | None) -> Scheduler:

@@ -128,3 +128,24 @@ def test_point7_a_stale_answer_is_served_while_one_caller_refreshes(monkeypatch,
     refresher.join(timeout=30)
     assert refresher_status == [200]
     assert len(app_env.entra.requests_to("/oauth2/v2.0/token", "POST")) == 2
+
+
+# -- issue 22: the consent's state -----------------------------------------------------------------------------
+
+
+def test_details_report_the_consent_by_dates_and_flags_only(monkeypatch, app_env):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    body = body_of(app_env.health_details())
+    consent = body["consent"]
+    # No storage in this app: this process's own refresh (in Azure every instance's, from the ledger's table).
+    assert consent["mfa"] is True and consent["consentNeeded"] is False and consent["lastError"] is None
+    assert consent["lastRefreshedAt"].endswith("Z") and consent["refreshTokenLapsesAt"].endswith("Z")
+    assert consent["accessTokenExpiresAt"].endswith("Z")
+    assert body_of(app_env.health()) == {"status": "healthy"}  # the anonymous route tells none of it
+
+
+def test_details_say_consent_is_needed_when_the_refresh_token_is_refused(monkeypatch, app_env):
+    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
+    app_env.entra.expire_refresh_tokens()
+    consent = body_of(app_env.health_details())["consent"]
+    assert (consent["consentNeeded"], consent["lastError"], consent["lastRefreshedAt"]) == (True, "invalid_grant", None)

@@ -18,7 +18,7 @@ from sandbox import (
     FakeHTTPServer,
 )
 from shared.errors import TokenError
-from shared.partner_center.secrets import EnvironmentSecretStore
+from shared.partner_center.secrets import REFRESH_TOKEN_LIFETIME, EnvironmentSecretStore
 from shared.partner_center.tokens import TokenProvider
 from shared.retry import RetryPolicy
 from tests.harness import vault_store
@@ -172,3 +172,61 @@ def test_point2_token_endpoint_redirect_is_not_followed(entra, status):
         assert info.value.http_status == 502
         assert elsewhere.requests == []  # neither the app secret nor the refresh token went there
     assert len(token_posts(entra)) == 1
+
+
+# -- issue 22: MFA and the shared record -------------------------------------------------------------------------
+
+
+def test_mfa_is_read_from_the_access_tokens_amr_claim(entra):
+    from shared.partner_center.tokens import carries_mfa, token_claims
+
+    tokens = provider(entra)
+    assert carries_mfa(tokens.get_token()) is True
+    assert tokens.last_refresh is not None and tokens.last_refresh.mfa is True
+    entra.add_refresh_token("fake-rt-no-mfa-0123456789", auth_methods=("pwd",))
+    env = {**ENV, "PARTNER_CENTER_REFRESH_TOKEN": "fake-rt-no-mfa-0123456789"}
+    assert carries_mfa(provider(entra, EnvironmentSecretStore(env)).get_token()) is False
+    assert carries_mfa("opaque-token") is None and token_claims("a.!!!.c") is None
+
+
+def test_a_refresh_is_recorded_for_every_instance_without_the_token(entra):
+    from shared.partner_center.state import NoSharedState
+
+    class Recorded(NoSharedState):
+        def __init__(self):
+            self.fields = {}
+
+        def write(self, name, fields):
+            self.fields.setdefault(name, {}).update(fields)
+
+        def read(self, name):
+            return self.fields.get(name)
+
+    state = Recorded()
+    tokens = TokenProvider(
+        authority_host=entra.url,
+        tenant_id=TENANT_ID,
+        secrets=EnvironmentSecretStore(dict(ENV)),
+        session=requests.Session(),
+        policy=FAST,
+        state=state,
+    )
+    tokens.get_token()
+    record = state.fields["partner-center-token"]
+    assert set(record) == {
+        "AccessTokenExpiresAt",
+        "ConsentNeeded",
+        "LastError",
+        "Mfa",
+        "RefreshedAt",
+        "RefreshTokenLapsesAt",
+    }
+    assert not any(token in str(record) for token in entra.issued_access_tokens | set(entra.issued_refresh_tokens))
+    status = tokens.status()
+    assert status.mfa is True and status.consent_needed is False
+    assert status.refresh_token_lapses_at - status.last_refreshed_at == REFRESH_TOKEN_LIFETIME
+
+    entra.expire_refresh_tokens()
+    with pytest.raises(TokenError):
+        tokens.get_token(force_refresh=True)
+    assert tokens.status().consent_needed is True and tokens.status().last_error == "invalid_grant"
