@@ -79,6 +79,9 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Email address the alerts are sent to (an action group). Empty: no action group; the alerts still fire and show in the portal. Set it with `azd env set ALERT_EMAIL ops@example.com`.')
+param alertEmail string = ''
+
 // Optional name overrides; empty means abbreviation + resource token.
 param resourceGroupName string = ''
 param functionAppName string = ''
@@ -122,6 +125,8 @@ var pollSeconds = '300'
 var trackingHours = '72'
 var deferSeconds = '3600'
 var maxDeferrals = '24'
+// The daily keep-alive renews the App+User token when its refresh token has gone this many days unused.
+var tokenKeepAliveDays = '7'
 var appIdSecretName = 'partner-center-app-id'
 var appSecretSecretName = 'partner-center-app-secret'
 var refreshTokenSecretName = 'partner-center-refresh-token'
@@ -279,6 +284,23 @@ module api 'app/api.bicep' = {
     deferSeconds: deferSeconds
     maxDeferrals: maxDeferrals
     publicUrl: publicUrl
+    tokenKeepAliveDays: tokenKeepAliveDays
+  }
+}
+
+// Alerts over the app's signals and the queue logs, mailed to alertEmail when given, and the campaign workbook.
+module monitoringAlerts 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsName: monitoring.outputs.name
+    logAnalyticsWorkspaceId: logAnalytics.outputs.resourceId
+    alertEmail: alertEmail
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertNamePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}'
+    trackingHours: trackingHours
   }
 }
 

@@ -49,6 +49,8 @@ param deferSeconds string
 param maxDeferrals string
 @description('PRODUCT_UPGRADE_PUBLIC_URL: public base URL for Location; empty for https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
+@description('PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS: the keep-alive renews the App+User token after this many days unused.')
+param tokenKeepAliveDays string
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -226,6 +228,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_PUBLIC_URL'
           value: publicUrl
+        }
+        {
+          name: 'PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS'
+          value: tokenKeepAliveDays
         }
       ]
     }
