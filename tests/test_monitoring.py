@@ -250,16 +250,15 @@ def test_the_action_group_mails_the_azd_address_and_exists_only_with_one() -> No
 
 
 def runbook() -> str:
-    """The operations page (docs/operations.md once the docs are split, the README's section until then)."""
-    page = REPO / "docs" / "operations.md"
-    return page.read_text(encoding="utf-8") if page.is_file() else (REPO / "README.md").read_text(encoding="utf-8")
+    """The operations page."""
+    return (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
 
 
 def test_every_alert_has_a_runbook_entry() -> None:
     text = runbook()
     for alert in alerts():
-        match = re.search(rf"^#### {re.escape(alert['displayName'])}\n(.*?)(?=^#|\Z)", text, re.M | re.S)
-        assert match, f"no runbook entry '#### {alert['displayName']}'"
+        match = re.search(rf"^#{{3,4}} {re.escape(alert['displayName'])}\n(.*?)(?=^#|\Z)", text, re.M | re.S)
+        assert match, f"no runbook entry '### {alert['displayName']}'"
         entry = match[1]
         assert "**What it means**" in entry and "**What to do**" in entry, alert["displayName"]
 

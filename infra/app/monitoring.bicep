@@ -1,7 +1,7 @@
 // What an operator watches once the app is deployed: log search alert rules over the app's signals
 // (shared/signals.py; Application Insights customDimensions) and the storage account's queue logs, an action group
 // that mails them (only when an address is given), and the campaign workbook. Every alert has a runbook entry in
-// the operations documentation under its display name. Each query is a file in alerts/ (test_infra.py checks every
+// docs/operations.md under its display name. Each query is a file in alerts/ (tests/test_monitoring.py checks every
 // customDimensions name a query or the workbook reads is one the app writes).
 
 param location string = resourceGroup().location
