@@ -108,3 +108,27 @@ def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: F
     again = requests.post(f"{base}/token", data=form, timeout=10)
     assert first.status_code == 200 and "id_token" in first.json() and "refresh_token" in first.json()
     assert again.status_code == 400 and again.json()["error_codes"] == [54005]
+
+
+# -- MFA (issue 22): the access token's amr claim --------------------------------------------------------------
+
+
+def test_consent_says_the_sign_in_used_mfa(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")
+    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert json.loads(stdout)["mfa"] is True
+    assert "MFA" not in stderr
+
+
+def test_consent_warns_when_the_sign_in_did_not_use_mfa(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")
+    cli.entra.sign_in_methods = ("pwd",)
+    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    _sign_in(proc)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr  # stored all the same: it works until Partner Center enforces MFA
+    assert "carries no MFA claim" in stderr and "sign in with multi-factor authentication" in stderr
+    assert "used multi-factor authentication" not in stdout
