@@ -1,23 +1,33 @@
 """Signals: one structured log record per event an operator counts, alerts on or charts.
 
-Each record carries its dimensions as attributes (``extra``): an Application Insights log exporter (the
-OpenTelemetry one, or any handler that reads record attributes) turns them into ``customDimensions``, which the
-alert rules and the campaign workbook in ``infra/`` query by the names below (a test holds them to these names).
-The message repeats the dimensions as ``name=value`` pairs, so the record reads the same in a console or in the
-host's own ``traces`` table.
+Each record carries its dimensions twice, so the alert rules and the campaign workbook in ``infra/`` find them
+whichever way the logs reach Application Insights:
+
+- in its message, as one JSON object at the end: ``upgradeEnded {"signal": "upgradeEnded", "upgradeId": ...}``.
+  The Functions host's default logging sends a Python record's message, level and logger only (``traces``), never
+  its attributes: the queries parse this JSON;
+- as record attributes: an OpenTelemetry log exporter (host.json ``telemetryMode``) turns them into
+  ``customDimensions``, which the queries read when they hold ``signal``.
+
+The names are the ones below (a test holds the queries to them); the operation's ids (``correlationId``,
+``requestId``, ``messageId``) are dimensions too, inside the JSON, where the other log lines append them.
 
 Nothing secret goes into a dimension: values are ids, states, codes, counts and dates; every text value passes
-:func:`shared.logs.redact` and is bounded all the same, as a second line of defence.
+:func:`shared.logs.redact` and is bounded all the same, as a second line of defence, and the whole message is one
+the log-wide redaction leaves as it is, so the JSON always parses.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from shared.logs import MAX_FIELD_LENGTH, redact
+from shared.logs import MAX_FIELD_LENGTH, REDACTED, current_ids, redact
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,10 @@ LAST_REFRESHED_ON = "lastRefreshedOn"
 SECRET_NAME = "secretName"
 SECRET_EXPIRES_ON = "secretExpiresOn"
 DAYS_LEFT = "daysLeft"
+#: The operation's ids (shared.logs.operation), as every log line of the operation carries them.
+CORRELATION_ID = "correlationId"
+REQUEST_ID = "requestId"
+MESSAGE_ID = "messageId"
 
 #: Every dimension a signal may carry: the workbook's and the alert rules' queries may read these and no other.
 DIMENSIONS: frozenset[str] = frozenset(
@@ -75,6 +89,9 @@ DIMENSIONS: frozenset[str] = frozenset(
         SECRET_NAME,
         SECRET_EXPIRES_ON,
         DAYS_LEFT,
+        CORRELATION_ID,
+        REQUEST_ID,
+        MESSAGE_ID,
     }
 )
 
@@ -125,14 +142,57 @@ def emit(signal: str, dimensions: Mapping[str, object], *, level: int = logging.
         raise ValueError(f"unknown signal {signal!r} or dimensions {sorted(unknown)}")
     if not log.isEnabledFor(level):
         return
-    values = {SIGNAL: signal, **{name: _value(value) for name, value in dimensions.items() if value is not None}}
-    text = " ".join(f"{name}={value}" for name, value in values.items() if name != SIGNAL)
+    values: dict[str, object] = {SIGNAL: signal}
+    values.update((name, _value(value)) for name, value in dimensions.items() if value is not None)
+    # The operation's ids go inside the JSON: appended after it, as on other lines, the JSON would not end the line.
+    ids = {name: _id(value) for name, value in current_ids().items() if name in DIMENSIONS - values.keys()}
+    values.update((name, _value(value)) for name, value in ids.items())
+    message, values = _message(signal, values)
     # Not ``extra=``: the record factory (shared.logs) already set the operation's ids (an upgradeId among them) as
     # attributes, which ``extra`` refuses to overwrite with a KeyError. The signal's own values win.
     path, line, function, _ = log.findCaller(stacklevel=3)
-    record = log.makeRecord(log.name, level, path, line, "%s %s", (signal, text), None, function)
+    record = log.makeRecord(log.name, level, path, line, signal, (), None, function)
+    # The factory appended the ids and redacted; the message replaces that: it holds the ids, and redaction leaves
+    # it as it is (checked in _message).
+    record.msg, record.args = message, None
     record.__dict__.update(values)
     log.handle(record)
+
+
+def _message(signal: str, values: dict[str, object]) -> tuple[str, dict[str, object]]:
+    """``<signal> <JSON of values>``, and the values it holds: a line :func:`shared.logs.redact` leaves unchanged.
+
+    Each text value was redacted on its own; in the JSON its quotes and backslashes are escaped, and a pattern
+    could then match across an escape or a closing quote (``'code':"``), rewriting part of the JSON into something
+    no query can parse. Such a value (rare: it looked like a secret once escaped) becomes ``[REDACTED]``; should the
+    line still change, every text value does."""
+    message = f"{signal} {_json(values)}"
+    if redact(message) == message:
+        return message, values
+    values = {
+        name: REDACTED if isinstance(value, str) and redact(_json(value)) != _json(value) else value
+        for name, value in values.items()
+    }
+    message = f"{signal} {_json(values)}"
+    if redact(message) != message:
+        values = {
+            name: value if name == SIGNAL or not isinstance(value, str) else REDACTED for name, value in values.items()
+        }
+        message = f"{signal} {_json(values)}"
+    return message, values
+
+
+def _id(value: str) -> str:
+    # shared.logs quotes an id that is not plainly safe for its own ``key=value`` lines; the JSON escapes it anyway.
+    if value.startswith('"'):
+        with contextlib.suppress(ValueError):
+            return str(json.loads(value))
+    return value
+
+
+def _json(value: object) -> str:
+    # ensure_ascii=False: "\u00e9" and the like would be escapes a redaction pattern could cut in two.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def upgrade_accepted(created: Upgrade, request: object = None) -> None:
@@ -236,12 +296,14 @@ def _age(record: object, until: datetime | None = None) -> float | None:
 
 
 def _value(value: Any) -> object:
-    """A dimension's value: numbers stay numbers, booleans become ``true``/``false``, text is redacted and bounded."""
+    """A dimension's value: numbers stay numbers, booleans become ``true``/``false``, text is redacted and bounded
+    (whitespace runs become one space, control characters are dropped)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return value
+        return value if math.isfinite(value) else str(value)  # JSON has no NaN nor Infinity
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    text = redact(" ".join(str(value).split()))
+    text = "".join(character for character in " ".join(str(value).split()) if character.isprintable())
+    text = redact(text)
     return text if len(text) <= MAX_FIELD_LENGTH else text[: MAX_FIELD_LENGTH - 3] + "..."

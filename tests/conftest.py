@@ -190,7 +190,8 @@ def secrets_never_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptu
     if "managed_identity" in fakes:
         secrets |= set(fakes["managed_identity"].issued_tokens)
     # In teardown caplog.text holds only teardown's records: read the setup and call phases themselves. A signal's
-    # dimensions (record attributes, which become customDimensions) are read too.
+    # dimensions are read both ways they leave: the JSON in its message, and its record attributes (customDimensions
+    # once OpenTelemetry exports the logs).
     formatter = logging.Formatter("%(name)s %(message)s")
     text = "\n".join(
         formatter.format(r) + " " + repr({name: getattr(r, name) for name in signals.DIMENSIONS if hasattr(r, name)})

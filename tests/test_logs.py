@@ -1,4 +1,5 @@
 import io
+import json
 import logging
 import traceback
 
@@ -188,7 +189,8 @@ def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
 
 
 def test_signal_records_are_redacted_in_their_message_and_their_dimensions(caplog):
-    # A signal's dimensions become customDimensions: they pass the same redaction as the message.
+    # A signal's dimensions are the JSON ending its message (what reaches traces with the host's default logging) and
+    # record attributes (customDimensions once OpenTelemetry exports the logs): both pass the same redaction.
     from shared import signals
 
     logs.install()
@@ -203,7 +205,10 @@ def test_signal_records_are_redacted_in_their_message_and_their_dimensions(caplo
     with caplog.at_level(logging.INFO, logger="shared.signals"):
         signals.emit(signals.STATUS_CHECK_FAILED, leaks)
     [record] = [r for r in caplog.records if getattr(r, "signal", None) == signals.STATUS_CHECK_FAILED]
-    emitted = record.getMessage() + repr({name: getattr(record, name, None) for name in signals.DIMENSIONS})
+    attributes = {name: getattr(record, name) for name in signals.DIMENSIONS if hasattr(record, name)}
+    in_message = json.loads(record.getMessage().partition(" ")[2])
+    assert in_message == attributes
+    emitted = record.getMessage() + repr(attributes)
     for secret in (jwt, "registered-secret-value", "fnKEY0123456789", "0.AQ-secret"):
         assert secret not in emitted, secret
-    assert record.reason == f"token refused: Bearer {logs.REDACTED}"
+    assert record.reason == in_message["reason"] == f"token refused: Bearer {logs.REDACTED}"

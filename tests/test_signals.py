@@ -6,6 +6,7 @@ where they happen: accepted, checked, ended, a failed check, a deferral, a Partn
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -27,12 +28,78 @@ def dimensions(record: logging.LogRecord) -> dict[str, Any]:
     return {name: getattr(record, name) for name in signals.DIMENSIONS if hasattr(record, name)}
 
 
+def message_dimensions(record: logging.LogRecord) -> dict[str, Any]:
+    """The JSON object that ends the record's message (what the queries parse with the host's default logging)."""
+    message = record.getMessage()
+    signal, _, payload = message.partition(" ")
+    parsed = json.loads(payload)
+    assert isinstance(parsed, dict) and signal == parsed["signal"]
+    return parsed
+
+
 def test_a_signal_carries_its_dimensions_as_record_attributes_and_in_its_message(caplog):
     signals.emit(signals.UPGRADE_ACCEPTED, {signals.UPGRADE_ID: "u-1", signals.CAMPAIGN: None, signals.AGE_HOURS: 1.5})
     [record] = signal_records(caplog, signals.UPGRADE_ACCEPTED)
     assert dimensions(record) == {"signal": "upgradeAccepted", "upgradeId": "u-1", "ageHours": 1.5}
-    assert record.getMessage().startswith("upgradeAccepted upgradeId=u-1 ageHours=1.5")
+    assert record.getMessage() == 'upgradeAccepted {"signal": "upgradeAccepted", "upgradeId": "u-1", "ageHours": 1.5}'
     assert record.levelno == logging.INFO and record.name == "shared.signals"
+
+
+def test_a_text_with_spaces_and_quotes_stays_one_value_of_the_message_json(caplog):
+    reason = 'Customer "Contoso, Ltd" has a \\ and {braces}: not eligible'
+    signals.emit(signals.UPGRADE_ENDED, {signals.UPGRADE_ID: "u-1", signals.OUTCOME: "failed", signals.REASON: reason})
+    [record] = signal_records(caplog, signals.UPGRADE_ENDED)
+    assert message_dimensions(record) == dimensions(record)
+    assert message_dimensions(record)["reason"] == reason
+    assert list(message_dimensions(record)) == ["signal", "upgradeId", "outcome", "reason"]
+
+
+def test_the_operation_ids_are_inside_the_json_which_ends_the_message(caplog):
+    # Other lines get " [correlationId=... messageId=...]" appended; a signal's JSON must stay the end of its line.
+    logs.install()
+    with logs.operation(correlationId="c-1", messageId='m "2"'):
+        signals.emit(signals.UPGRADE_DEFERRED, {signals.CUSTOMER_ID: "cust-1", signals.DEFERRALS: 2})
+    [record] = signal_records(caplog, signals.UPGRADE_DEFERRED)
+    assert record.getMessage().endswith("}")
+    assert message_dimensions(record) == {
+        "signal": "upgradeDeferred",
+        "customerId": "cust-1",
+        "deferrals": 2,
+        "correlationId": "c-1",
+        "messageId": 'm "2"',
+    }
+    assert message_dimensions(record) == dimensions(record)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "refused 'code':",  # a dict-repr pattern that, escaped, would run into the JSON's closing quote
+        'code=ab"c',  # a form-field pattern that, escaped, would take the backslash of \" and leave a bare quote
+    ],
+)
+def test_a_value_the_log_redaction_would_cut_is_redacted_whole_and_the_json_still_parses(caplog, reason):
+    logs.install()
+    signals.emit(signals.STATUS_CHECK_FAILED, {signals.UPGRADE_ID: "u-9", signals.REASON: reason, signals.ERROR_CODE: "X"})
+    [record] = signal_records(caplog, signals.STATUS_CHECK_FAILED)
+    parsed = message_dimensions(record)
+    assert parsed == dimensions(record)
+    assert (parsed["upgradeId"], parsed["errorCode"]) == ("u-9", "X")
+    assert logs.redact(record.getMessage()) == record.getMessage()
+
+
+def test_control_characters_are_dropped_from_text_values(caplog):
+    # JSON would escape them as \\u001b..., an escape a redaction pattern could cut in two; a terminal would obey them.
+    signals.emit(signals.UPGRADE_ENDED, {signals.REASON: "bell\x07 and \x1b[31mred\x00"})
+    [record] = signal_records(caplog, signals.UPGRADE_ENDED)
+    assert record.reason == "bell and [31mred"
+    assert "\\u" not in record.getMessage()
+
+
+def test_values_json_cannot_hold_are_rendered_as_text(caplog):
+    signals.emit(signals.UPGRADE_CHECKED, {signals.AGE_HOURS: float("nan"), signals.DURATION_MS: float("inf")})
+    [record] = signal_records(caplog, signals.UPGRADE_CHECKED)
+    assert message_dimensions(record) == {"signal": "upgradeChecked", "ageHours": "nan", "durationMs": "inf"}
 
 
 def test_a_signal_inside_an_operation_that_bound_the_same_id_is_logged(caplog):
