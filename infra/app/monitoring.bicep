@@ -1,12 +1,13 @@
 // What an operator watches once the app is deployed: log search alert rules over the app's signals
-// (shared/signals.py; Application Insights customDimensions) and the storage account's queue logs, an action group
-// that mails them (only when an address is given), and the campaign workbook. Every alert has a runbook entry in
-// docs/operations.md under its display name. Each query is a file in alerts/ (tests/test_monitoring.py checks every
-// customDimensions name a query or the workbook reads is one the app writes).
+// (shared/signals.py: traces whose message ends with their dimensions as JSON, or customDimensions once OpenTelemetry
+// exports the logs) and the storage account's queue logs, an action group that mails them (only when an address is
+// given), and the campaign workbook. Every alert has a runbook entry in docs/operations.md under its display name.
+// Each query is a file in alerts/ (tests/test_monitoring.py checks that every query reading signals normalises their
+// dimensions the one way and reads only names the app writes).
 
 param location string = resourceGroup().location
 param tags object = {}
-@description('Application Insights component the app logs to (its signals are the traces\' customDimensions).')
+@description('Application Insights component the app logs to (its signals are traces).')
 param applicationInsightsName string
 @description('Log Analytics workspace receiving the storage account\'s queue logs (StorageQueueLogs).')
 param logAnalyticsWorkspaceId string
