@@ -80,7 +80,9 @@ def test_the_operation_ids_are_inside_the_json_which_ends_the_message(caplog):
 )
 def test_a_value_the_log_redaction_would_cut_is_redacted_whole_and_the_json_still_parses(caplog, reason):
     logs.install()
-    signals.emit(signals.STATUS_CHECK_FAILED, {signals.UPGRADE_ID: "u-9", signals.REASON: reason, signals.ERROR_CODE: "X"})
+    signals.emit(
+        signals.STATUS_CHECK_FAILED, {signals.UPGRADE_ID: "u-9", signals.REASON: reason, signals.ERROR_CODE: "X"}
+    )
     [record] = signal_records(caplog, signals.STATUS_CHECK_FAILED)
     parsed = message_dimensions(record)
     assert parsed == dimensions(record)

@@ -228,9 +228,15 @@ def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
 def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
     body = {"customerId": CUSTOMER_ID, "correlationId": "c-1] [requestId=forged"}
     assert result_of(app_env.queue(body))["status"] == "accepted"
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("shared.")]
+    records = [r for r in caplog.records if r.name.startswith("shared.")]
+    # A signal carries the ids inside the JSON that ends its message: there the id is one JSON string.
+    signal_lines = [r.getMessage() for r in records if hasattr(r, "signal")]
+    lines = [r.getMessage() for r in records if not hasattr(r, "signal")]
     assert lines and all('correlationId="c-1] [requestId=forged"' in line for line in lines if "correlationId" in line)
-    assert not any("correlationId=c-1]" in line for line in lines)
+    assert not any("correlationId=c-1]" in line for line in lines + signal_lines)
+    assert signal_lines
+    for line in signal_lines:
+        assert json.loads(line.partition(" ")[2])["correlationId"] == "c-1] [requestId=forged"
 
 
 def test_point8_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
