@@ -99,6 +99,13 @@ var tags = {
 @description('Public base URL standing for the app\'s /api (API Management, custom domain) in Location headers; empty: https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
 
+// Signs the list route's continuation tokens (PRODUCT_UPGRADE_CONTINUATION_KEY, HMAC-SHA256), so only tokens this
+// app issued move a listing on. Two random GUIDs (244 bits), new at each deployment: a token issued before a
+// `azd provision` is then refused with 400 ("start again without it"), nothing else is lost.
+@secure()
+@description('PRODUCT_UPGRADE_CONTINUATION_KEY; default: random at each deployment.')
+param continuationKey string = '${newGuid()}${newGuid()}'
+
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
@@ -279,6 +286,7 @@ module api 'app/api.bicep' = {
     deferSeconds: deferSeconds
     maxDeferrals: maxDeferrals
     publicUrl: publicUrl
+    continuationKey: continuationKey
   }
 }
 

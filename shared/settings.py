@@ -37,6 +37,7 @@ TRACKING_HOURS_SETTING = "PRODUCT_UPGRADE_TRACKING_HOURS"
 DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
 MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
+CONTINUATION_KEY_SETTING = "PRODUCT_UPGRADE_CONTINUATION_KEY"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
@@ -85,8 +86,12 @@ ALL_SETTINGS: tuple[str, ...] = (
     DEFER_SECONDS_SETTING,
     MAX_DEFERRALS_SETTING,
     PUBLIC_URL_SETTING,
+    CONTINUATION_KEY_SETTING,
     STORAGE_SETTING,
 )
+
+#: The shortest ``PRODUCT_UPGRADE_CONTINUATION_KEY`` accepted: 32 characters (of a random value: 128 bits and more).
+MIN_CONTINUATION_KEY_LENGTH = 32
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
@@ -135,6 +140,8 @@ class Settings:
     max_deferrals: int = int(DEFAULTS[MAX_DEFERRALS_SETTING])
     #: Base URL standing for the app's ``/api`` in ``Location`` (API Management, a custom domain), or None.
     public_url: str | None = None
+    #: Signs the list route's continuation tokens (HMAC-SHA256); None: tokens are not signed.
+    continuation_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +169,7 @@ class Settings:
             defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
             public_url=read_public_url(env),
+            continuation_key=reader.secret(CONTINUATION_KEY_SETTING, min_length=MIN_CONTINUATION_KEY_LENGTH),
         )
 
 
@@ -205,6 +213,13 @@ class _Reader:
         value = self.optional(name)
         if value is None:
             raise MissingSettingError(name)
+        return value
+
+    def secret(self, name: str, *, min_length: int) -> str | None:
+        """An optional secret value; set, it must be at least ``min_length`` characters (never echoed)."""
+        value = self.optional(name)
+        if value is not None and len(value) < min_length:
+            raise InvalidSettingError(name, f"a secret of at least {min_length} characters")
         return value
 
     def tenant(self, name: str) -> str:

@@ -49,6 +49,9 @@ param deferSeconds string
 param maxDeferrals string
 @description('PRODUCT_UPGRADE_PUBLIC_URL: public base URL for Location; empty for https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
+@secure()
+@description('PRODUCT_UPGRADE_CONTINUATION_KEY: signs the list route\'s continuation tokens (at least 32 characters).')
+param continuationKey string
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -226,6 +229,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_PUBLIC_URL'
           value: publicUrl
+        }
+        {
+          name: 'PRODUCT_UPGRADE_CONTINUATION_KEY'
+          value: continuationKey
         }
       ]
     }

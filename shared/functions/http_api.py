@@ -45,6 +45,7 @@ ROUTE_PREFIX = "api"
 #: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
 WEBSITE_HOSTNAME = "WEBSITE_HOSTNAME"
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
 
 
@@ -112,7 +113,8 @@ def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
             raise ValidationError(f"state must be one of {', '.join(UPGRADE_STATES)}")
         customer = _query(req, "customerId")
         top = _query(req, "top")
-        if top is not None and not (top.isdigit() and 1 <= int(top) <= MAX_PAGE_SIZE):
+        # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+        if top is not None and not (_ASCII_DIGITS.fullmatch(top) and 1 <= int(top) <= MAX_PAGE_SIZE):
             raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE_SIZE}")
         page = get_runtime().ledger.list_upgrades(
             state=state,

@@ -475,3 +475,11 @@ def test_point6_partner_centers_description_is_passed_up_to_1024_characters(app_
     app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900118, "d" * 1500)
     detail = problem_of(app_env.create({"customerId": CUSTOMER_ID}))["detail"]
     assert "d" * 1024 in detail and "d" * 1025 not in detail
+
+
+@pytest.mark.parametrize("top", ["²", "١٠", "１０", "+5", " 5x"])
+def test_listing_top_takes_ascii_digits_only(app_env, top):
+    # "²" passes str.isdigit() but not int(); Arabic-Indic and full-width digits pass both: all are 400.
+    response = app_env.http("list_product_upgrades", "GET", "/api/productupgrades", params={"top": top})
+    assert response.status_code == 400
+    assert "top" in problem_of(response)["detail"]
