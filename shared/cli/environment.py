@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
 LOCAL_SETTINGS_FILE = "local.settings.json"
+#: Files holding settings are readable and writable by their owner only.
+PRIVATE_MODE = 0o600
 
 
 class LocalSettingsError(Exception):
@@ -68,11 +71,34 @@ def write_local_setting(folder: Path, name: str, value: str) -> Path:
     values = document.setdefault("Values", {})
     assert isinstance(values, dict)
     values[name] = value
-    tmp = path.with_name(path.name + ".tmp")
-    # The file holds a secret now: readable by its owner only, replaced in one step.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
+    write_private_text(path, json.dumps(document, indent=2) + "\n")
     return path
+
+
+def write_private_text(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all, readable by its owner only (mode 0600, or narrower when it was).
+
+    For files holding secrets (``local.settings.json``: the app secret, the refresh token). The text goes to a
+    temporary file beside it, created exclusively and never through a link (a stale one left by an interrupted
+    write, or one planted there, is removed first), then replaces the file in one step.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode) & PRIVATE_MODE  # never wider than it was
+    except FileNotFoundError:
+        mode = PRIVATE_MODE
+    tmp = path.with_name(f".{path.name}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(tmp, flags, mode)
+    except FileExistsError:
+        tmp.unlink()  # a link is removed, not followed
+        fd = os.open(tmp, flags, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -178,6 +179,11 @@ def test_everything_it_started_has_stopped(func_run: FuncRun) -> None:
     assert not any(run.accepts(port) for port in func_run.record["storage_ports"])
     assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_BASE_URL"]).port or 0))
     assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_AUTHORITY_HOST"]).port or 0))
+
+
+def test_local_settings_written_by_run_are_readable_by_their_owner_only(func_run: FuncRun) -> None:
+    # They hold the app secret and the refresh token (the sandbox's here; a real partner's after consent).
+    assert stat.S_IMODE((func_run.project / "local.settings.json").stat().st_mode) == 0o600
 
 
 def test_local_settings_match_their_schema(func_run: FuncRun) -> None:
