@@ -28,8 +28,8 @@ from shared.partner_center.secrets import KeyVaultSecretStore, SecretStore
 from shared.partner_center.tokens import RetryingHttpClient
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
-from .context import EXIT_OK, Context
-from .environment import LOCAL_SETTINGS_FILE, read_local_settings, write_local_setting
+from .context import EXIT_OK, ConfigurationError, Context
+from .environment import read_local_settings, write_local_setting
 
 #: Delegated scope of the Partner Center API that App+User calls need.
 USER_IMPERSONATION_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
@@ -106,8 +106,15 @@ def _store(context: Context, refresh_token: str) -> str:
     if isinstance(secrets, KeyVaultSecretStore):
         secrets.save_refresh_token(refresh_token)
         return f"Key Vault secret {context.settings.refresh_token_secret_name}"
-    before = read_local_settings(context.folder / LOCAL_SETTINGS_FILE).get(REFRESH_TOKEN_SETTING)
-    path = write_local_setting(context.folder, REFRESH_TOKEN_SETTING, refresh_token)
+    # The file the settings came from (the project's own, or --settings), never one in the working folder.
+    target = context.sources.looked_for
+    if target is None:
+        raise ConfigurationError(
+            "no local.settings.json to store the refresh token in (no project checkout holds this package): "
+            "name one with --settings PATH, or set KEY_VAULT_URL"
+        )
+    before = read_local_settings(target).get(REFRESH_TOKEN_SETTING)
+    path = write_local_setting(target, REFRESH_TOKEN_SETTING, refresh_token)
     current = os.environ.get(REFRESH_TOKEN_SETTING)
     if current and current != before:
         context.output.warn(f"{REFRESH_TOKEN_SETTING} is also set in the environment and wins over the file: unset it")

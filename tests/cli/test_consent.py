@@ -34,7 +34,8 @@ def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
     monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
     (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {"Other": "kept"}}))
 
-    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    settings = str(cli.folder / "local.settings.json")
+    proc = cli.spawn("--settings", settings, "consent", "--no-browser", "--port", "0", "--json")
     page = _sign_in(proc)
     stdout, stderr = proc.communicate(timeout=30)
 
@@ -52,7 +53,7 @@ def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
     grant = cli.entra.requests_to("/oauth2/v2.0/token")[-1].form()
     assert grant["grant_type"] == "authorization_code" and grant["code_verifier"]
     # The functions (and the command line) now work with the stored token.
-    assert cli.run("upgrade", str(uuid.uuid4())).code == 0
+    assert cli.run("--settings", settings, "upgrade", str(uuid.uuid4())).code == 0
 
 
 def test_consent_stores_the_refresh_token_in_key_vault(
@@ -127,7 +128,7 @@ def sign_in_url(proc: subprocess.Popen[str]) -> str:
 def spawn_consent(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen[str]:
     monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
     (cli.folder / "local.settings.json").write_text('{"IsEncrypted": false, "Values": {}}')
-    return cli.spawn("consent", "--no-browser", "--port", "0")
+    return cli.spawn("--settings", str(cli.folder / "local.settings.json"), "consent", "--no-browser", "--port", "0")
 
 
 def test_consent_ignores_a_redirect_that_is_not_its_own_sign_in(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:

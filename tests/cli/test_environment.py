@@ -23,7 +23,7 @@ def mode(path: Path) -> int:
 
 
 def write_with_consent(folder: Path) -> Path:
-    return write_local_setting(folder, "PARTNER_CENTER_REFRESH_TOKEN", "rt-secret")
+    return write_local_setting(folder / LOCAL_SETTINGS_FILE, "PARTNER_CENTER_REFRESH_TOKEN", "rt-secret")
 
 
 def write_with_scripts_run(folder: Path) -> Path:
