@@ -10,6 +10,7 @@ from shared.functions import api_description, http_api, keepalive, queue_worker,
 
 logs.install()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+http_api.check_location_base()  # says at start-up when Location can only come from the request's host
 
 
 @app.route(route="productupgrades", methods=["POST"])

@@ -102,6 +102,13 @@ var tags = {
 @description('Public base URL standing for the app\'s /api (API Management, custom domain) in Location headers; empty: https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
 
+// Signs the list route's continuation tokens (PRODUCT_UPGRADE_CONTINUATION_KEY, HMAC-SHA256), so only tokens this
+// app issued move a listing on. Two random GUIDs (244 bits), new at each deployment: a token issued before a
+// `azd provision` is then refused with 400 ("start again without it"), nothing else is lost.
+@secure()
+@description('PRODUCT_UPGRADE_CONTINUATION_KEY; default: random at each deployment.')
+param continuationKey string = '${newGuid()}${newGuid()}' // checkov:skip=CKV_AZURE_131: Not a hard-coded value: newGuid() draws a new random one at each deployment; none is ever written in the template or its parameters.
+
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
@@ -285,6 +292,7 @@ module api 'app/api.bicep' = {
     maxDeferrals: maxDeferrals
     publicUrl: publicUrl
     tokenKeepAliveDays: tokenKeepAliveDays
+    continuationKey: continuationKey
   }
 }
 

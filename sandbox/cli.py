@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from sandbox.entra import FakeEntra
 from sandbox.partner_center import FakePartnerCenter
 from sandbox.population import DEFAULT_CUSTOMERS, DEFAULT_SEED, Population
 from sandbox.tls import make_tls_material
+from shared.cli.environment import write_private_text
 
 READY_LINE = "Sandbox ready; Ctrl+C to stop."
 DEFAULT_ENTRA_PORT = 8443
@@ -94,10 +94,9 @@ def customers_table(population: Population | None = None) -> str:
 
 
 def write_json(path: Path, document: object) -> None:
-    """Write ``document`` whole or not at all (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``document`` whole or not at all (a reader never sees half a file), readable by its owner only:
+    ``local.settings.json`` holds the app secret and refresh token (the sandbox's, or later a real partner's)."""
+    write_private_text(path, json.dumps(document, indent=2) + "\n")
 
 
 def _seconds(value: str) -> float:

@@ -126,6 +126,8 @@ class FakeEntra(FakeHTTPServer):
         self.redirect_uris = list(redirect_uris)
         #: The user's answer at the sign-in page: None signs in (MFA done); an OAuth error code refuses.
         self.sign_in_error: str | None = None
+        #: The ``error_description`` that comes back with ``sign_in_error``.
+        self.sign_in_error_description = "AADSTS65004: User declined to consent."
         self.authorize_requests = 0
         self._codes: dict[str, AuthorizationCode] = {}
 
@@ -547,7 +549,7 @@ class FakeEntra(FakeHTTPServer):
         if params.get("code_challenge") and method not in (None, "plain", "S256"):
             return back(error="invalid_request", error_description="AADSTS501491: Invalid code_challenge_method.")
         if self.sign_in_error is not None:
-            return back(error=self.sign_in_error, error_description="AADSTS65004: User declined to consent.")
+            return back(error=self.sign_in_error, error_description=self.sign_in_error_description)
         code = "fake-code-" + secrets.token_urlsafe(32)
         with self._lock:
             self._codes[code] = AuthorizationCode(

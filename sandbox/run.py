@@ -7,7 +7,8 @@
     scripts/run stop                  stop what a previous run left behind (after a crash or kill -9)
     scripts/run reset                 stop, then forget all local state (Azurite's data, the sandbox's CA)
 
-The processes this starts are recorded in ``.sandbox/run.json`` so ``stop`` ends exactly those.
+The processes this starts are recorded in ``.sandbox/run.json`` (pid, executable, start time) so ``stop`` ends
+exactly those, never a process that was given one of their pids after a crash.
 """
 
 from __future__ import annotations
@@ -122,10 +123,55 @@ def pid_alive(pid: int) -> bool:
     return not state.stdout.strip().startswith("Z")
 
 
-def command_of(pid: int) -> str:
-    """The command line of ``pid`` (``ps`` works on Linux and macOS alike)."""
-    result = subprocess.run(["ps", "-o", "command=", "-p", str(pid)], capture_output=True, text=True, check=False)
+def executable_of(pid: int) -> str:
+    """The path of the program ``pid`` runs: ``/proc/PID/exe`` on Linux, ``ps -o comm=`` (a full path) on macOS."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        try:
+            return os.readlink(proc / str(pid) / "exe")
+        except OSError:
+            return ""
+    result = subprocess.run(["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True, check=False)
     return result.stdout.strip()
+
+
+def process_identity(pid: int) -> dict[str, Any] | None:
+    """What tells the process ``pid`` from a later one given the same pid: its executable and its start time.
+    None when no such process runs."""
+    started = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True, check=False)
+    if not started.stdout.strip():
+        return None
+    return {"pid": pid, "executable": executable_of(pid), "started": started.stdout.strip()}
+
+
+def settled_identity(pid: int, timeout: float = 2.0) -> dict[str, Any] | None:
+    """:func:`process_identity` once the process runs its own program: a script started through
+    ``#!/usr/bin/env node`` is ``env`` for a moment before it becomes ``node``."""
+    deadline = time.monotonic() + timeout
+    identity = process_identity(pid)
+    while identity and Path(identity["executable"]).name == "env" and time.monotonic() < deadline:
+        time.sleep(0.02)
+        identity = process_identity(pid)
+    return identity
+
+
+def record_process(name: str, pid: int) -> None:
+    """Add the process ``pid`` to ``.sandbox/run.json`` under ``name``, with what identifies it."""
+    write_json(RUN_FILE, {**read_run_file(), name: settled_identity(pid) or {"pid": pid}})
+
+
+def still_recorded(entry: object) -> int | None:
+    """The pid of a recorded process when that very process still runs (same executable, same start time);
+    None for anything else: a pid taken since by another process, or a record of old holding a bare pid."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("pid"), int) or "started" not in entry:
+        return None
+    pid = int(entry["pid"])
+    if pid == os.getpid() or not pid_alive(pid):
+        return None
+    current = process_identity(pid)
+    if current is None or (current["executable"], current["started"]) != (entry.get("executable"), entry["started"]):
+        return None
+    return pid
 
 
 def terminate(pid: int, *, group: bool, timeout: float = 10.0) -> None:
@@ -151,17 +197,14 @@ def read_run_file() -> dict[str, Any]:
 
 
 def stop_recorded() -> list[str]:
-    """Stop the processes a previous run recorded, if they are still the ones it started; what was stopped."""
+    """Stop the processes a previous run recorded, if they are still the ones it started (the same executable,
+    started at the same time: a pid reused after a crash belongs to a stranger); what was stopped."""
     recorded = read_run_file()
     stopped = []
     # The runner first (it stops its own children), then whatever it left behind.
-    for name, marker, group in (
-        ("runner", "sandbox.run", False),
-        ("func", "func", False),
-        ("azurite", "azurite", True),
-    ):
-        pid = recorded.get(name)
-        if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid) and marker in command_of(pid):
+    for name, group in (("runner", False), ("func", False), ("azurite", True)):
+        pid = still_recorded(recorded.get(name))
+        if pid is not None:
             terminate(pid, group=group)
             stopped.append(f"{name} (pid {pid})")
     RUN_FILE.unlink(missing_ok=True)
@@ -321,7 +364,7 @@ def run_func(func: str, values: Mapping[str, Any]) -> int:
         # there (corporate proxies, CI images) would hide the sandbox's CA.
         env["REQUESTS_CA_BUNDLE"] = str(values["REQUESTS_CA_BUNDLE"])
     proc = subprocess.Popen([func, "start"], cwd=REPO, env=env)
-    write_json(RUN_FILE, {**read_run_file(), "func": proc.pid})
+    record_process("func", proc.pid)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -335,9 +378,8 @@ def run_func(func: str, values: Mapping[str, Any]) -> int:
 
 
 def start(no_func: bool) -> int:
-    recorded = read_run_file()
-    runner = recorded.get("runner")
-    if isinstance(runner, int) and pid_alive(runner) and "sandbox.run" in command_of(runner):
+    runner = still_recorded(read_run_file().get("runner"))
+    if runner is not None:
         raise RunError(f"already running (pid {runner}); stop it with Ctrl+C there, or `scripts/run stop`")
     stop_recorded()  # leftovers of a run that was killed
     STATE.mkdir(exist_ok=True)
@@ -351,11 +393,13 @@ def start(no_func: bool) -> int:
         azurite = Azurite(SANDBOX_AZURITE, STATE / "azurite.log")
     with terminate_raises_interrupt(), contextlib.ExitStack() as stack:
         try:
-            write_json(RUN_FILE, {"runner": os.getpid()})
+            write_json(RUN_FILE, {})
+            record_process("runner", os.getpid())
             stack.callback(RUN_FILE.unlink, missing_ok=True)
             stack.callback(azurite.stop)
             azurite.start()
-            write_json(RUN_FILE, {**read_run_file(), "azurite": azurite.proc.pid if azurite.proc else None})
+            if azurite.proc is not None:
+                record_process("azurite", azurite.proc.pid)  # it is node by now (its ports answer)
             say(
                 f"Azurite: blob {azurite.ports['blob']}, queue {azurite.ports['queue']}, table {azurite.ports['table']}"
             )

@@ -42,6 +42,8 @@ CONDITION_NOT_MET = (
     "UpdateConditionNotSatisfied",
     "The update condition specified in the request was not satisfied.",
 )
+#: Table storage's answer to input it cannot read (e.g. a continuation it did not issue).
+INVALID_INPUT = (400, "Bad Request", "InvalidInput", "One of the request inputs is not valid.")
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -245,6 +247,10 @@ class CountingStorageProxy:
     def fail_condition(self, service: str, method: str, path_part: str, *, times: int = 1) -> Fault:
         """Refuse the next ``times`` matching requests with 412 ``UpdateConditionNotSatisfied`` (a stale ETag)."""
         return self._add(Fault(service, method, path_part, times, "refused", refusal=CONDITION_NOT_MET))
+
+    def refuse_input(self, service: str, method: str, path_part: str, *, times: int = 1) -> Fault:
+        """Refuse the next ``times`` matching requests with 400 ``InvalidInput`` (input storage cannot read)."""
+        return self._add(Fault(service, method, path_part, times, "refused", refusal=INVALID_INPUT))
 
     def _add(self, fault: Fault) -> Fault:
         with self._lock:

@@ -38,6 +38,7 @@ DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
 MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
 TOKEN_KEEPALIVE_DAYS_SETTING = "PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS"
+CONTINUATION_KEY_SETTING = "PRODUCT_UPGRADE_CONTINUATION_KEY"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
@@ -88,8 +89,12 @@ ALL_SETTINGS: tuple[str, ...] = (
     MAX_DEFERRALS_SETTING,
     PUBLIC_URL_SETTING,
     TOKEN_KEEPALIVE_DAYS_SETTING,
+    CONTINUATION_KEY_SETTING,
     STORAGE_SETTING,
 )
+
+#: The shortest ``PRODUCT_UPGRADE_CONTINUATION_KEY`` accepted: 32 characters (of a random value: 128 bits and more).
+MIN_CONTINUATION_KEY_LENGTH = 32
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 
@@ -143,6 +148,8 @@ class Settings:
     public_url: str | None = None
     #: The keep-alive renews the App+User token when the stored refresh token has not been used for this many days.
     token_keepalive_days: float = float(DEFAULTS[TOKEN_KEEPALIVE_DAYS_SETTING])
+    #: Signs the list route's continuation tokens (HMAC-SHA256); None: tokens are not signed.
+    continuation_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +178,7 @@ class Settings:
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
             public_url=read_public_url(env),
             token_keepalive_days=reader.keepalive_days(TOKEN_KEEPALIVE_DAYS_SETTING),
+            continuation_key=reader.secret(CONTINUATION_KEY_SETTING, min_length=MIN_CONTINUATION_KEY_LENGTH),
         )
 
 
@@ -214,6 +222,13 @@ class _Reader:
         value = self.optional(name)
         if value is None:
             raise MissingSettingError(name)
+        return value
+
+    def secret(self, name: str, *, min_length: int) -> str | None:
+        """An optional secret value; set, it must be at least ``min_length`` characters (never echoed)."""
+        value = self.optional(name)
+        if value is not None and len(value) < min_length:
+            raise InvalidSettingError(name, f"a secret of at least {min_length} characters")
         return value
 
     def tenant(self, name: str) -> str:

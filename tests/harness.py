@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import azure.functions as func
 import pytest
@@ -164,6 +164,8 @@ def set_app_env(monkeypatch: pytest.MonkeyPatch, entra: FakeEntra, partner_cente
     monkeypatch.setenv("PARTNER_CENTER_APP_ID", APP_ID)
     monkeypatch.setenv("PARTNER_CENTER_APP_SECRET", APP_SECRET)
     monkeypatch.setenv("PARTNER_CENTER_REFRESH_TOKEN", REFRESH_TOKEN)
+    # Hosted as in Azure: the platform names the app's host (App.base_url's), so Location is the app's own.
+    monkeypatch.setenv("WEBSITE_HOSTNAME", urlsplit(App.base_url).netloc)
 
 
 def installed_app(entra: FakeEntra, partner_center: FakePartnerCenter) -> Iterator[App]:

@@ -206,7 +206,7 @@ def evaluate(
     return re.sub(r"@\{([^}]*)\}", lambda m: "" if (v := one(m.group(1))) is None else str(v), value)
 
 
-def test_create_and_wait_follows_location_to_the_end_and_branches_on_status(stored_app):
+def test_create_and_wait_follows_location_to_the_end_and_branches_on_status(stored_app, monkeypatch):
     definition = load("create-and-wait.workflow.json")
     action = definition["actions"]["Upgrade_customer_to_Azure_plan"]
     assert action.get("operationOptions", "") == ""  # the asynchronous pattern is on
@@ -217,6 +217,7 @@ def test_create_and_wait_follows_location_to_the_end_and_branches_on_status(stor
 
     client = Client(FunctionsWsgiApp([FUNCTION_KEY]))
     uri = urlsplit(inputs["uri"])
+    monkeypatch.setenv("WEBSITE_HOSTNAME", uri.netloc)  # the platform names the app's own host
     first = client.open(
         uri.path,
         base_url=f"{uri.scheme}://{uri.netloc}",

@@ -385,3 +385,13 @@ def test_point18_the_check_fails_when_funcignore_misses_something() -> None:
     lines = [line for line in read(".funcignore").splitlines() if line.strip() != ".sandbox/"]
     assert deployed([".sandbox/server.key"], GitIgnoreSpec.from_lines(lines)) == {".sandbox/server.key"}
     assert deployed(["function_app.py", "shared/x.py"], GitIgnoreSpec.from_lines(["*.py"])) == set()
+
+
+#: What an interrupted write of local.settings.json leaves behind: the settings, secrets included.
+SETTINGS_TEMP_FILES = ["local.settings.json.tmp", ".local.settings.json.tmp"]
+
+
+def test_a_settings_write_left_half_done_is_neither_deployed_nor_committed() -> None:
+    assert deployed(SETTINGS_TEMP_FILES, funcignore()) == set()
+    gitignore = GitIgnoreSpec.from_lines(read(".gitignore").splitlines())
+    assert [path for path in SETTINGS_TEMP_FILES if not gitignore.match_file(path)] == []

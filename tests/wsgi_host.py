@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -57,14 +57,19 @@ def http_routes() -> list[HttpRoute]:
 class FunctionsWsgiApp:
     """A WSGI application that dispatches to the HTTP functions (``get_user_function()``), as the host does.
 
-    Like the host, a route with auth level ``FUNCTION`` answers ``401`` with no body unless the request
-    carries one of ``function_keys`` in the ``x-functions-key`` header or the ``code`` query parameter.
+    Like the host, a route with auth level ``FUNCTION`` answers ``401`` with no body unless the request carries,
+    in the ``x-functions-key`` header or the ``code`` query parameter, a host key (``function_keys``: each opens
+    every function-level route) or one of that function's own keys (``keys_of[function name]``: each opens that
+    function only).
     """
 
-    def __init__(self, function_keys: Iterable[str] = ()) -> None:
+    def __init__(
+        self, function_keys: Iterable[str] = (), keys_of: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
         self.routes = http_routes()
         self.functions = user_functions()
         self.function_keys = frozenset(function_keys)
+        self.keys_of = {name: frozenset(keys.values()) for name, keys in (keys_of or {}).items()}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"].upper()
@@ -86,14 +91,14 @@ class FunctionsWsgiApp:
             match = route.pattern.match(relative)
             if match and method in route.methods:
                 req = self.request(environ, method, path, match.groupdict())
-                if route.auth_level != "ANONYMOUS" and not self.authorized(req):
+                if route.auth_level != "ANONYMOUS" and not self.authorized(req, route.function_name):
                     return func.HttpResponse(status_code=401)
                 return self.functions[route.function_name](req)
         return func.HttpResponse(status_code=404)
 
-    def authorized(self, req: func.HttpRequest) -> bool:
+    def authorized(self, req: func.HttpRequest, function_name: str) -> bool:
         key = req.headers.get("x-functions-key") or req.params.get("code")
-        return key in self.function_keys
+        return key in self.function_keys or key in self.keys_of.get(function_name, frozenset())
 
     @staticmethod
     def request(environ: dict[str, Any], method: str, path: str, route_params: dict[str, str]) -> func.HttpRequest:

@@ -2,11 +2,13 @@
 // them. Deploy into the app's resource group, with names from azd's environment (`azd env get-values`):
 //   az deployment group create -g "$AZURE_RESOURCE_GROUP" -f examples/logic-apps/main.bicep \
 //     -p functionAppName="$AZURE_FUNCTION_APP_NAME" storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
-//     -p notifyUrl='https://crm.example.com/hooks/upgrades'
+//     -p notifyUrl='https://crm.example.com/hooks/upgrades' \
+//     -p integrationKey="$INTEGRATION_KEY"
 // The workflows reach the storage queues with their own system-assigned identities (storage is identity-only),
-// and the function with its default host key, read here at deployment and kept as a secure parameter. The outcomes
-// workflow remembers the outcomeId of each outcome the CRM was told in a table of its own (created here), so a
-// second copy of an outcome (queues deliver at least once) is not told twice.
+// and the function with the integration key (infra/keys.bicep, deployed first): a function key that opens create,
+// eligibility and status only, never a host key, which would open every route of the app (docs/security.md).
+// The outcomes workflow remembers the outcomeId of each outcome the CRM was told in a table of its own (created
+// here), so a second copy of an outcome (queues deliver at least once) is not told twice.
 
 @description('Name of the function app (azd output AZURE_FUNCTION_APP_NAME).')
 param functionAppName string
@@ -17,6 +19,11 @@ param storageAccountName string
 @description('Where the workflows post outcomes: your CRM\'s webhook URL (it may carry a key, hence secure).')
 @secure()
 param notifyUrl string
+
+@description('The integration key infra/keys.bicep set on the create, eligibility and status functions.')
+@secure()
+@minLength(32)
+param integrationKey string
 
 @description('PRODUCT_UPGRADE_REQUESTS_QUEUE of the app.')
 param requestsQueueName string = 'product-upgrade-requests'
@@ -84,7 +91,7 @@ resource createAndWait 'Microsoft.Logic/workflows@2019-05-01' = {
         value: 'https://${functionApp.properties.defaultHostName}'
       }
       functionKey: {
-        value: listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default
+        value: integrationKey
       }
       notifyUrl: {
         value: notifyUrl

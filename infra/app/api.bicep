@@ -51,6 +51,9 @@ param maxDeferrals string
 param publicUrl string = ''
 @description('PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS: the keep-alive renews the App+User token after this many days unused.')
 param tokenKeepAliveDays string
+@secure()
+@description('PRODUCT_UPGRADE_CONTINUATION_KEY: signs the list route\'s continuation tokens (at least 32 characters).')
+param continuationKey string
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -232,6 +235,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS'
           value: tokenKeepAliveDays
+          name: 'PRODUCT_UPGRADE_CONTINUATION_KEY'
+          value: continuationKey
         }
       ]
     }

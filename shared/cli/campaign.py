@@ -19,6 +19,8 @@ from shared.errors import ProductUpgradeError, ValidationError
 from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
 from shared.upgrades.workflow import request_id_for
 
+from .csv_safety import SafeDictWriter, read_cell, read_row
+
 CUSTOMER_COLUMN = "customerId"
 PRODUCT_FAMILY_COLUMN = "productFamily"
 REQUEST_ID_COLUMN = "requestId"
@@ -187,12 +189,15 @@ def read_previous_report(path: Path) -> dict[tuple[str, str], Result]:
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
-            lookup = {column.strip().lower(): column for column in reader.fieldnames or [] if column}
+            lookup = {
+                read_cell(column).strip().lower(): read_cell(column) for column in reader.fieldnames or [] if column
+            }
             customer_column = lookup.get(CUSTOMER_COLUMN.lower())
             family_column = lookup.get(PRODUCT_FAMILY_COLUMN.lower())
             if customer_column is None or "status" not in lookup:
                 return {}
-            for raw in reader:
+            for written in reader:
+                raw = read_row(written)  # undo what the report's writer added against formula injection
                 try:
                     customer = parse_guid(raw.get(customer_column), CUSTOMER_COLUMN)
                     family = parse_product_family(
@@ -200,9 +205,7 @@ def read_previous_report(path: Path) -> dict[tuple[str, str], Result]:
                     )
                 except ValidationError:
                     continue
-                result = Result.from_columns(
-                    {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, str)}
-                )
+                result = Result.from_columns(raw)
                 if result.status == "accepted" and result.upgrade_id:
                     accepted[(customer, family.lower())] = result
     except FileNotFoundError:
@@ -214,7 +217,8 @@ def read_previous_report(path: Path) -> dict[tuple[str, str], Result]:
 
 class ReportWriter:
     """Appends a line as each row finishes (an interrupted run leaves a valid CSV), then writes the whole
-    report in the CSV's order at the end, one line per row."""
+    report in the CSV's order at the end, one line per row. Cells a spreadsheet would run as formulas are
+    written as text (``csv_safety``); :func:`read_previous_report` reads them back as they were."""
 
     def __init__(self, path: Path, campaign: Campaign, *, wait: bool) -> None:
         self.path = path
@@ -233,7 +237,7 @@ class ReportWriter:
         with self._lock:
             self.results[row.number] = result
             with open(self.path, "a", encoding="utf-8", newline="") as handle:
-                csv.DictWriter(handle, self._fieldnames, extrasaction="ignore").writerow(self._line(row, result))
+                SafeDictWriter(handle, self._fieldnames).writerow(self._line(row, result))
 
     def summary_line(self, rows: int) -> str:
         return f"report: {self.path} ({len(self.results)} of {rows} rows)"
@@ -247,7 +251,7 @@ class ReportWriter:
         by_number = {row.number: row for row in self._campaign.rows}
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, self._fieldnames, extrasaction="ignore")
+            writer = SafeDictWriter(handle, self._fieldnames)
             writer.writeheader()
             for number in numbers:
                 writer.writerow(self._line(by_number[number], self.results[number]))

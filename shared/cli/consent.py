@@ -10,9 +10,11 @@ it with the app's secret for tokens. The refresh token goes straight into Key Va
 from __future__ import annotations
 
 import argparse
+import hmac
 import html
 import os
 import threading
+import unicodedata
 import webbrowser
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -26,8 +28,8 @@ from shared.partner_center.secrets import KeyVaultSecretStore, SecretStore
 from shared.partner_center.tokens import RetryingHttpClient, carries_mfa
 from shared.settings import APP_ID_SETTING, APP_SECRET_SETTING, REFRESH_TOKEN_SETTING
 
-from .context import EXIT_OK, Context
-from .environment import LOCAL_SETTINGS_FILE, read_local_settings, write_local_setting
+from .context import EXIT_OK, ConfigurationError, Context
+from .environment import read_local_settings, write_local_setting
 
 #: Delegated scope of the Partner Center API that App+User calls need.
 USER_IMPERSONATION_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
@@ -57,6 +59,7 @@ def run_consent(context: Context, args: argparse.Namespace) -> int:
         flow = app.initiate_auth_code_flow(
             [USER_IMPERSONATION_SCOPE], redirect_uri=receiver.redirect_uri, prompt="select_account"
         )
+        receiver.state = flow["state"]
         context.output.warn(f"sign in as a partner admin agent (MFA) at:\n{flow['auth_uri']}")
         if not args.no_browser:
             webbrowser.open(flow["auth_uri"])
@@ -64,10 +67,8 @@ def run_consent(context: Context, args: argparse.Namespace) -> int:
     if response is None:
         raise TokenError("the sign-in did not come back within 10 minutes; run consent again", error="timeout")
     if "error" in response:
-        raise TokenError(
-            f"the sign-in was refused: {response['error']} ({response.get('error_description', '')[:200]})",
-            error=response["error"],
-        )
+        error, description = printable(response["error"])[:100], printable(response.get("error_description", ""))
+        raise TokenError(f"the sign-in was refused: {error} ({description[:200]})", error=error)
     try:
         result: dict[str, Any] = app.acquire_token_by_auth_code_flow(flow, response)
     except ValueError as exc:  # msal: state mismatch, a response that does not belong to this flow
@@ -122,19 +123,38 @@ def _store(context: Context, refresh_token: str) -> str:
     if isinstance(secrets, KeyVaultSecretStore):
         secrets.save_refresh_token(refresh_token)
         return f"Key Vault secret {context.settings.refresh_token_secret_name}"
-    before = read_local_settings(context.folder / LOCAL_SETTINGS_FILE).get(REFRESH_TOKEN_SETTING)
-    path = write_local_setting(context.folder, REFRESH_TOKEN_SETTING, refresh_token)
+    # The file the settings came from (the project's own, or --settings), never one in the working folder.
+    target = context.sources.looked_for
+    if target is None:
+        raise ConfigurationError(
+            "no local.settings.json to store the refresh token in (no project checkout holds this package): "
+            "name one with --settings PATH, or set KEY_VAULT_URL"
+        )
+    before = read_local_settings(target).get(REFRESH_TOKEN_SETTING)
+    path = write_local_setting(target, REFRESH_TOKEN_SETTING, refresh_token)
     current = os.environ.get(REFRESH_TOKEN_SETTING)
     if current and current != before:
         context.output.warn(f"{REFRESH_TOKEN_SETTING} is also set in the environment and wins over the file: unset it")
     return f"{path} ({REFRESH_TOKEN_SETTING})"
 
 
+def printable(text: str) -> str:
+    """``text`` without control characters (escape sequences, line breaks): what Entra, or whoever reached the
+    redirect port, sends back is shown as text, never acted on by the terminal."""
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")
+
+
 class _RedirectReceiver:
-    """A one-shot HTTP server on the loopback interface that takes Entra's redirect back."""
+    """A one-shot HTTP server on the loopback interface that takes Entra's redirect back.
+
+    Only a redirect carrying this sign-in's ``state`` counts: any other request to the port (another local
+    process, a web page) is answered 400 and the receiver goes on waiting.
+    """
 
     def __init__(self, port: int) -> None:
         self.response: dict[str, str] | None = None
+        #: The sign-in's ``state`` (msal's flow); until it is set, no request counts.
+        self.state: str | None = None
         self._arrived = threading.Event()
         receiver = self
 
@@ -143,6 +163,11 @@ class _RedirectReceiver:
                 query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
                 if "code" not in query and "error" not in query:
                     self.send_response(404)
+                    self.end_headers()
+                    return
+                state = query.get("state")
+                if receiver.state is None or state is None or not hmac.compare_digest(state, receiver.state):
+                    self.send_response(400)
                     self.end_headers()
                     return
                 if "error" in query:

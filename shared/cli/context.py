@@ -17,6 +17,8 @@ from shared.models import ProductUpgradeRequest, parse_guid, parse_product_famil
 from shared.settings import Settings, StorageConnection
 from shared.upgrades.runtime import Runtime
 
+from .environment import SettingsSources
+
 PROG = "product-upgrades"
 
 EXIT_OK = 0
@@ -61,6 +63,8 @@ class Context:
     def __init__(self, output: Output, folder: Path) -> None:
         self.output = output
         self.folder = folder
+        #: Where the settings came from (the environment, which local.settings.json); set by main.
+        self.sources = SettingsSources(None)
         self._runtime: Runtime | None = None
         self._settings: Settings | None = None
 

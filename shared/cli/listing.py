@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from shared.settings import STORAGE_SETTING
 from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, NoLedger, UpgradeRecord
 
 from .context import EXIT_OK, Context, parse_customer
+from .csv_safety import SafeDictWriter
 from .html_report import write_html_report
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -84,10 +84,10 @@ def count_states(records: list[UpgradeRecord]) -> dict[str, int]:
 
 def write_csv(path: Path, records: list[UpgradeRecord]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_COLUMNS)
+        # Caller-given ids (Idempotency-Key, MS-CorrelationId) and Partner Center's text: never a live formula.
+        writer = SafeDictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
-        for record in records:
-            writer.writerow({key: "" if value is None else value for key, value in record.to_json().items()})
+        writer.writerows(record.to_json() for record in records)
 
 
 def _title(state: str | None, customer: str | None) -> str:

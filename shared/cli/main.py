@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from shared import __version__, logs
-from shared.errors import ProductUpgradeError
+from shared.errors import ProductUpgradeError, SettingError
 
 from .context import (
     EXIT_CONFIGURATION,
@@ -26,21 +26,29 @@ from .context import (
     positive_int,
 )
 from .diagnosis import describe, exit_code_for
-from .environment import LocalSettingsError, apply_local_settings
+from .environment import LocalSettingsError, SettingsSources, load_settings, project_folder
 from .pool import WORKER_PREFIX
 from .single import cmd_eligibility, cmd_status, cmd_upgrade
+
+SETTINGS_HELP = (
+    "the local.settings.json to read (default: the project's own, beside host.json in the checkout holding "
+    "this package); the environment wins over it"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout, nothing else there")
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (to stderr)")
+    # Also after the command; SUPPRESS keeps a value given before it.
+    common.add_argument("--settings", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=SETTINGS_HELP)
 
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Partner Center product upgrades from the command line: one customer, or a campaign from a CSV.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--settings", type=Path, metavar="PATH", default=None, help=SETTINGS_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     upgrade = commands.add_parser("upgrade", parents=[common], help="upgrade one customer")
@@ -92,13 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, folder: Path | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, folder: Path | None = None, project: Path | None = None) -> int:
+    """Run one command in ``folder`` (the working folder); ``project`` stands for the checkout holding the
+    package, whose ``local.settings.json`` is read (found from the package itself when not given)."""
     args = build_parser().parse_args(argv)
     output = Output(args.json)
     _configure_logging(args.verbose)
     context = Context(output, folder or Path.cwd())
     try:
-        apply_local_settings(context.folder)
+        context.sources = load_settings(context.folder, explicit=args.settings, project=project or project_folder())
+        _say_where_settings_come_from(output, context.sources)
         return COMMANDS[args.command](context, args)
     except UsageError as exc:
         return _fail(output, EXIT_USAGE, "usage_error", str(exc))
@@ -108,6 +119,8 @@ def main(argv: Sequence[str] | None = None, *, folder: Path | None = None) -> in
         return _fail(output, EXIT_CONFIGURATION, "configuration_error", str(exc))
     except ProductUpgradeError as exc:
         message = describe(exc, context.storage_connection())
+        if isinstance(exc, SettingError):
+            message = f"{message}; {context.sources.help()}"
         return _fail(output, exit_code_for(exc), exc.code, message, exc.partner_center_error_code)
     except KeyboardInterrupt:
         output.warn("interrupted")
@@ -126,6 +139,17 @@ def run() -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def _say_where_settings_come_from(output: Output, sources: SettingsSources) -> None:
+    if sources.file is not None:
+        output.warn(f"settings: {sources.describe()}")
+    if sources.ignored is not None:
+        output.warn(
+            f"not reading {sources.ignored}: settings come from the environment, the project's own "
+            f"local.settings.json or --settings PATH, never from a file that is merely in the working folder "
+            f"(it could send the credentials elsewhere); if you trust it: --settings {sources.ignored}"
+        )
 
 
 def _fail(output: Output, code: int, error: str, message: str, partner_center_error_code: str | None = None) -> int:

@@ -26,7 +26,7 @@ from shared.models import (
     parse_product_family,
 )
 from shared.retry import time_budget
-from shared.settings import read_public_url
+from shared.settings import PUBLIC_URL_SETTING, read_public_url
 from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES
 from shared.upgrades.runtime import get_runtime
 from shared.upgrades.workflow import OperationIds, request_id_for
@@ -44,7 +44,10 @@ PROBLEM_TYPE_BASE = "urn:partner-center-product-upgrades:problem:"
 ROUTE_PREFIX = "api"
 #: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
 WEBSITE_HOSTNAME = "WEBSITE_HOSTNAME"
+#: ``Development`` under Core Tools (``func start``); ``Production`` (or unset) when hosted.
+FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
+_ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
 
 
@@ -112,7 +115,8 @@ def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
             raise ValidationError(f"state must be one of {', '.join(UPGRADE_STATES)}")
         customer = _query(req, "customerId")
         top = _query(req, "top")
-        if top is not None and not (top.isdigit() and 1 <= int(top) <= MAX_PAGE_SIZE):
+        # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits.
+        if top is not None and not (_ASCII_DIGITS.fullmatch(top) and 1 <= int(top) <= MAX_PAGE_SIZE):
             raise ValidationError(f"top must be a whole number from 1 to {MAX_PAGE_SIZE}")
         page = get_runtime().ledger.list_upgrades(
             state=state,
@@ -161,27 +165,71 @@ def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRe
     query: dict[str, str] = {"customerId": request.customer_id}
     if request.product_family != DEFAULT_PRODUCT_FAMILY:
         query["productFamily"] = request.product_family
+    base, chosen_by_the_app = _api_base(req)
     code = req.params.get("code")
-    if code:
+    # The key goes only to a host the app chose (or a local run's): outside local runs, a base taken from the
+    # request's own Host could be a forged one, and a poller would carry the key there.
+    if code and (chosen_by_the_app or local_run()):
         query["code"] = code
-    return f"{api_base_url(req)}/productupgrades/{upgrade_id}?{urlencode(query)}"
+    return f"{base}/productupgrades/{upgrade_id}?{urlencode(query)}"
 
 
 def api_base_url(req: func.HttpRequest) -> str:
     """What stands for the app's ``/api``: ``PRODUCT_UPGRADE_PUBLIC_URL``, else ``https://{WEBSITE_HOSTNAME}/api``
-    in Azure, else (local runs) the request's own scheme and host.
+    in Azure, else the request's own scheme and host (local runs; hosting without either setting, where
+    ``Location`` then carries no key).
 
     The client's Host (or X-Forwarded-Host) never chooses where a poller is sent with a key.
     """
+    return _api_base(req)[0]
+
+
+def _api_base(req: func.HttpRequest) -> tuple[str, bool]:
+    """:func:`api_base_url`, and whether the app chose it (a setting, the platform) rather than the request."""
     public_url = read_public_url(os.environ)
     if public_url:
-        return public_url
-    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
-    # Core Tools sets WEBSITE_HOSTNAME to localhost:<port> too: that is a local run, served over http.
-    if _HOST.fullmatch(host) and host.rsplit(":", 1)[0].lower() not in _LOCAL_HOSTS:
-        return f"https://{host}/{ROUTE_PREFIX}"
+        return public_url, True
+    host = _platform_host()
+    if host is not None:
+        return f"https://{host}/{ROUTE_PREFIX}", True
     own = urlsplit(str(req.url))
-    return f"{own.scheme}://{own.netloc}/{ROUTE_PREFIX}"
+    return f"{own.scheme}://{own.netloc}/{ROUTE_PREFIX}", False
+
+
+def _platform_host() -> str | None:
+    """``WEBSITE_HOSTNAME`` as App Service and Flex Consumption set it; None when unset or a local host (Core
+    Tools sets it to localhost:<port> too: that is a local run, served over http)."""
+    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
+    if _HOST.fullmatch(host) and host.rsplit(":", 1)[0].lower() not in _LOCAL_HOSTS:
+        return host
+    return None
+
+
+def local_run() -> bool:
+    """Running under Core Tools (``func start``): ``AZURE_FUNCTIONS_ENVIRONMENT`` is ``Development``, or
+    ``WEBSITE_HOSTNAME`` names a local host."""
+    if (os.environ.get(FUNCTIONS_ENVIRONMENT) or "").strip().lower() == "development":
+        return True
+    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
+    return bool(host) and host.rsplit(":", 1)[0].lower() in _LOCAL_HOSTS
+
+
+def check_location_base() -> None:
+    """Said at start-up: outside local runs with neither ``PRODUCT_UPGRADE_PUBLIC_URL`` nor ``WEBSITE_HOSTNAME``
+    (container hosting), ``Location`` comes from the request's own host and so carries no ``code`` key. Reads
+    only the environment and never raises: importing the function app needs no settings."""
+    try:
+        chosen = read_public_url(os.environ) is not None or _platform_host() is not None
+    except ProductUpgradeError:
+        return  # a malformed PRODUCT_UPGRADE_PUBLIC_URL is named by the first call that needs it
+    if not chosen and not local_run():
+        log.warning(
+            "Neither %s nor %s is set: Location headers are built from each request's own host and carry no "
+            "code key, so a poller must send its key itself; set %s to the app's public URL",
+            PUBLIC_URL_SETTING,
+            WEBSITE_HOSTNAME,
+            PUBLIC_URL_SETTING,
+        )
 
 
 def problem(

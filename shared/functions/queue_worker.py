@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,9 @@ from shared.upgrades.workflow import OperationIds, request_id_for
 log = logging.getLogger(__name__)
 
 ResultStatus = Literal["accepted", "rejected", "failed"]
+
+#: A queue message id as Azure Storage issues them (a GUID in its 8-4-4-4-12 form).
+_MESSAGE_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 #: One queue invocation gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
 QUEUE_TIME_BUDGET_SECONDS = 120.0
@@ -210,8 +214,17 @@ def parse_message(raw: bytes) -> QueueRequest:
         correlation_id=_caller_id(data, "correlationId"),
         check_eligibility=bool(check),
         deferrals=deferrals,
-        original_message_id=optional_str(data, "originalMessageId"),
+        original_message_id=_original_message_id(data),
     )
+
+
+def _original_message_id(data: dict[str, Any]) -> str | None:
+    """Only this app writes ``originalMessageId`` (on a deferral): a queue message id, which Azure makes a GUID.
+    Anything else would reach the result's ``messageId`` and the log as the producer wrote it."""
+    value = optional_str(data, "originalMessageId")
+    if value is not None and not _MESSAGE_ID.fullmatch(value):
+        raise ValidationError("originalMessageId must be the id of a queue message (a GUID); only the app sets it")
+    return value
 
 
 def _caller_id(data: dict[str, Any], key: str) -> str | None:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import threading
@@ -306,13 +308,36 @@ def _reading() -> Iterator[None]:
         raise StorageUnavailableError(f"the ledger could not be read ({type(exc).__name__})") from None
 
 
+@contextlib.contextmanager
+def _refused_position(position: Mapping[str, str] | None) -> Iterator[None]:
+    """Storage answering 400 to a query resuming from ``position``: the position (the caller's continuation
+    token) is what it could not read, the caller's mistake rather than an outage."""
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        yield
+    except HttpResponseError as exc:
+        if position is None or exc.status_code != 400:
+            raise
+        raise ValidationError("continuationToken is not one this app issued; start again without it") from None
+
+
 class TableLedger:
     """The ledger in the table ``PRODUCT_UPGRADE_TABLE`` of the host's storage account; created on first use."""
 
-    def __init__(self, storage: StorageConnection, table_name: str, credential: TokenCredential | None = None) -> None:
+    def __init__(
+        self,
+        storage: StorageConnection,
+        table_name: str,
+        credential: TokenCredential | None = None,
+        *,
+        continuation_key: str | None = None,
+    ) -> None:
         self._storage = storage
         self._table_name = table_name
         self._credential = credential
+        #: PRODUCT_UPGRADE_CONTINUATION_KEY: signs the listing's continuation tokens when set.
+        self._continuation_key = continuation_key
         self._lock = threading.Lock()
         self._table: TableClient | None = None
         self._paused_until = 0.0
@@ -494,8 +519,9 @@ class TableLedger:
         if customer_id is not None:
             query += " and CustomerId eq @customer"
             parameters["customer"] = customer_id
-        position = decode_continuation_token(continuation_token) if continuation_token else None
-        with _reading():
+        key = self._continuation_key
+        position = decode_continuation_token(continuation_token, key) if continuation_token else None
+        with _reading(), _refused_position(position):
             pages = (
                 self._client()
                 .query_entities(query, parameters=parameters, results_per_page=top, **_table_call_limits())
@@ -503,7 +529,7 @@ class TableLedger:
             )
             items = [_upgrade_from(entity) for entity in next(pages, [])]
             next_position = getattr(pages, "continuation_token", None)
-        token = encode_continuation_token(next_position) if next_position else None
+        token = encode_continuation_token(next_position, key) if next_position else None
         return UpgradePage(items, token)
 
     def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
@@ -677,27 +703,63 @@ def _without_none(entity: dict[str, Any]) -> dict[str, Any]:
 
 # -- continuation tokens -----------------------------------------------------------------------------------
 _TOKEN_VERSION = "v1"
+#: Tokens signed with PRODUCT_UPGRADE_CONTINUATION_KEY: ``<payload>.<HMAC-SHA256 of it>``, both base64url.
+_SIGNED_TOKEN_VERSION = "v2"
+_MAX_TOKEN_LENGTH = 2048
+#: Storage's own continuation values are printable ASCII (base64 and ``!``-separated counts): nothing else
+#: can be one, and a request could not even carry some of it.
+_MAX_POSITION_LENGTH = 1024
 
 
-def encode_continuation_token(position: Mapping[str, Any]) -> str:
-    """An opaque, URL-safe token for the table's next page (partition and row key to resume from)."""
-    payload = {"v": _TOKEN_VERSION, "pk": position.get("PartitionKey"), "rk": position.get("RowKey")}
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+def encode_continuation_token(position: Mapping[str, Any], key: str | None = None) -> str:
+    """An opaque, URL-safe token for the table's next page (partition and row key to resume from); signed with
+    ``key`` (HMAC-SHA256) when one is given."""
+    version = _SIGNED_TOKEN_VERSION if key else _TOKEN_VERSION
+    payload = {"v": version, "pk": position.get("PartitionKey"), "rk": position.get("RowKey")}
+    encoded = _b64encode(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{encoded}.{_b64encode(_signature(key, encoded))}" if key else encoded
 
 
-def decode_continuation_token(token: str) -> dict[str, str]:
-    """The table position of a token this app issued; :class:`ValidationError` for anything else."""
+def decode_continuation_token(token: str, key: str | None = None) -> dict[str, str]:
+    """The table position of a token this app issued (signed with ``key`` when one is given);
+    :class:`ValidationError` for anything else."""
     invalid = ValidationError("continuationToken is not one this app issued; start again without it")
-    if len(token) > 2048:
+    if len(token) > _MAX_TOKEN_LENGTH:
+        raise invalid
+    encoded, dot, signature = token.partition(".")
+    if key:
+        try:
+            signed = hmac.compare_digest(_b64decode(signature), _signature(key, encoded))
+        except (binascii.Error, ValueError):
+            signed = False
+        if not (dot and signed):
+            raise invalid
+    elif dot:
         raise invalid
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
+        payload = json.loads(_b64decode(encoded))
     except (binascii.Error, ValueError):
         raise invalid from None
-    if not isinstance(payload, dict) or payload.get("v") != _TOKEN_VERSION:
+    if not isinstance(payload, dict) or payload.get("v") != (_SIGNED_TOKEN_VERSION if key else _TOKEN_VERSION):
         raise invalid
     partition, row = payload.get("pk"), payload.get("rk")
-    if not isinstance(partition, str) or not isinstance(row, str) or not partition or not row:
+    if not (_storage_position(partition) and _storage_position(row)):
         raise invalid
+    assert isinstance(partition, str) and isinstance(row, str)
     return {"PartitionKey": partition, "RowKey": row}
+
+
+def _storage_position(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= _MAX_POSITION_LENGTH and value.isascii() and value.isprintable()
+
+
+def _signature(key: str, encoded: str) -> bytes:
+    return hmac.new(key.encode(), b"continuationToken:" + encoded.encode(), hashlib.sha256).digest()
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

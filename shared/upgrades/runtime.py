@@ -157,7 +157,7 @@ def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
         return NoLedger()
-    return TableLedger(storage, settings.table_name, credential)
+    return TableLedger(storage, settings.table_name, credential, continuation_key=settings.continuation_key)
 
 
 def _shared_state(settings: Settings, credential: TokenCredential | None) -> SharedState:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,6 +61,13 @@ STALL_POLLS = 6
 MIN_STALL_SECONDS = 1800.0
 #: Conditional writes of one check's result, each on a fresher record, before the check is tried again later.
 MAX_WRITES = 3
+
+#: Bounds of a tracking message's counts. The check number is stored in the ledger (a 32-bit integer in the
+#: table); the failures only choose a backoff that stops growing after two, and 2 ** failures must stay cheap.
+MAX_CHECKS = 2**31 - 1
+MAX_FAILURES = 10_000
+#: The ledger key of an upgrade: the request id (MS-RequestId) that started it, always a GUID.
+_LEDGER_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 CheckResult = Literal["running", "ended", "retry", "stale", "done", "missing", "pending"]
 
@@ -96,14 +104,26 @@ class TrackingCheck:
         check, failures = data.get("check", 1), data.get("failures", 0)
         if not all(isinstance(value, str) and 0 < len(value) <= 128 for value in (upgrade_id, ledger_key, family)):
             raise ValidationError("a tracking message needs upgradeId, ledgerKey and productFamily")
-        if not (isinstance(check, int) and isinstance(failures, int) and check >= 1 and failures >= 0):
-            raise ValidationError("a tracking message's check and failures must be counts")
+        if not (_count(check, 1, MAX_CHECKS) and _count(failures, 0, MAX_FAILURES)):
+            raise ValidationError(
+                f"a tracking message's check (1 to {MAX_CHECKS}) and failures (0 to {MAX_FAILURES}) must be counts"
+            )
         assert isinstance(upgrade_id, str) and isinstance(ledger_key, str) and isinstance(family, str)
+        if not _LEDGER_KEY.fullmatch(ledger_key):
+            raise ValidationError("a tracking message's ledgerKey must be a ledger key (a request id, a GUID)")
         return cls(upgrade_id, parse_guid(data.get("customerId"), "customerId"), family, ledger_key, check, failures)
+
+    def failed_again(self) -> TrackingCheck:
+        """The same check after one more transient failure (the count stops at :data:`MAX_FAILURES`)."""
+        return replace(self, failures=min(self.failures + 1, MAX_FAILURES))
 
     @classmethod
     def first(cls, record: UpgradeRecord) -> TrackingCheck:
         return cls(record.upgrade_id, record.customer_id, record.product_family, record.ledger_key, record.checks + 1)
+
+
+def _count(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
@@ -215,7 +235,7 @@ class UpgradeTracker:
 
     def retry_later(self, check: TrackingCheck, error: ProductUpgradeError | None = None) -> None:
         """Schedule the same check again with backoff (or the Retry-After ``error`` carries)."""
-        self._scheduler.schedule_check(replace(check, failures=check.failures + 1).to_json(), self._delay(check, error))
+        self._scheduler.schedule_check(check.failed_again().to_json(), self._delay(check, error))
 
     # -- steps -------------------------------------------------------------------------------------------------
     def _still_running(self, record: UpgradeRecord, check: TrackingCheck, status: ProductUpgradesStatus) -> CheckResult:

@@ -42,6 +42,14 @@ class Cli:
         self.folder = folder
         self.entra = entra
         self.partner_center = partner_center
+        #: Stands for the checkout holding the package (in-process runs): its local.settings.json is the
+        #: project's own, read by every command; empty unless a test writes it (never the developer's own).
+        self.project = folder / "checkout"
+        self.project.mkdir(exist_ok=True)
+
+    @property
+    def project_settings(self) -> Path:
+        return self.project / "local.settings.json"
 
     def run(self, *args: str) -> Ran:
         """``main(args)`` in this process, in ``folder``; os.environ is restored after (local.settings.json is
@@ -50,7 +58,7 @@ class Cli:
         out, err = io.StringIO(), io.StringIO()
         try:
             with contextlib.chdir(self.folder), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli_main.main(list(args))
+                code = cli_main.main(list(args), project=self.project)
         finally:
             os.environ.clear()
             os.environ.update(saved)

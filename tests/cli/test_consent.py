@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -32,7 +34,8 @@ def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
     monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
     (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": {"Other": "kept"}}))
 
-    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    settings = str(cli.folder / "local.settings.json")
+    proc = cli.spawn("--settings", settings, "consent", "--no-browser", "--port", "0", "--json")
     page = _sign_in(proc)
     stdout, stderr = proc.communicate(timeout=30)
 
@@ -50,7 +53,7 @@ def test_consent_stores_the_refresh_token_in_local_settings_without_printing_it(
     grant = cli.entra.requests_to("/oauth2/v2.0/token")[-1].form()
     assert grant["grant_type"] == "authorization_code" and grant["code_verifier"]
     # The functions (and the command line) now work with the stored token.
-    assert cli.run("upgrade", str(uuid.uuid4())).code == 0
+    assert cli.run("--settings", settings, "upgrade", str(uuid.uuid4())).code == 0
 
 
 def test_consent_stores_the_refresh_token_in_key_vault(
@@ -132,3 +135,56 @@ def test_consent_warns_when_the_sign_in_did_not_use_mfa(cli: Cli, monkeypatch: p
     assert proc.returncode == 0, stderr  # stored all the same: it works until Partner Center enforces MFA
     assert "carries no MFA claim" in stderr and "sign in with multi-factor authentication" in stderr
     assert "used multi-factor authentication" not in stdout
+
+
+# -- the redirect receiver ----------------------------------------------------------------------------------
+
+
+def sign_in_url(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for _ in range(20):
+        line = proc.stderr.readline()
+        if line.startswith("https://"):
+            return line.strip()
+    raise AssertionError("the command printed no sign-in URL")
+
+
+def spawn_consent(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen[str]:
+    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
+    (cli.folder / "local.settings.json").write_text('{"IsEncrypted": false, "Values": {}}')
+    return cli.spawn("--settings", str(cli.folder / "local.settings.json"), "consent", "--no-browser", "--port", "0")
+
+
+def test_consent_ignores_a_redirect_that_is_not_its_own_sign_in(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    proc = spawn_consent(cli, monkeypatch)
+    url = sign_in_url(proc)
+    redirect = parse_qs(urlsplit(url).query)["redirect_uri"][0]
+    # Another local process (or a web page) reaches the port first: no state, or a state of its own.
+    for forged in ({"error": "access_denied"}, {"error": "access_denied", "state": "guess"}, {"code": "x"}):
+        answer = requests.get(redirect, params=forged, timeout=10)
+        assert answer.status_code == 400
+    time.sleep(0.3)
+    assert proc.poll() is None, "the forged redirect ended the sign-in"
+
+    page = requests.get(url, timeout=10)  # the partner admin's browser: Entra's redirect with the right state
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 0, stderr
+    assert page.status_code == 200 and "Signed in" in page.text
+
+
+def test_consent_prints_entras_error_description_without_control_characters(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.entra.sign_in_error = "access_denied"
+    cli.entra.sign_in_error_description = "AADSTS65004: declined\x1b[2J\x1b]0;owned\x07\r\nERROR forged line\x9b31m"
+
+    proc = spawn_consent(cli, monkeypatch)
+    page = requests.get(sign_in_url(proc), timeout=10)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 3
+    assert "Consent not given" in page.text
+    assert "AADSTS65004: declined" in stderr and "access_denied" in stderr
+    assert not [ch for ch in stderr if not ch.isprintable() and ch != "\n"], repr(stderr)
+    assert not any(line.startswith("ERROR forged line") for line in stderr.splitlines())

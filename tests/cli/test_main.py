@@ -9,10 +9,12 @@ import subprocess
 import sys
 import tomllib
 import uuid
+from typing import Any
 
 import pytest
 
 import shared
+from sandbox import FakeEntra
 from shared.cli import main as cli_main
 from tests.cli.helpers import REPO_ROOT, Cli, customers, read_report, write_csv
 
@@ -98,7 +100,7 @@ def test_token_rejected_midway_stops_the_campaign_with_exit_3(cli: Cli) -> None:
     assert cli.partner_center.create_posts <= 2  # the first row (and its one retry with a fresh token), no more
 
 
-def test_settings_come_from_local_settings_json_when_not_in_the_environment(
+def test_settings_come_from_the_projects_local_settings_json_when_not_in_the_environment(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = {name: os.environ[name] for name in ("PARTNER_CENTER_TENANT_ID", "PARTNER_CENTER_BASE_URL")}
@@ -106,27 +108,95 @@ def test_settings_come_from_local_settings_json_when_not_in_the_environment(
         monkeypatch.delenv(name)
     monkeypatch.setenv("PARTNER_CENTER_AUTHORITY_HOST", "")  # empty counts as unset: the file's value is used
     values["PARTNER_CENTER_AUTHORITY_HOST"] = cli.entra.url
-    (cli.folder / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    cli.project_settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
 
     ran = cli.run("eligibility", str(uuid.uuid4()), "--json")
 
     assert ran.code == 0, ran.stderr
     assert ran.json()["isEligible"] is True
+    assert f"settings: the environment and {cli.project_settings}" in ran.stderr
 
 
 def test_environment_wins_over_local_settings_json(cli: Cli) -> None:
-    (cli.folder / "local.settings.json").write_text(
-        json.dumps({"Values": {"PARTNER_CENTER_BASE_URL": "https://127.0.0.1:9/nowhere"}})
-    )
+    cli.project_settings.write_text(json.dumps({"Values": {"PARTNER_CENTER_BASE_URL": "https://127.0.0.1:9/nowhere"}}))
     assert cli.run("eligibility", str(uuid.uuid4())).code == 0
 
 
 def test_broken_local_settings_json_exits_3(cli: Cli) -> None:
-    (cli.folder / "local.settings.json").write_text("{not json")
+    cli.project_settings.write_text("{not json")
     ran = cli.run("eligibility", str(uuid.uuid4()))
     assert ran.code == 3 and "local.settings.json is not valid JSON" in ran.stderr
-    (cli.folder / "local.settings.json").write_text('{"Values": ["a"]}')
+    cli.project_settings.write_text('{"Values": ["a"]}')
     assert cli.run("eligibility", str(uuid.uuid4())).code == 3
+
+
+def test_a_local_settings_json_in_the_working_folder_cannot_send_the_credentials_elsewhere(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, ca_env: Any
+) -> None:
+    # The partner's own settings (the project's file) name its endpoints; the environment leaves them to it.
+    endpoints = ("PARTNER_CENTER_AUTHORITY_HOST", "PARTNER_CENTER_BASE_URL")
+    cli.project_settings.write_text(json.dumps({"Values": {name: os.environ[name] for name in endpoints}}))
+    for name in endpoints:
+        monkeypatch.delenv(name)
+    with FakeEntra(tls=ca_env) as attacker:
+        # A campaign folder someone sent: a CSV and a local.settings.json naming their own endpoints.
+        planted = {"PARTNER_CENTER_AUTHORITY_HOST": attacker.url, "PARTNER_CENTER_BASE_URL": attacker.url}
+        (cli.folder / "local.settings.json").write_text(json.dumps({"Values": planted}))
+        path = write_csv(cli.folder / "wave.csv", [{"customerId": c} for c in customers(2)])
+
+        ran = cli.run("bulk", str(path), "--report", "r.csv")
+
+        assert attacker.requests == [], "the app secret and refresh token went to the planted endpoint"
+    assert ran.code == 0, ran.stderr
+    assert cli.entra.requests_to("/oauth2/v2.0/token") and cli.partner_center.create_posts == 2
+    assert f"not reading {cli.folder / 'local.settings.json'}" in ran.stderr
+    assert f"--settings {cli.folder / 'local.settings.json'}" in ran.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_settings_file_named_with_the_settings_option_is_read(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    tenant = os.environ["PARTNER_CENTER_TENANT_ID"]
+    settings = cli.folder / "partner.settings.json"
+    settings.write_text(json.dumps({"Values": {"PARTNER_CENTER_TENANT_ID": tenant}}))
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+    cli.project_settings.write_text(json.dumps({"Values": {"PARTNER_CENTER_TENANT_ID": "not-this.example"}}))
+    option = ["--settings", str(settings)]
+    args = (
+        [*option, "eligibility", str(uuid.uuid4())]
+        if where == "before"
+        else ["eligibility", str(uuid.uuid4()), *option]
+    )
+
+    ran = cli.run(*args, "--json")
+
+    assert ran.code == 0, ran.stderr
+    assert f"settings: the environment and {settings}" in ran.stderr
+    assert cli.entra.requests_to("/oauth2/v2.0/token")[0].path.startswith(f"/{tenant}/")
+
+
+def test_a_missing_setting_names_the_sources_read_and_how_to_point_at_a_file(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PARTNER_CENTER_TENANT_ID")
+
+    ran = cli.run("eligibility", str(uuid.uuid4()), "--json")
+
+    assert ran.code == 3
+    message = ran.json()["error"]["message"]
+    assert message.startswith("setting PARTNER_CENTER_TENANT_ID is required but not set")
+    assert f"settings read from the environment only ({cli.project_settings} does not exist)" in message
+    assert "--settings PATH" in message and message in ran.stderr
+    cli.project_settings.write_text(json.dumps({"Values": {"Other": "x"}}))
+    again = cli.run("eligibility", str(uuid.uuid4()), "--json").json()["error"]["message"]
+    assert f"settings read from the environment and {cli.project_settings}" in again
+
+
+def test_a_settings_file_that_does_not_exist_exits_3(cli: Cli) -> None:
+    ran = cli.run("--settings", str(cli.folder / "nope.json"), "eligibility", str(uuid.uuid4()))
+    assert ran.code == 3 and f"--settings {cli.folder / 'nope.json'}: no such file" in ran.stderr
+    assert cli.partner_center.requests == []
 
 
 # -- packaging -----------------------------------------------------------------------------------------------

@@ -40,14 +40,18 @@ from tests.harness import indexed_functions
 REPO = Path(__file__).resolve().parents[2]
 CONNECTOR = REPO / "connector"
 SCHEMAS = REPO.parent / "shared" / "schemas" / "power-platform-connectors"
-#: HTTP routes that are the operator's, not a caller's: not in the connector.
-OPERATOR_ROUTES = {"health", "health/details", "openapi.json"}
+#: HTTP routes in neither connector: health (anonymous, and its details for operators' probes) and the description.
+UNDESCRIBED_ROUTES = {"health", "health/details", "openapi.json"}
+#: The integrations' connector (connector/): what the integration key opens.
 OPERATION_IDS = {
     "CreateProductUpgrade",
     "CheckProductUpgradeEligibility",
     "GetProductUpgradeStatus",
-    "ListProductUpgrades",
 }
+#: The operators' connector (connector/operator/): the ledger's routes, opened by the operator key.
+OPERATOR_OPERATION_IDS = {"ListProductUpgrades"}
+#: Which functions each key opens (infra/keys.bicep reads the same file).
+ACCESS = json.loads((REPO / "infra" / "app" / "function-access.json").read_text(encoding="utf-8"))
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
 
 
@@ -60,6 +64,16 @@ def definition() -> Any:
     return load("apiDefinition.swagger.json")
 
 
+@pytest.fixture(scope="module")
+def operator_definition() -> Any:
+    return load("operator/apiDefinition.swagger.json")
+
+
+@pytest.fixture(params=["integration", "operator"])
+def any_definition(request, definition, operator_definition) -> Any:
+    return definition if request.param == "integration" else operator_definition
+
+
 def operations(definition: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """(METHOD, route without /api) -> operation object."""
     return {
@@ -70,10 +84,12 @@ def operations(definition: Any) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def app_routes() -> set[tuple[str, str]]:
-    """(METHOD, route) of every HTTP function the app indexes."""
+def app_routes(functions: set[str] | None = None) -> set[tuple[str, str]]:
+    """(METHOD, route) of every HTTP function the app indexes (of ``functions`` only, when given)."""
     routes = set()
-    for function in indexed_functions().values():
+    for name, function in indexed_functions().items():
+        if functions is not None and name not in functions:
+            continue
         for binding in json.loads(function.get_function_json())["bindings"]:
             if binding["type"] == "httpTrigger":
                 routes |= {(method.upper(), binding["route"]) for method in binding["methods"]}
@@ -88,17 +104,36 @@ def schema_of(definition: Any, name: str) -> dict[str, Any]:
 # -- one source of truth: routes and models --------------------------------------------------------------
 
 
-def test_every_app_route_is_an_operation_and_every_operation_a_route(definition):
-    described = set(operations(definition))
-    served = {(method, route) for method, route in app_routes() if route not in OPERATOR_ROUTES}
+def test_every_app_route_is_an_operation_and_every_operation_a_route(definition, operator_definition):
+    described = set(operations(definition)) | set(operations(operator_definition))
+    served = {(method, route) for method, route in app_routes() if route not in UNDESCRIBED_ROUTES}
     assert described - served == set(), "operations the app does not serve"
     assert served - described == set(), "routes the connector does not describe"
     assert {("GET", "health"), ("GET", "openapi.json")} <= app_routes()
 
 
-def test_operation_ids_and_connector_essentials(definition):
+def test_the_integrations_connector_describes_only_what_the_integration_key_opens(definition):
+    # Any flow maker sharing the connection holds its key: the ledger (every customer, upgrade and order id)
+    # stays out of it.
+    assert set(operations(definition)) <= app_routes(set(ACCESS["integration"]))
+    assert not set(operations(definition)) & app_routes(set(ACCESS["operator"]))
+    assert "integration key" in definition["securityDefinitions"]["api_key"]["description"]
+
+
+def test_the_operators_connector_describes_only_what_the_operator_key_opens(operator_definition):
+    assert set(operations(operator_definition)) <= app_routes(set(ACCESS["operator"]))
+    assert "operator key" in operator_definition["securityDefinitions"]["api_key"]["description"]
+
+
+def test_operation_ids_and_connector_essentials(definition, operator_definition):
+    assert {op["operationId"] for op in operations(definition).values()} == OPERATION_IDS
+    assert {op["operationId"] for op in operations(operator_definition).values()} == OPERATOR_OPERATION_IDS
+    for described in (definition, operator_definition):
+        check_connector_essentials(described)
+
+
+def check_connector_essentials(definition: Any) -> None:
     ops = operations(definition)
-    assert {op["operationId"] for op in ops.values()} == OPERATION_IDS
     assert definition["swagger"] == "2.0" and definition["basePath"] == "/api" and definition["schemes"] == ["https"]
     assert definition["securityDefinitions"] == {
         "api_key": {
@@ -119,11 +154,12 @@ def test_operation_ids_and_connector_essentials(definition):
         assert "application/problem+json" in op["produces"]
 
 
-def test_connector_page_names_each_operation_and_the_import_commands(definition):
+def test_connector_page_names_each_operation_and_the_import_commands(definition, operator_definition):
     page = (REPO / "docs" / "connector-and-logic-apps.md").read_text(encoding="utf-8")
-    for op in operations(definition).values():
+    for op in [*operations(definition).values(), *operations(operator_definition).values()]:
         assert f"`{op['operationId']}`" in page and op["summary"] in page
     assert "paconn create --settings connector/settings.json" in page and "/api/openapi.json" in page
+    assert "paconn create --settings connector/operator/settings.json" in page
 
 
 def test_create_and_status_declare_the_asynchronous_pattern(definition):
@@ -159,7 +195,8 @@ def test_schemas_carry_the_keys_the_models_write(definition):
     assert properties(definition, "ErrorDetails") == set(ErrorDetails(None, None).to_json())
 
 
-def test_list_schema_carries_the_ledgers_item_and_limits(definition):
+def test_list_schema_carries_the_ledgers_item_and_limits(operator_definition):
+    definition = operator_definition
     now = utc_now()
     record = UpgradeRecord("u-1", "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a", "Azure", "running", "k", now, now)
     item = schema_of(definition, "TrackedProductUpgrade")
@@ -272,14 +309,16 @@ def test_the_definition_is_deployed_with_the_app():
     assert not ignored.match_file("shared/functions/api_description.py") and not ignored.match_file("function_app.py")
     for name in ("connector/apiProperties.json", "connector/settings.json", "connector/icon.png"):
         assert ignored.match_file(name), name
+    for name in ("apiDefinition.swagger.json", "apiProperties.json", "settings.json"):
+        assert ignored.match_file(f"connector/operator/{name}"), name
     assert ignored.match_file("examples/logic-apps/create-and-wait.workflow.json")
 
 
 # -- validators ----------------------------------------------------------------------------------------------
 
 
-def test_definition_passes_the_openapi_2_validator(definition):
-    validate_openapi(definition)
+def test_definition_passes_the_openapi_2_validator(any_definition):
+    validate_openapi(any_definition)
 
 
 def test_openapi_validator_rejects_a_broken_definition(definition):
@@ -342,8 +381,8 @@ def errors(validator: jsonschema.protocols.Validator, instance: Any) -> list[str
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(instance)]
 
 
-def test_definition_passes_the_power_platform_schema(power_platform, definition):
-    assert errors(power_platform["apiDefinition"], definition) == []
+def test_definition_passes_the_power_platform_schema(power_platform, any_definition):
+    assert errors(power_platform["apiDefinition"], any_definition) == []
 
 
 def test_power_platform_schema_rejects_a_wrong_extension(power_platform, definition):
@@ -352,22 +391,28 @@ def test_power_platform_schema_rejects_a_wrong_extension(power_platform, definit
     assert errors(power_platform["apiDefinition"], broken)
 
 
-def test_api_properties_pass_the_paconn_schema(power_platform):
-    properties = load("apiProperties.json")
+@pytest.mark.parametrize("folder", ["", "operator/"])
+def test_api_properties_pass_the_paconn_schema(power_platform, folder):
+    properties = load(f"{folder}apiProperties.json")
     assert errors(power_platform["apiProperties"], properties) == []
     broken = copy.deepcopy(properties)
     broken["properties"]["connectionParameters"]["api_key"]["uiDefinition"]["constraints"]["required"] = True
     assert errors(power_platform["apiProperties"], broken)
 
 
-def test_api_properties_ask_for_the_key_the_definition_sends(definition):
-    parameters = load("apiProperties.json")["properties"]["connectionParameters"]
+@pytest.mark.parametrize(("folder", "key"), [("", "Integration key"), ("operator/", "Operator key")])
+def test_api_properties_ask_for_the_key_the_definition_sends(folder, key):
+    definition = load(f"{folder}apiDefinition.swagger.json")
+    parameters = load(f"{folder}apiProperties.json")["properties"]["connectionParameters"]
     assert set(parameters) == set(definition["securityDefinitions"]) == {"api_key"}
     assert parameters["api_key"]["type"] == "securestring"
+    assert parameters["api_key"]["uiDefinition"]["displayName"] == key
 
 
-def test_paconn_settings_point_at_the_connector_files():
-    settings = load("settings.json")
+@pytest.mark.parametrize("folder", ["", "operator/"])
+def test_paconn_settings_point_at_the_connector_files(folder):
+    settings = load(f"{folder}settings.json")
+    assert settings["apiDefinition"] == f"connector/{folder}apiDefinition.swagger.json"
     for key in ("apiProperties", "apiDefinition", "icon"):
         assert (REPO / settings[key]).is_file(), key
     assert settings["connectorId"] is None and settings["environment"] is None  # paconn asks; never committed

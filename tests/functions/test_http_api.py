@@ -475,3 +475,62 @@ def test_point6_partner_centers_description_is_passed_up_to_1024_characters(app_
     app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900118, "d" * 1500)
     detail = problem_of(app_env.create({"customerId": CUSTOMER_ID}))["detail"]
     assert "d" * 1024 in detail and "d" * 1025 not in detail
+
+
+@pytest.mark.parametrize("top", ["²", "١٠", "１０", "+5", " 5x"])
+def test_listing_top_takes_ascii_digits_only(app_env, top):
+    # "²" passes str.isdigit() but not int(); Arabic-Indic and full-width digits pass both: all are 400.
+    response = app_env.http("list_product_upgrades", "GET", "/api/productupgrades", params={"top": top})
+    assert response.status_code == 400
+    assert "top" in problem_of(response)["detail"]
+
+
+@pytest.mark.parametrize("environment", [None, "Production"])
+def test_location_from_the_requests_own_host_never_carries_the_key_outside_local_runs(
+    monkeypatch, app_env, environment
+):
+    # Container hosting: neither PRODUCT_UPGRADE_PUBLIC_URL nor WEBSITE_HOSTNAME, and not Core Tools.
+    monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    if environment is None:
+        monkeypatch.delenv("AZURE_FUNCTIONS_ENVIRONMENT", raising=False)
+    else:
+        monkeypatch.setenv("AZURE_FUNCTIONS_ENVIRONMENT", environment)
+    app_env.base_url = "https://forged.example"  # a Host (or proxy header) the app did not choose
+
+    response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "K"})
+
+    assert response.status_code == 202
+    location = urlsplit(response.headers["Location"])
+    assert parse_qs(location.query) == {"customerId": [CUSTOMER_ID]}, "the key went to a host the app did not choose"
+
+
+@pytest.mark.parametrize("website_hostname", [None, "localhost:7071"])
+def test_local_runs_keep_the_key_in_location_so_a_poller_can_follow_it(monkeypatch, app_env, website_hostname):
+    monkeypatch.setenv("AZURE_FUNCTIONS_ENVIRONMENT", "Development")  # what Core Tools sets
+    if website_hostname is None:
+        monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    else:
+        monkeypatch.setenv("WEBSITE_HOSTNAME", website_hostname)
+    app_env.base_url = "http://localhost:7071"
+
+    response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "K"})
+
+    assert parse_qs(urlsplit(response.headers["Location"]).query)["code"] == ["K"]
+
+
+def test_start_up_says_when_location_can_only_come_from_the_request(monkeypatch, caplog):
+    from shared.functions import http_api
+
+    monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
+    monkeypatch.delenv("PRODUCT_UPGRADE_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("AZURE_FUNCTIONS_ENVIRONMENT", raising=False)
+    http_api.check_location_base()
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "shared.functions.http_api"]
+    assert "PRODUCT_UPGRADE_PUBLIC_URL" in warning and "code" in warning
+
+    caplog.clear()
+    monkeypatch.setenv("PRODUCT_UPGRADE_PUBLIC_URL", "https://apim.contoso.com/upgrades")
+    http_api.check_location_base()
+    monkeypatch.setenv("PRODUCT_UPGRADE_PUBLIC_URL", "not a url")  # malformed: said at the first call, not here
+    http_api.check_location_base()
+    assert [r for r in caplog.records if r.name == "shared.functions.http_api"] == []

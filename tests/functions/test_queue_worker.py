@@ -250,3 +250,29 @@ def test_point8_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monk
     assert result["status"] == "failed" and result["error"]["code"] == "configuration_error"
     assert "PRODUCT_UPGRADE_MAX_ATTEMPTS" in result["error"]["message"]
     assert app_env.partner_center.requests == []
+
+
+@pytest.mark.parametrize(
+    "original",
+    [
+        "m-1\nERROR forged line",
+        "x",
+        "00000000-0000-0000-0000-00000000000g",
+        "{00000000-0000-0000-0000-000000000001}",
+        7,
+    ],
+)
+def test_original_message_id_takes_only_a_queue_message_id(app_env, caplog, original):
+    body = {"customerId": CUSTOMER_ID, "originalMessageId": original, "deferrals": 1}
+    result = result_of(app_env.queue(body, message_id="m-own"))
+    assert result["status"] == "rejected" and result["messageId"] == "m-own"
+    assert result["error"]["code"] == "invalid_request" and "originalMessageId" in result["error"]["message"]
+    assert app_env.partner_center.requests == []
+    assert not any("forged" in record.getMessage() for record in caplog.records)
+
+
+def test_a_deferred_request_answers_for_the_message_it_first_came_in(app_env):
+    first = str(uuid.uuid4())  # Azure's message ids are GUIDs, and only this app writes originalMessageId
+    body = {"customerId": CUSTOMER_ID, "originalMessageId": first, "deferrals": 1}
+    result = result_of(app_env.queue(body, message_id=str(uuid.uuid4())))
+    assert result["status"] == "accepted" and result["messageId"] == first

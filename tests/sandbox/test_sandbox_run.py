@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -180,6 +181,11 @@ def test_everything_it_started_has_stopped(func_run: FuncRun) -> None:
     assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_AUTHORITY_HOST"]).port or 0))
 
 
+def test_local_settings_written_by_run_are_readable_by_their_owner_only(func_run: FuncRun) -> None:
+    # They hold the app secret and the refresh token (the sandbox's here; a real partner's after consent).
+    assert stat.S_IMODE((func_run.project / "local.settings.json").stat().st_mode) == 0o600
+
+
 def test_local_settings_match_their_schema(func_run: FuncRun) -> None:
     if not SCHEMAS.is_dir():
         pytest.skip(f"stored schemas not found at {SCHEMAS}")
@@ -208,7 +214,7 @@ def test_without_func_it_offers_the_command_line_and_stop_ends_it(project: Path)
             f"REQUESTS_CA_BUNDLE=.sandbox/ca.pem .venv/bin/python -m shared.cli upgrade {customers.ELIGIBLE}" in output
         )
         recorded = json.loads((project / ".sandbox" / "run.json").read_text())
-        assert recorded["runner"] == proc.pid
+        assert recorded["runner"]["pid"] == proc.pid
         stop = subprocess.run(
             ["bash", "scripts/run", "stop"], cwd=project, env=env, capture_output=True, text=True, timeout=60
         )
@@ -218,7 +224,7 @@ def test_without_func_it_offers_the_command_line_and_stop_ends_it(project: Path)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert gone(recorded["azurite"])
+    assert gone(recorded["azurite"]["pid"])
     assert not (project / ".sandbox" / "run.json").exists()
 
 
@@ -232,14 +238,41 @@ def test_stop_ends_what_a_killed_run_left_behind(project: Path) -> None:
         recorded = json.loads((project / ".sandbox" / "run.json").read_text())
         proc.send_signal(signal.SIGKILL)  # no clean-up: Azurite stays
         proc.wait(10)
-        assert run.pid_alive(recorded["azurite"])
+        assert run.pid_alive(recorded["azurite"]["pid"])
         subprocess.run(["bash", "scripts/run", "reset"], cwd=project, env=env, capture_output=True, timeout=60)
-        assert gone(recorded["azurite"])
+        assert gone(recorded["azurite"]["pid"])
         assert not (project / ".sandbox").exists()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stop_leaves_alone_a_process_that_took_a_recorded_pid(project: Path) -> None:
+    # After a crash, a recorded pid can belong to a stranger by the time `stop` runs, even one whose command
+    # line says func, azurite or sandbox.run. Only the process recorded (its executable, its start time) is ended.
+    command = [sys.executable, "-c", "import time; time.sleep(120)", "sandbox.run", "func", "azurite"]
+    strangers = [subprocess.Popen(command) for _ in range(3)]
+    try:
+        identities = [run.process_identity(p.pid) for p in strangers]
+        assert all(identities)
+        (project / ".sandbox").mkdir()
+        record = {
+            "runner": strangers[0].pid,  # the format of old: a bare pid, nothing to tell a stranger by
+            "func": {**identities[1], "started": "Thu Jan  1 00:00:00 1970"},  # started before: not the same
+            "azurite": {**identities[2], "executable": "/usr/bin/node"},  # another program: not the same
+        }
+        (project / ".sandbox" / "run.json").write_text(json.dumps(record))
+
+        stop = subprocess.run(["bash", "scripts/run", "stop"], cwd=project, capture_output=True, text=True, timeout=60)
+
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert [p.poll() for p in strangers] == [None, None, None], stop.stdout
+        assert "nothing to stop" in stop.stdout
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
 
 
 def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = RUN_TIMEOUT) -> str:

@@ -499,7 +499,7 @@ def test_listing_without_storage_is_503(app_env):
 
 
 def test_tracking_check_messages_round_trip():
-    check = TrackingCheck("u-1", CUSTOMER_ID, "Azure", "req-1", check=3, failures=1)
+    check = TrackingCheck("u-1", CUSTOMER_ID, "Azure", str(uuid.uuid4()), check=3, failures=1)
     assert TrackingCheck.from_json(json.loads(json.dumps(check.to_json()))) == check
 
 
