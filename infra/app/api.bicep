@@ -235,6 +235,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS'
           value: tokenKeepAliveDays
+        }
+        {
           name: 'PRODUCT_UPGRADE_CONTINUATION_KEY'
           value: continuationKey
         }

@@ -22,7 +22,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
 
 // bicep-types: the two types below are not in ../shared's stored subset yet; checked against Azure's full
 // Microsoft.Web 2024-04-01 types they give no finding (the properties line aside, marked below).
-resource functions 'Microsoft.Web/sites/functions@2024-04-01' existing = [ // bicep-types: ignore
+resource functions 'Microsoft.Web/sites/functions@2024-04-01' existing = [ // bicep-types: ignore (type not in ../shared/schemas/azure-types yet; checked against Azure's Microsoft.Web 2024-04-01 types)
   for name in functionNames: {
     parent: functionApp
     name: name
@@ -30,11 +30,11 @@ resource functions 'Microsoft.Web/sites/functions@2024-04-01' existing = [ // bi
 ]
 
 // The published type declares value at the top level; Azure takes it under properties (Azure/bicep-types-az#1357).
-resource keys 'Microsoft.Web/sites/functions/keys@2024-04-01' = [ // bicep-types: ignore
+resource keys 'Microsoft.Web/sites/functions/keys@2024-04-01' = [ // bicep-types: ignore (type not in ../shared/schemas/azure-types yet; checked against Azure's Microsoft.Web 2024-04-01 types)
   for (name, i) in functionNames: {
     parent: functions[i]
     name: keyName
-    properties: { // bicep-types: ignore
+    properties: { // bicep-types: ignore (the published type puts value at the top level; Azure reads it here)
       name: keyName
       value: keyValue
     }
