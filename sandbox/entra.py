@@ -67,6 +67,15 @@ class RefreshTokenGrant:
     amr: tuple[str, ...] | None
 
 
+@dataclass(frozen=True)
+class Issued:
+    """What a grant gives besides the access token: the sign-in's methods, a refresh token, an id token."""
+
+    amr: tuple[str, ...] | None
+    refresh_token: str | None = None
+    id_token: str | None = None
+
+
 class FakeEntra(FakeHTTPServer):
     """One Entra tenant with one confidential app and one user's (App+User) refresh-token chain.
 
@@ -278,7 +287,47 @@ class FakeEntra(FakeHTTPServer):
         )
 
     def _token(self, req: RecordedRequest, *, v2: bool) -> Response:
+        """The token endpoint: the client authenticated, the resource named, then the grant it asks for."""
         form = req.form()
+        client = self._client(req, form)
+        if isinstance(client, Response):
+            return client
+        client_id, _secret = client
+        grant_type = form["grant_type"]
+        resource = self._resource(form, grant_type, v2=v2)
+        if isinstance(resource, Response):
+            return resource
+        grant = {
+            "authorization_code": self._authorization_code_grant,
+            "refresh_token": self._refresh_token_grant,
+            "client_credentials": self._client_credentials_grant,
+        }[grant_type]
+        with self._lock:
+            issued = grant(form, client_id)
+            if isinstance(issued, Response):
+                return issued
+            now = self.clock()
+            access = self._access_token(client_id, resource, grant_type, issued.amr, now)
+            self._access_tokens[access] = IssuedToken(access, resource, client_id, now + self.expires_in, grant_type)
+            self.issued_access_tokens.add(access)
+            self.grants.append(
+                {
+                    "grant_type": grant_type,
+                    "client_id": client_id,
+                    "resource": resource,
+                    "scope": form.get("scope"),
+                    "version": "v2.0" if v2 else "v1.0",
+                }
+            )
+        body = self._token_body(form, grant_type, resource, access, now, v2=v2)
+        if issued.refresh_token is not None:
+            body["refresh_token"] = issued.refresh_token
+        if issued.id_token is not None:
+            body["id_token"] = issued.id_token
+        return Response.json(200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+
+    def _client(self, req: RecordedRequest, form: dict[str, str]) -> tuple[str, str] | Response:
+        """The calling app, from the form or HTTP Basic, checked as Entra does: (client id, secret) or the error."""
         client_id = form.get("client_id")
         client_secret = form.get("client_secret")
         auth = req.headers.get("Authorization") or ""
@@ -323,8 +372,10 @@ class FakeEntra(FakeHTTPServer):
                 "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
                 f"value, not the client secret ID, for a secret added to app '{self.client_id}'.",
             )
+        return client_id, client_secret
 
-        # Resource: v2 from the scope, v1 from the resource parameter.
+    def _resource(self, form: dict[str, str], grant_type: str, *, v2: bool) -> str | Response:
+        """The resource a token is asked for: v2 from the scope, v1 from the resource parameter."""
         if v2:
             scope = form.get("scope")
             if not scope:
@@ -361,45 +412,38 @@ class FakeEntra(FakeHTTPServer):
                 "The provided value for scope is not valid. Client credential flows "
                 "must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
             )
+        return resource
 
-        new_refresh: str | None = None
-        id_token: str | None = None
-        amr: tuple[str, ...] | None = None
-        with self._lock:
-            if grant_type == "authorization_code":
-                redeemed = self._redeem_code(form, client_id)
-                if isinstance(redeemed, Response):
-                    return redeemed
-                amr = self.sign_in_methods
-                new_refresh = self._issue_refresh_token(amr)
-                if "openid" in redeemed.scope.split():
-                    id_token = self._id_token(client_id, redeemed.nonce)
-            elif grant_type == "refresh_token":
-                used = self._use_refresh_token(form.get("refresh_token"))
-                if isinstance(used, Response):
-                    return used
-                new_refresh, amr = used
-            now = self.clock()
-            access = self._access_token(client_id, resource, grant_type, amr, now)
-            self._access_tokens[access] = IssuedToken(access, resource, client_id, now + self.expires_in, grant_type)
-            self.issued_access_tokens.add(access)
-            self.grants.append(
-                {
-                    "grant_type": grant_type,
-                    "client_id": client_id,
-                    "resource": resource,
-                    "scope": form.get("scope"),
-                    "version": "v2.0" if v2 else "v1.0",
-                }
-            )
+    # -- the grants (each called under the lock) -------------------------------------------------------------
+    def _authorization_code_grant(self, form: dict[str, str], client_id: str) -> Issued | Response:
+        redeemed = self._redeem_code(form, client_id)
+        if isinstance(redeemed, Response):
+            return redeemed
+        amr = self.sign_in_methods
+        id_token = self._id_token(client_id, redeemed.nonce) if "openid" in redeemed.scope.split() else None
+        return Issued(amr, self._issue_refresh_token(amr), id_token)
 
+    def _refresh_token_grant(self, form: dict[str, str], client_id: str) -> Issued | Response:
+        used = self._use_refresh_token(form.get("refresh_token"))
+        if isinstance(used, Response):
+            return used
+        new_refresh, amr = used
+        return Issued(amr, new_refresh)
+
+    def _client_credentials_grant(self, form: dict[str, str], client_id: str) -> Issued | Response:
+        return Issued(None)  # an app-only token: no user, no refresh token
+
+    def _token_body(
+        self, form: dict[str, str], grant_type: str, resource: str, access: str, now: float, *, v2: bool
+    ) -> dict[str, Any]:
+        """The token response's fields, as the v2.0 or the v1.0 endpoint spells them."""
         granted_scope = ".default" if grant_type == "client_credentials" else "user_impersonation"
-        # Delegated: the consented scope, plus ".default" when that is what was asked (as Entra answers).
-        v2_scope = f"{resource}/{granted_scope}"
-        requested = (form.get("scope") or "").split()
-        if grant_type == "refresh_token" and any(s.lower() == f"{resource}/.default" for s in requested):
-            v2_scope += f" {resource}/.default"
         if v2:
+            # Delegated: the consented scope, plus ".default" when that is what was asked (as Entra answers).
+            v2_scope = f"{resource}/{granted_scope}"
+            requested = (form.get("scope") or "").split()
+            if grant_type == "refresh_token" and any(s.lower() == f"{resource}/.default" for s in requested):
+                v2_scope += f" {resource}/.default"
             body: dict[str, Any] = {
                 "token_type": "Bearer",
                 "scope": v2_scope,
@@ -418,14 +462,10 @@ class FakeEntra(FakeHTTPServer):
                 "resource": resource,
                 "access_token": access,
             }
-        if new_refresh is not None:
-            body["refresh_token"] = new_refresh
-        if id_token is not None:
-            body["id_token"] = id_token
         if grant_type != "client_credentials" and form.get("client_info") == "1":
             info = json.dumps({"uid": USER_OBJECT_ID, "utid": self.tenant_id}).encode()
             body["client_info"] = base64.urlsafe_b64encode(info).decode().rstrip("=")
-        return Response.json(200, body, {"Cache-Control": "no-store, no-cache", "Pragma": "no-cache"})
+        return body
 
     def _issue_refresh_token(self, amr: tuple[str, ...] | None) -> str:
         """A new refresh token of a chain signed in with ``amr`` (called under the lock)."""
