@@ -90,6 +90,72 @@ class SeenRequest:
     carried_out: bool
 
 
+class _ProxyHandler(BaseHTTPRequestHandler):
+    """One request to the proxy: refused, or carried out by Azurite, then answered (late, or not at all)."""
+
+    protocol_version = "HTTP/1.1"
+    forwarder: _Forwarder  # set on the subclass each forwarder makes
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+    def _forward(self) -> None:
+        forwarder = self.forwarder
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
+        fault = forwarder.take_fault(self.command, self.path)
+        client_request_id = self.headers.get("x-ms-client-request-id")
+        if fault is not None and fault.kind == "refused":
+            forwarder.count(forwarder.counts, self.command)
+            forwarder.see(self.command, self.path, client_request_id, carried_out=False)
+            self._refuse(fault)
+            return
+        if fault is not None and fault.kind == "held":
+            time.sleep(fault.delay)
+        try:
+            upstream = forwarder.session.request(
+                self.command, forwarder.target + self.path, data=body, headers=headers, timeout=30
+            )
+            content = upstream.content
+        except requests.RequestException:
+            # Azurite gave no answer (it closed the connection): neither does the proxy.
+            forwarder.count(forwarder.unanswered, self.command)
+            forwarder.see(self.command, self.path, client_request_id, carried_out=False)
+            self.close_connection = True
+            return
+        forwarder.count(forwarder.counts, self.command)
+        forwarder.see(self.command, self.path, client_request_id, carried_out=True)
+        if fault is not None and fault.kind == "lost":
+            self.close_connection = True  # the request was carried out; its answer goes with the connection
+            return
+        if fault is not None and fault.kind == "late":
+            time.sleep(fault.delay)
+        self._relay(upstream, content)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_MERGE = do_PATCH = do_HEAD = _forward
+
+    def _refuse(self, fault: Fault) -> None:
+        """Storage's own refusal, in the service's own error format."""
+        status, reason, code, message = fault.refusal
+        content_type, content = _error_body(self.forwarder.service, code, message)
+        self.send_response(status, reason)
+        self.send_header("x-ms-error-code", code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+    def _relay(self, upstream: requests.Response, content: bytes) -> None:
+        self.send_response(upstream.status_code)
+        for key, value in upstream.headers.items():
+            if key.lower() not in _HOP_BY_HOP | {"content-length", "content-encoding"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(content)))
+        self.end_headers()
+        self.wfile.write(content)
+
+
 class _Forwarder:
     def __init__(
         self,
@@ -112,63 +178,9 @@ class _Forwarder:
         self.session.trust_env = False
         # as many connections to Azurite as the app may hold to the proxy (shared.http_session.POOL_SIZE)
         self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
-        forwarder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                return None
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"host"}}
-                fault = forwarder.take_fault(self.command, self.path)
-                client_request_id = self.headers.get("x-ms-client-request-id")
-                if fault is not None and fault.kind == "refused":
-                    forwarder.count(forwarder.counts, self.command)
-                    forwarder.see(self.command, self.path, client_request_id, carried_out=False)
-                    status, reason, code, message = fault.refusal
-                    content_type, content = _error_body(forwarder.service, code, message)
-                    self.send_response(status, reason)
-                    self.send_header("x-ms-error-code", code)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(content)))
-                    self.end_headers()
-                    self.wfile.write(content)
-                    return
-                if fault is not None and fault.kind == "held":
-                    time.sleep(fault.delay)
-                try:
-                    upstream = forwarder.session.request(
-                        self.command, forwarder.target + self.path, data=body, headers=headers, timeout=30
-                    )
-                    content = upstream.content
-                except requests.RequestException:
-                    # Azurite gave no answer (it closed the connection): neither does the proxy.
-                    forwarder.count(forwarder.unanswered, self.command)
-                    forwarder.see(self.command, self.path, client_request_id, carried_out=False)
-                    self.close_connection = True
-                    return
-                forwarder.count(forwarder.counts, self.command)
-                forwarder.see(self.command, self.path, client_request_id, carried_out=True)
-                if fault is not None and fault.kind == "lost":
-                    self.close_connection = True  # the request was carried out; its answer goes with the connection
-                    return
-                if fault is not None and fault.kind == "late":
-                    time.sleep(fault.delay)
-                self.send_response(upstream.status_code)
-                for key, value in upstream.headers.items():
-                    if key.lower() not in _HOP_BY_HOP | {"content-length", "content-encoding"}:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_MERGE = do_PATCH = do_HEAD = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # The handler class the server instantiates per request, bound to this forwarder.
+        handler = type("Handler", (_ProxyHandler,), {"forwarder": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
