@@ -73,7 +73,7 @@ def test_http_upgrade_is_followed_to_completed_with_one_outcome(stored_app, azur
     assert outcome["outcome"] == "completed" and outcome["upgradeId"] == upgrade_id
     assert (outcome["requestId"], outcome["correlationId"]) == ("crm-1", "corr-1")
     assert outcome["partnerCenterStatus"] == "Completed" and outcome["endedAt"]
-    assert outcome["lineItems"][0]["targetProduct"]["name"] == "Azure plan"
+    assert outcome["lineItems"][0]["targetProduct"]["name"] == "Microsoft Azure plan"
     assert host.deliveries["tracking"] == 3  # InProgress, InProgress, Completed
     [item] = listing(stored_app)[1]["items"]
     assert item["state"] == "completed" and item["partnerCenterStatus"] == "Completed" and item["endedAt"]
