@@ -129,7 +129,9 @@ var outcomesQueueName = 'product-upgrade-outcomes'
 // to it but not create queues).
 var trackingPoisonQueueName = '${trackingQueueName}-poison'
 var pollSeconds = '300'
-var trackingHours = '72'
+var trackingHours = '168'
+// The longest gap between two status checks of one upgrade (checks slow down after its first hour).
+var maxPollSeconds = '3600'
 var deferSeconds = '3600'
 var maxDeferrals = '24'
 // The daily keep-alive renews the App+User token when its refresh token has gone this many days unused.
@@ -288,6 +290,7 @@ module api 'app/api.bicep' = {
     outcomesQueueName: outcomesQueueName
     pollSeconds: pollSeconds
     trackingHours: trackingHours
+    maxPollSeconds: maxPollSeconds
     deferSeconds: deferSeconds
     maxDeferrals: maxDeferrals
     publicUrl: publicUrl

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sandbox.constants import ALREADY_UPGRADED_REASON
-from sandbox.partner_center import FakePartnerCenter
+from sandbox.partner_center import FakePartnerCenter, LineOutcome
 
 
 def _id(n: int) -> str:
@@ -24,6 +24,13 @@ TRY_LATER = _id(4)
 THROTTLED = _id(5)
 FAILING_UPGRADE = _id(6)
 THROTTLED_TWICE = _id(7)
+UNKNOWN_STATE = _id(8)
+PARTIAL_UPGRADE = _id(9)
+PRIVILEGES_REFUSED_ONCE = _id(10)
+CANCELLED_UPGRADE = _id(11)
+
+#: A status value Partner Center does not document (it publishes no list of states): the app follows it as running.
+UNKNOWN_STATUS = "Validating"
 
 #: Seconds Partner Center asks a throttled caller to wait (the docs' example is 57).
 THROTTLED_RETRY_AFTER = "30"
@@ -37,6 +44,16 @@ FAILED_ERROR_DETAILS = {
     "code": "900114",
     "description": "The upgrade failed: the Microsoft Azure subscription could not be moved to the Azure plan.",
 }
+
+
+#: The failed subscription of a partial upgrade.
+PARTIAL_ERROR_DETAILS = {
+    "code": "900114",
+    "description": "The subscription could not be moved to the Azure plan; it stays on Microsoft Azure (MS-AZR-0145P).",
+}
+INSUFFICIENT_PRIVILEGES_DESCRIPTION = (
+    "Insufficient privileges: the signed-in user does not have the Partner Center role this operation requires."
+)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,25 @@ def _failing_upgrade(pc: FakePartnerCenter, customer_id: str) -> None:
     pc.set_outcome(
         customer_id, "Failed", error_details=FAILED_ERROR_DETAILS, line_item_error_details=FAILED_ERROR_DETAILS
     )
+
+
+def _unknown_state(pc: FakePartnerCenter, customer_id: str) -> None:
+    pc.set_interim_status(customer_id, UNKNOWN_STATUS)
+
+
+def _partial_upgrade(pc: FakePartnerCenter, customer_id: str) -> None:
+    lines = (LineOutcome("Completed"), LineOutcome("Failed", PARTIAL_ERROR_DETAILS))
+    pc.set_outcome(customer_id, "Completed", line_items=lines)
+
+
+def _privileges_refused_once(pc: FakePartnerCenter, customer_id: str) -> None:
+    pc.set_customer_error(
+        customer_id, 403, 900308, INSUFFICIENT_PRIVILEGES_DESCRIPTION, operations=("status",), times=1
+    )
+
+
+def _cancelled_upgrade(pc: FakePartnerCenter, customer_id: str) -> None:
+    pc.set_outcome(customer_id, "Cancelled")
 
 
 SCRIPTED_CUSTOMERS: tuple[ScriptedCustomer, ...] = (
@@ -121,6 +157,31 @@ SCRIPTED_CUSTOMERS: tuple[ScriptedCustomer, ...] = (
         "throttled twice",
         "the first two calls `429` with `Retry-After: 1`, then as eligible",
         _throttled_twice,
+    ),
+    ScriptedCustomer(
+        UNKNOWN_STATE,
+        "unknown state",
+        f"create `202`; status `{UNKNOWN_STATUS}` (a state the app does not know), then `Completed` after the delay",
+        _unknown_state,
+    ),
+    ScriptedCustomer(
+        PARTIAL_UPGRADE,
+        "partial upgrade",
+        "create `202`; two subscriptions; status `InProgress`, then `Completed` with one line item `Failed` "
+        "with `errorDetails`",
+        _partial_upgrade,
+    ),
+    ScriptedCustomer(
+        PRIVILEGES_REFUSED_ONCE,
+        "privileges refused once",
+        "create `202`; the first status call `403` `900308` (insufficient privileges), then as eligible",
+        _privileges_refused_once,
+    ),
+    ScriptedCustomer(
+        CANCELLED_UPGRADE,
+        "cancelled upgrade",
+        "create `202`; status `InProgress`, then `Cancelled` after the delay",
+        _cancelled_upgrade,
     ),
 )
 

@@ -4,7 +4,9 @@ customer list and each customer's subscriptions (:mod:`sandbox.directory`), whic
 Paths are matched case-insensitively, as the real service does. Every answer carries ``MS-CorrelationId`` and
 ``MS-RequestId`` (echoed when sent, else generated), ``MS-CV`` and ``MS-ServerId``. Errors use Partner Center's
 shape ``{"code", "description", "data", "source"}``; throttling answers 429 with ``Retry-After`` and the gateway's
-``{"statusCode": 429, "message"}`` body.
+``{"statusCode": 429, "message"}`` body. A status document is shaped like the docs' example: one line item per
+subscription, source ``AzureSubscription`` with the subscription's GUID, target ``Microsoft Azure plan``, and no
+``errorDetails`` key where there is no error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,12 +36,25 @@ _ELIGIBILITY_PATH = re.compile(r"^/v1/productupgrades/eligibility/?$", re.IGNORE
 #: Upgrade states that mean "still running" (a second create for the customer gets 409 900109).
 RUNNING_STATES = frozenset({"inprogress", "notstarted", "pending", "queued", "running"})
 
-SOURCE_PRODUCT = {"id": "MS-AZR-0145P", "name": "Microsoft Azure"}
-TARGET_PRODUCT = {"id": "DZH318Z0BPS6", "name": "Azure plan"}
+#: The products' names in the docs' example status document (their ids are the subscriptions' GUIDs).
+SOURCE_PRODUCT_NAME = "AzureSubscription"
+TARGET_PRODUCT_NAME = "Microsoft Azure plan"
+
+#: 401 bodies: no bearer token at all (Partner Center's PartnerTokenMissing), or one it does not accept.
+TOKEN_MISSING = ("800001", "The partner token is missing in the request context.")
+TOKEN_INVALID = ("400", "Invalid token: the access token is expired or not valid for Partner Center.")
 
 
 def is_guid(value: object) -> bool:
     return isinstance(value, str) and bool(_GUID.match(value))
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    """How one line item (one subscription) ends."""
+
+    status: str
+    error_details: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +64,8 @@ class Outcome:
     status: str = "Completed"
     error_details: dict[str, Any] | None = None
     line_item_error_details: dict[str, Any] | None = None
+    #: One per subscription when they end differently (a partial upgrade); None: one line item, ending as the upgrade.
+    line_items: tuple[LineOutcome, ...] | None = None
 
 
 COMPLETED = Outcome()
@@ -72,6 +90,16 @@ class Upgrade:
     error_details: dict[str, Any] | None = None
     line_item_error_details: dict[str, Any] | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    #: The status shown while it runs (``InProgress``, or a state the app does not know).
+    interim_status: str = "InProgress"
+    #: (subscription id, Azure plan id) of each line item.
+    subscriptions: list[tuple[str, str]] = field(default_factory=lambda: [_new_subscription()])
+    #: Each line item's end, once ended so (a partial upgrade); None: every line item as the upgrade.
+    line_outcomes: tuple[LineOutcome, ...] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.status.lower() in RUNNING_STATES or self.status == self.interim_status
 
     def as_record(self) -> dict[str, Any]:
         return {
@@ -83,6 +111,10 @@ class Upgrade:
         }
 
 
+def _new_subscription() -> tuple[str, str]:
+    return str(uuid.uuid4()), str(uuid.uuid4())
+
+
 @dataclass
 class CustomerError:
     status: int
@@ -90,6 +122,8 @@ class CustomerError:
     description: str
     operations: frozenset[str] | None  # None: every operation
     data: list[Any] = field(default_factory=list)
+    #: Calls left to refuse (None: every one).
+    remaining: int | None = None
 
 
 class FakePartnerCenter(FakeHTTPServer):
@@ -119,7 +153,11 @@ class FakePartnerCenter(FakeHTTPServer):
         self._complete_after: int | None = None
         self._complete_after_seconds: float | None = None
         self._outcomes: dict[str, Outcome] = {}
+        self._interim: dict[str, str] = {}
         self._throttled: dict[str, tuple[str, int | None]] = {}
+        #: Create refusals by MS-RequestId, replayed for the same id while :meth:`replay_refusals` is on.
+        self._refusals: dict[str, Response] = {}
+        self._replay_refusals = False
         self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
         #: Calls answered 429 by :meth:`admit_per_second`'s rate limit.
         self.rate_limited = 0
@@ -138,9 +176,11 @@ class FakePartnerCenter(FakeHTTPServer):
         *,
         operations: tuple[str, ...] | None = None,
         data: list[Any] | None = None,
+        times: int | None = None,
     ) -> None:
-        """Every call about ``customer_id`` (or only ``operations`` among create/eligibility/status) fails with
-        ``status`` and Partner Center's error body; ``code`` None or "" leaves ``code`` out of the body."""
+        """Every call about ``customer_id`` (or only ``operations`` among create/eligibility/status; only the next
+        ``times`` of them) fails with ``status`` and Partner Center's error body; ``code`` None or "" leaves
+        ``code`` out of the body."""
         with self._lock:
             self._customer_errors[customer_id.lower()] = CustomerError(
                 status,
@@ -148,6 +188,7 @@ class FakePartnerCenter(FakeHTTPServer):
                 description or f"Error {code} for customer {customer_id}.",
                 frozenset(operations) if operations is not None else None,
                 list(data or []),
+                times,
             )
 
     def clear_customer_error(self, customer_id: str) -> None:
@@ -184,10 +225,23 @@ class FakePartnerCenter(FakeHTTPServer):
         *,
         error_details: dict[str, Any] | None = None,
         line_item_error_details: dict[str, Any] | None = None,
+        line_items: tuple[LineOutcome, ...] | None = None,
     ) -> None:
-        """Upgrades of ``customer_id`` created from now on end with ``status`` (instead of Completed)."""
+        """Upgrades of ``customer_id`` created from now on end with ``status`` (instead of Completed); with
+        ``line_items``, they have one subscription per entry, each ending as it says."""
         with self._lock:
-            self._outcomes[customer_id.lower()] = Outcome(status, error_details, line_item_error_details)
+            self._outcomes[customer_id.lower()] = Outcome(status, error_details, line_item_error_details, line_items)
+
+    def set_interim_status(self, customer_id: str, status: str) -> None:
+        """Upgrades of ``customer_id`` created from now on report ``status`` (instead of InProgress) while they run."""
+        with self._lock:
+            self._interim[customer_id.lower()] = status
+
+    def replay_refusals(self, on: bool = True) -> None:
+        """While on, a create refused (a 4xx about the request or customer) is refused again, word for word, when
+        the same MS-RequestId comes back: idempotency on MS-RequestId, as a timeout retry relies on."""
+        with self._lock:
+            self._replay_refusals = on
 
     def set_upgrade_status(
         self,
@@ -200,6 +254,7 @@ class FakePartnerCenter(FakeHTTPServer):
         with self._lock:
             upgrade = self.upgrades[upgrade_id.lower()]
             upgrade.status = status
+            upgrade.line_outcomes = None
             upgrade.complete_after = upgrade.complete_at = None
             upgrade.error_details = error_details
             upgrade.line_item_error_details = line_item_error_details
@@ -214,7 +269,7 @@ class FakePartnerCenter(FakeHTTPServer):
         with self._lock:
             if upgrade_id is None:
                 self._complete_after = n
-                targets = [u for u in self.upgrades.values() if u.status.lower() in RUNNING_STATES]
+                targets = [u for u in self.upgrades.values() if u.running]
             else:
                 targets = [self.upgrades[upgrade_id.lower()]]
             for upgrade in targets:
@@ -262,7 +317,10 @@ class FakePartnerCenter(FakeHTTPServer):
             self._complete_after = None
             self._complete_after_seconds = None
             self._outcomes.clear()
+            self._interim.clear()
             self._throttled.clear()
+            self._refusals.clear()
+            self._replay_refusals = False
             self.rate_limited = 0
         self.directory.clear()
 
@@ -365,16 +423,23 @@ class FakePartnerCenter(FakeHTTPServer):
             return self._pc_error(req, 400, 400056, f"Invalid input: productFamily '{product_family}' is not valid.")
         assert isinstance(customer_id, str)
 
-        with self._lock:
-            forced = self._customer_errors.get(customer_id.lower())
-        if forced is not None and (forced.operations is None or operation in forced.operations):
-            return self._pc_error(req, forced.status, forced.code, forced.description, forced.data)
+        request_id = (req.headers.get("MS-RequestId") or "").lower()
+        if operation == "create" and request_id:
+            with self._lock:
+                replayed = self._refusals.get(request_id) if self._replay_refusals else None
+            if replayed is not None:
+                return replayed
+        forced = self._take_customer_error(customer_id, operation)
+        if forced is not None:
+            return self._remember_refusal(
+                req, operation, self._pc_error(req, forced.status, forced.code, forced.description, forced.data)
+            )
         throttled = self._take_throttle(customer_id)
         if throttled is not None:
             return self._throttled_response(req, throttled)
 
         if operation == "create":
-            return self._create(req, customer_id, product_family)
+            return self._remember_refusal(req, operation, self._create(req, customer_id, product_family))
         if operation == "eligibility":
             return self._eligibility(req, customer_id, product_family)
         assert m is not None
@@ -404,6 +469,27 @@ class FakePartnerCenter(FakeHTTPServer):
             return self._pc_error(req, exc.status, exc.code, exc.description, extra=extra)
         return self._json(req, 200, body)
 
+    def _take_customer_error(self, customer_id: str, operation: str) -> CustomerError | None:
+        """The scripted error for this call, or None; one with calls left counts this one."""
+        with self._lock:
+            forced = self._customer_errors.get(customer_id.lower())
+            if forced is None or (forced.operations is not None and operation not in forced.operations):
+                return None
+            if forced.remaining is not None:
+                forced.remaining -= 1
+                if forced.remaining <= 0:
+                    del self._customer_errors[customer_id.lower()]
+            return forced
+
+    def _remember_refusal(self, req: RecordedRequest, operation: str, response: Response) -> Response:
+        """Keep a create's refusal (a 4xx other than 401/429) by its MS-RequestId, for :meth:`replay_refusals`."""
+        request_id = (req.headers.get("MS-RequestId") or "").lower()
+        if operation == "create" and request_id and 400 <= response.status < 500 and response.status not in (401, 429):
+            with self._lock:
+                if self._replay_refusals:
+                    self._refusals[request_id] = response
+        return response
+
     def _take_throttle(self, customer_id: str) -> str | None:
         """The Retry-After of a scripted 429 for this call, or None."""
         with self._lock:
@@ -430,28 +516,26 @@ class FakePartnerCenter(FakeHTTPServer):
             valid = self.entra.is_valid_access_token(token, PARTNER_CENTER_RESOURCE) if self.entra is not None else True
             if valid:
                 return None
-        # Partner Center's front door: error body with code "900420" (a string) and an OAuth challenge.
+        # Partner Center's front door: its error body (codes as strings) and an OAuth challenge.
+        code, description = TOKEN_INVALID if scheme.lower() == "bearer" and token else TOKEN_MISSING
         return self._pc_error(
-            req,
-            401,
-            "900420",
-            "Invalid Token: the access token is missing, expired or not valid for Partner Center.",
-            extra={"WWW-Authenticate": f"OAuth realm=urn:cpsvc:cpid:{uuid.uuid4()}"},
+            req, 401, code, description, extra={"WWW-Authenticate": f"OAuth realm=urn:cpsvc:cpid:{uuid.uuid4()}"}
         )
 
     def _running_upgrade(self, customer_id: str, product_family: str) -> Upgrade | None:
-        return self._upgrade_in(customer_id, product_family, RUNNING_STATES)
+        # Running: a running state, or the state it shows while running (which may be one the app does not know).
+        return self._upgrade_in(customer_id, product_family, lambda upgrade: upgrade.running)
 
     def _completed_upgrade(self, customer_id: str, product_family: str) -> Upgrade | None:
         """The customer's upgrade that has completed: Partner Center refuses another one (900110), for good."""
-        return self._upgrade_in(customer_id, product_family, frozenset({"completed"}))
+        return self._upgrade_in(customer_id, product_family, lambda upgrade: upgrade.status.lower() == "completed")
 
-    def _upgrade_in(self, customer_id: str, product_family: str, states: frozenset[str]) -> Upgrade | None:
+    def _upgrade_in(self, customer_id: str, product_family: str, matches: Callable[[Upgrade], bool]) -> Upgrade | None:
         for upgrade in self.upgrades.values():
             if (
                 upgrade.customer_id.lower() == customer_id.lower()
                 and upgrade.product_family.lower() == product_family.lower()
-                and upgrade.status.lower() in states
+                and matches(upgrade)
             ):
                 return upgrade
         return None
@@ -479,17 +563,22 @@ class FakePartnerCenter(FakeHTTPServer):
                         900109,
                         f"An upgrade is already in progress for customer {customer_id} (upgrade {running.upgrade_id}).",
                     )
+                outcome = self._outcomes.get(customer_id.lower(), COMPLETED)
+                interim = self._interim.get(customer_id.lower(), "InProgress")
                 upgrade = Upgrade(
                     str(uuid.uuid4()),
                     customer_id,
                     product_family,
                     request_id,
                     req.headers.get("MS-CorrelationId"),
+                    status=interim,
                     complete_after=self._complete_after,
                     complete_at=None
                     if self._complete_after_seconds is None
                     else time.time() + self._complete_after_seconds,
-                    outcome=self._outcomes.get(customer_id.lower(), COMPLETED),
+                    outcome=outcome,
+                    interim_status=interim,
+                    subscriptions=[_new_subscription() for _ in outcome.line_items or (None,)],
                 )
                 self.upgrades[upgrade.upgrade_id.lower()] = upgrade
                 self.created_upgrades.append(upgrade.as_record())
@@ -502,6 +591,7 @@ class FakePartnerCenter(FakeHTTPServer):
         return Response(202, b"", headers)
 
     def _eligibility(self, req: RecordedRequest, customer_id: str, product_family: str) -> Response:
+        """``upgradeId`` names an upgrade "already in place" (the docs' words): a running one, else a completed one."""
         with self._lock:
             ineligible = self._ineligible.get(customer_id.lower())
             running = self._running_upgrade(customer_id, product_family)
@@ -533,6 +623,7 @@ class FakePartnerCenter(FakeHTTPServer):
         upgrade.complete_after = upgrade.complete_at = None
         upgrade.error_details = outcome.error_details
         upgrade.line_item_error_details = outcome.line_item_error_details
+        upgrade.line_outcomes = outcome.line_items
         if outcome.status.lower() == "completed":
             upgrade.upgraded_date = upgrade.upgraded_date or datetime.now(UTC).isoformat()
 
@@ -545,20 +636,32 @@ class FakePartnerCenter(FakeHTTPServer):
             self.status_polls += 1
             if self._ends_now(upgrade):
                 self._end(upgrade)
-            body = {
+            body: dict[str, Any] = {
                 "id": upgrade.upgrade_id,
                 "productFamily": upgrade.product_family,
                 "status": upgrade.status,
-                "lineItems": [
-                    {
-                        "sourceProduct": dict(SOURCE_PRODUCT),
-                        "targetProduct": dict(TARGET_PRODUCT),
-                        "upgradedDate": upgrade.upgraded_date,
-                        "status": upgrade.status,
-                        "errorDetails": upgrade.line_item_error_details,
-                    }
-                ],
-                "errorDetails": upgrade.error_details,
+                "lineItems": self._line_items(upgrade),
                 "attributes": {"objectType": "ProductUpgradesStatus"},
             }
+            if upgrade.error_details is not None:
+                body["errorDetails"] = upgrade.error_details
         return self._json(req, 200, body)
+
+    @staticmethod
+    def _line_items(upgrade: Upgrade) -> list[dict[str, Any]]:
+        """One per subscription, as in the docs' example; ``errorDetails`` only where there is an error."""
+        ends = upgrade.line_outcomes or tuple(
+            LineOutcome(upgrade.status, upgrade.line_item_error_details) for _ in upgrade.subscriptions
+        )
+        items = []
+        for (subscription_id, plan_id), end in zip(upgrade.subscriptions, ends, strict=False):
+            item: dict[str, Any] = {
+                "sourceProduct": {"id": subscription_id, "name": SOURCE_PRODUCT_NAME},
+                "targetProduct": {"id": plan_id, "name": TARGET_PRODUCT_NAME},
+                "upgradedDate": upgrade.upgraded_date if end.status.lower() == "completed" else None,
+                "status": end.status,
+            }
+            if end.error_details is not None:
+                item["errorDetails"] = end.error_details
+            items.append(item)
+        return items

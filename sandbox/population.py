@@ -1,6 +1,6 @@
 """A seeded population of customers for the sandbox's customer list, which knows its own truth.
 
-``python -m sandbox --customers N`` (default 1,000) lists N customers: the scripted customers 0001-0007
+``python -m sandbox --customers N`` (default 1,000) lists N customers: the scripted customers 0001-0011
 (:mod:`sandbox.customers`) first, then customers built from a seed in these shares:
 
 =====================  =====  ==========================================================================
@@ -35,14 +35,18 @@ from typing import Any
 from sandbox.constants import ALREADY_UPGRADED_REASON
 from sandbox.customers import (
     ALREADY_UPGRADED,
+    CANCELLED_UPGRADE,
     ELIGIBLE,
     FAILING_UPGRADE,
     NOT_ELIGIBLE,
     NOT_ELIGIBLE_REASON,
+    PARTIAL_UPGRADE,
+    PRIVILEGES_REFUSED_ONCE,
     SCRIPTED_CUSTOMERS,
     THROTTLED,
     THROTTLED_TWICE,
     TRY_LATER,
+    UNKNOWN_STATE,
     script_customers,
 )
 from sandbox.directory import AZURE_PLAN_OFFER_ID, LEGACY_AZURE_OFFER_ID, NO_RELATIONSHIP_CODE
@@ -82,6 +86,10 @@ SCRIPTED_KINDS = {
     THROTTLED: "legacy",
     FAILING_UPGRADE: "legacy",
     THROTTLED_TWICE: "legacy",
+    UNKNOWN_STATE: "legacy",
+    PARTIAL_UPGRADE: "legacy",
+    PRIVILEGES_REFUSED_ONCE: "legacy",
+    CANCELLED_UPGRADE: "legacy",
 }
 
 #: Company names a spreadsheet would run as formulas, given to built legacy customers (so they are written).

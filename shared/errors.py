@@ -17,6 +17,9 @@ class ProductUpgradeError(Exception):
     http_status = 500
     #: True when retrying the same request later may succeed (the queue worker raises for a retry).
     transient = False
+    #: Set by the workflow when a create fails: the business answers its request had had before this attempt,
+    #: so a caller that records or defers the failure counts on from there (the next MS-RequestId).
+    business_answers: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -79,6 +82,15 @@ class NotEligibleError(ProductUpgradeError):
     def __init__(self, customer_id: str, reason: str | None) -> None:
         super().__init__(f"customer {customer_id} is not eligible for the upgrade: {reason or 'no reason given'}")
         self.reason = reason
+
+
+class AlreadyUpgradedError(ProductUpgradeError):
+    """The customer's upgrade has already completed (what Partner Center's 900110 says, learnt another way: the
+    eligibility call named an upgrade whose status is Completed)."""
+
+    code = "already_upgraded"
+    title = "The customer's upgrade has already completed"
+    http_status = 409
 
 
 class IdempotencyKeyReusedError(ProductUpgradeError):
@@ -166,6 +178,9 @@ class UpstreamTimeoutError(UpstreamUnavailableError):
 ALREADY_UPGRADED = "900110"
 #: Partner Center's "subscriptions were purchased recently; try again later" (403): a "not yet", not a "no".
 TRY_AGAIN_LATER = "900130"
+#: Partner Center's "insufficient privileges" and "conditional access" (403): about the caller's own account,
+#: not about the customer or the upgrade.
+CALLER_REFUSALS = frozenset({"900308", "900309"})
 
 
 class PartnerCenterError(ProductUpgradeError):
@@ -185,6 +200,8 @@ class PartnerCenterError(ProductUpgradeError):
         retry_after: int | None = None,
         correlation_id: str | None = None,
         request_id: str | None = None,
+        data: list[object] | None = None,
+        source: str | None = None,
     ) -> None:
         detail = f"Partner Center answered {status}"
         if error_code:
@@ -198,6 +215,9 @@ class PartnerCenterError(ProductUpgradeError):
         self._retry_after = retry_after
         self.correlation_id = correlation_id
         self.request_id = request_id
+        #: Partner Center's ``data`` ("a list of error objects", for some errors) and ``source``, kept as given.
+        self.data = data or []
+        self.source = source
 
     @property
     def partner_center_error_code(self) -> str | None:
@@ -211,6 +231,12 @@ class PartnerCenterError(ProductUpgradeError):
     def token_rejected(self) -> bool:
         """401, or 403 without a Partner Center error code: our token, not the customer, was refused."""
         return self.status == 401 or (self.status == 403 and not self.error_code)
+
+    @property
+    def caller_refused(self) -> bool:
+        """Refused for the caller's own reasons (our token, even after a refresh; 403 900308 insufficient
+        privileges; 403 900309 conditional access): an answer about us, never about the upgrade."""
+        return self.token_rejected or (self.status == 403 and self.error_code in CALLER_REFUSALS)
 
     @property
     def http_status(self) -> int:  # type: ignore[override]

@@ -4,7 +4,7 @@ correlation ids."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 #: Namespace of our name-based UUIDs: the same key gives the same id in every process, after restarts.
 ID_NAMESPACE = uuid.UUID("6f1f7a52-3c0e-4f7e-9a39-3a4c8c1e0b5d")
@@ -39,10 +39,28 @@ class OperationIds:
 
     request_id: str
     correlation_id: str
+    #: Business answers (a refusal, a recorded failure, a "try again later") the request has had so far.
+    business_answers: int = 0
 
     @property
     def partner_center_correlation_id(self) -> str:
         return correlation_guid(self.correlation_id)
+
+    @property
+    def partner_center_request_id(self) -> str:
+        """The ``MS-RequestId`` of this attempt. Partner Center's rule: reuse an id only to retry a call that got
+        no answer (timeout, 5xx, 429); after an answer the next call takes a new one, or a cached refusal could be
+        replayed. So ``request_id`` itself until the request's first business answer, then one derived from it and
+        the count: the same in every process, while ``request_id`` stays the ledger's key."""
+        if self.business_answers <= 0:
+            return self.request_id
+        return str(uuid.uuid5(ID_NAMESPACE, f"answered:{self.business_answers}:{self.request_id}"))
+
+    def counting(self, business_answers: int | None) -> OperationIds:
+        """These ids with at least ``business_answers`` answers counted (the larger count is the later attempt)."""
+        if business_answers is None or business_answers <= self.business_answers:
+            return self
+        return replace(self, business_answers=business_answers)
 
     @classmethod
     def new(cls, correlation_id: str) -> OperationIds:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from shared.errors import UpstreamUnavailableError, ValidationError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PRODUCT_FAMILY = "Azure"
 
@@ -25,6 +29,16 @@ MAX_CALLER_ID = 256
 
 #: Partner Center status values that mean the upgrade is still under way (compared case-insensitively).
 RUNNING_STATUSES = frozenset({"inprogress", "notstarted", "pending", "queued", "running"})
+#: Partner Center status values that mean the upgrade succeeded (compared case-insensitively).
+COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
+#: The only values that end an upgrade. Partner Center publishes no list of states, so any value outside these
+#: (a new intermediate state, a typo) is followed like a running one, never taken for an end.
+ENDED_STATUSES = COMPLETED_STATUSES | frozenset({"failed", "cancelled", "canceled"})
+
+#: Unknown status values already warned about in this process (a warning each, not one per check).
+_warned_statuses: set[str] = set()
+_warned_lock = threading.Lock()
+_MAX_WARNED = 256
 
 #: Largest request body or queue message we parse.
 MAX_BODY_BYTES = 64 * 1024
@@ -142,6 +156,11 @@ class ErrorDetails:
     description: str | None
     message: str | None = None
 
+    @property
+    def present(self) -> bool:
+        """True when it says something (a code or a text): ``{}`` or all-null details are no error."""
+        return bool(self.code or self.description or self.message)
+
     @classmethod
     def from_json(cls, data: object) -> ErrorDetails | None:
         if not isinstance(data, dict):
@@ -195,6 +214,12 @@ class UpgradesLineItem:
             error_details=ErrorDetails.from_json(obj.get("errorDetails")),
         )
 
+    @property
+    def not_upgraded(self) -> bool:
+        """This subscription did not move: a status other than success, or error details."""
+        failed_status = self.status is not None and self.status.strip().lower() not in COMPLETED_STATUSES
+        return failed_status or (self.error_details is not None and self.error_details.present)
+
     def to_json(self) -> JSONObject:
         return {
             "sourceProduct": self.source_product.to_json() if self.source_product else None,
@@ -217,7 +242,19 @@ class ProductUpgradesStatus:
 
     @property
     def is_running(self) -> bool:
-        return self.status.strip().lower() in RUNNING_STATUSES
+        """Not ended: only the known final statuses end an upgrade; any other value is followed as running."""
+        return self.status.strip().lower() not in ENDED_STATUSES
+
+    @property
+    def is_completed(self) -> bool:
+        """Partner Center says the upgrade succeeded (at the top; see :attr:`is_partial` for its line items)."""
+        return self.status.strip().lower() in COMPLETED_STATUSES
+
+    @property
+    def is_partial(self) -> bool:
+        """Completed at the top, yet a line item (one subscription) has a non-success status or error details:
+        some subscriptions stayed on the legacy offer."""
+        return self.is_completed and any(item.not_upgraded for item in self.line_items)
 
     @classmethod
     def from_json(cls, data: JSONObject, upgrade_id: str) -> ProductUpgradesStatus:
@@ -225,6 +262,7 @@ class ProductUpgradesStatus:
         status = data.get("status")
         if not isinstance(status, str) or not status.strip():
             raise UpstreamUnavailableError(f"Partner Center's status document for upgrade {upgrade_id} has no status")
+        _warn_if_unknown(status)
         items = data.get("lineItems")
         return cls(
             id=_str_or(data.get("id"), upgrade_id),
@@ -301,6 +339,22 @@ class Subscription:
             quantity=quantity if isinstance(quantity, int) and not isinstance(quantity, bool) else None,
             status=_str_or_none(obj.get("status")),
         )
+
+
+def _warn_if_unknown(status: str) -> None:
+    """A status this app does not know is followed as running; say so once per value and process."""
+    value = status.strip()
+    if value.lower() in RUNNING_STATUSES or value.lower() in ENDED_STATUSES:
+        return
+    with _warned_lock:
+        if value in _warned_statuses or len(_warned_statuses) >= _MAX_WARNED:
+            return
+        _warned_statuses.add(value)
+    log.warning(
+        "Partner Center reported the upgrade status %r, which this app does not know; "
+        "following it as running (until it ends or tracking expires)",
+        value[:64],
+    )
 
 
 def _str_or_none(value: object) -> str | None:

@@ -34,6 +34,7 @@ TRACKING_QUEUE_SETTING = "PRODUCT_UPGRADE_TRACKING_QUEUE"
 OUTCOMES_QUEUE_SETTING = "PRODUCT_UPGRADE_OUTCOMES_QUEUE"
 POLL_SECONDS_SETTING = "PRODUCT_UPGRADE_POLL_SECONDS"
 TRACKING_HOURS_SETTING = "PRODUCT_UPGRADE_TRACKING_HOURS"
+MAX_POLL_SECONDS_SETTING = "PRODUCT_UPGRADE_MAX_POLL_SECONDS"
 DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
 MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
@@ -59,7 +60,8 @@ DEFAULTS: Mapping[str, str] = {
     TRACKING_QUEUE_SETTING: "product-upgrade-tracking",
     OUTCOMES_QUEUE_SETTING: "product-upgrade-outcomes",
     POLL_SECONDS_SETTING: "300",
-    TRACKING_HOURS_SETTING: "72",
+    TRACKING_HOURS_SETTING: "168",
+    MAX_POLL_SECONDS_SETTING: "3600",
     DEFER_SECONDS_SETTING: "3600",
     MAX_DEFERRALS_SETTING: "24",
     TOKEN_KEEPALIVE_DAYS_SETTING: "7",
@@ -85,6 +87,7 @@ ALL_SETTINGS: tuple[str, ...] = (
     OUTCOMES_QUEUE_SETTING,
     POLL_SECONDS_SETTING,
     TRACKING_HOURS_SETTING,
+    MAX_POLL_SECONDS_SETTING,
     DEFER_SECONDS_SETTING,
     MAX_DEFERRALS_SETTING,
     PUBLIC_URL_SETTING,
@@ -142,6 +145,8 @@ class Settings:
     outcomes_queue: str = DEFAULTS[OUTCOMES_QUEUE_SETTING]
     poll_seconds: float = float(DEFAULTS[POLL_SECONDS_SETTING])
     tracking_hours: float = float(DEFAULTS[TRACKING_HOURS_SETTING])
+    #: The longest gap between two status checks of one upgrade (checks slow down after its first hour).
+    max_poll_seconds: float = float(DEFAULTS[MAX_POLL_SECONDS_SETTING])
     defer_seconds: float = float(DEFAULTS[DEFER_SECONDS_SETTING])
     max_deferrals: int = int(DEFAULTS[MAX_DEFERRALS_SETTING])
     #: Base URL standing for the app's ``/api`` in ``Location`` (API Management, a custom domain), or None.
@@ -174,6 +179,7 @@ class Settings:
             outcomes_queue=reader.required(OUTCOMES_QUEUE_SETTING),
             poll_seconds=reader.positive_float(POLL_SECONDS_SETTING),
             tracking_hours=reader.positive_float(TRACKING_HOURS_SETTING),
+            max_poll_seconds=reader.positive_float(MAX_POLL_SECONDS_SETTING),
             defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
             public_url=read_public_url(env),

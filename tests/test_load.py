@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from azure.storage.queue import QueueClient
 
 from sandbox import Response
@@ -306,3 +307,75 @@ def _tracked_run(stored_app, azurite, upgrades):
     assert len(rows) == upgrades and {r.state for r in rows} == {"completed"} and all(r.outcome_sent for r in rows)
     assert set(created) == set(customers) and max(created.values()) == 1
     return {**figures, "rows": rows}, host
+
+
+#: In the mixed run, every 50th customer from n=1..4 gets one of Partner Center's odd answers (20 of each kind).
+ODD_EVERY = 50
+
+
+@pytest.mark.slow
+def test_thousand_upgrades_with_partner_centers_odd_answers_each_end_right(stored_app, azurite, caplog):
+    """1,000 queue requests, tracked to their end, with a few of each answer that used to end an upgrade wrongly: a
+    state the app does not know (Validating, then Completed), a partial upgrade (two subscriptions, one failed), a
+    status check refused once with 403 900308, a cancelled upgrade. Every outcome is the right one; none lost."""
+    from sandbox.customers import INSUFFICIENT_PRIVILEGES_DESCRIPTION, PARTIAL_ERROR_DETAILS, UNKNOWN_STATUS
+    from sandbox.partner_center import LineOutcome
+
+    caplog.set_level(logging.WARNING)
+    n = TRACKED_UPGRADES
+    partner_center = stored_app.partner_center
+    customers = [str(uuid.UUID(int=0x0DDBA11 << 64 | i)) for i in range(n)]
+    expected: dict[str, str] = {}
+    for i, customer in enumerate(customers):
+        kind = i % ODD_EVERY
+        if kind == 1:
+            partner_center.set_interim_status(customer, UNKNOWN_STATUS)
+        elif kind == 2:
+            lines = (LineOutcome("Completed"), LineOutcome("Failed", PARTIAL_ERROR_DETAILS))
+            partner_center.set_outcome(customer, "Completed", line_items=lines)
+        elif kind == 3:
+            partner_center.set_customer_error(
+                customer, 403, 900308, INSUFFICIENT_PRIVILEGES_DESCRIPTION, operations=("status",), times=1
+            )
+        elif kind == 4:
+            partner_center.set_outcome(customer, "Cancelled")
+        expected[customer] = {2: "partial", 4: "failed"}.get(kind, "completed")
+    partner_center.complete_after_polls(1)
+    host = Host(azurite.connection_string)
+    for i, customer in enumerate(customers):
+        host.send_request({"customerId": customer, "requestId": f"odd-{i}"})
+    started = time.monotonic()
+    host.run_until(lambda: len(host.outcomes) >= n, timeout=TRACKED_TIME_LIMIT)
+    elapsed = time.monotonic() - started
+    for _ in range(3):  # anything still scheduled would show up now
+        time.sleep(0.5)
+        host.run_once()
+
+    # Outcomes arrive at least once: a copy (storage left a send unanswered) has the same outcomeId.
+    by_customer: dict[str, set[tuple[str, str]]] = {}
+    for outcome in host.outcomes:
+        by_customer.setdefault(outcome["customerId"], set()).add((outcome["outcome"], outcome["outcomeId"]))
+    wrong = {c: got for c, got in by_customer.items() if {kind for kind, _ in got} != {expected[c]} or len(got) != 1}
+    lost = [c for c in customers if c not in by_customer]
+    refusals = sum("refused for our own account" in r.getMessage() for r in caplog.records)
+    figures = {
+        "requests sent": n,
+        "results": len(host.results),
+        "outcome messages": len(host.outcomes),
+        "outcomes by kind": dict(Counter(o["outcome"] for o in host.outcomes)),
+        "expected by kind": dict(Counter(expected.values())),
+        "wrong outcomes": len(wrong),
+        "lost outcomes": len(lost),
+        "copies of an outcome (same outcomeId)": len(host.outcomes) - len(by_customer),
+        "status checks refused with 900308, logged as errors": refusals,
+        "status checks per upgrade": partner_center.status_polls / n,
+        "tracking deliveries": host.deliveries["tracking"],
+        "invocations raised": host.raised,
+    }
+    print(f"\nmixed tracked run of {n} upgrades ({elapsed:.1f} s):")
+    for name, value in figures.items():
+        print(f"  {name}: {value}")
+
+    assert len(host.results) == n and {r["status"] for r in host.results} == {"accepted"}
+    assert lost == [] and wrong == {}
+    assert refusals == sum(1 for i in range(n) if i % ODD_EVERY == 3)

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 from shared.errors import UpstreamUnavailableError, ValidationError
@@ -125,3 +127,49 @@ def test_point13_product_family_is_normalised(given, sent):
 def test_point13_product_family_is_ascii_only(family):
     with pytest.raises(ValidationError, match="ASCII"):
         ProductUpgradeRequest.from_json({"customerId": CUSTOMER, "productFamily": family})
+
+
+# -- which states end an upgrade, and partial upgrades ------------------------------------------------------
+
+
+@pytest.mark.parametrize("ended", ["Completed", "completed", "SUCCEEDED", "Failed", "Cancelled", "canceled"])
+def test_only_known_final_statuses_end_an_upgrade(ended):
+    assert not ProductUpgradesStatus.from_json({"status": ended}, "u1").is_running
+
+
+@pytest.mark.parametrize("unknown", ["Validating", "Suspended", "PartiallyCompleted", "Done", "Error"])
+def test_a_status_this_app_does_not_know_is_followed_as_running(unknown):
+    assert ProductUpgradesStatus.from_json({"status": unknown}, "u1").is_running
+
+
+def test_an_unknown_status_is_warned_about_once_per_value(caplog):
+    caplog.set_level(logging.WARNING, logger="shared.models")
+    for _ in range(3):
+        ProductUpgradesStatus.from_json({"status": "Reconciling"}, "u1")
+        ProductUpgradesStatus.from_json({"status": "InProgress"}, "u1")
+    ProductUpgradesStatus.from_json({"status": "Migrating"}, "u1")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "shared.models"]
+    assert len(warnings) == 2
+    assert "'Reconciling'" in warnings[0] and "following it as running" in warnings[0]
+    assert "'Migrating'" in warnings[1]
+
+
+def _completed_with(*lines):
+    return ProductUpgradesStatus.from_json({"status": "Completed", "lineItems": list(lines)}, "u1")
+
+
+def test_completed_with_a_failed_or_erroring_line_item_is_partial():
+    moved = {"status": "Completed", "sourceProduct": {"id": "s1", "name": "AzureSubscription"}}
+    failed = {"status": "Failed", "errorDetails": {"code": "900114", "description": "not moved"}}
+    completed_with_error = {"status": "Completed", "errorDetails": {"code": "1", "message": "half done"}}
+    cancelled = {"status": "Cancelled"}
+    assert _completed_with(moved, failed).is_partial
+    assert _completed_with(moved, completed_with_error).is_partial
+    assert _completed_with(cancelled).is_partial
+    assert not _completed_with(moved, dict(moved)).is_partial
+    assert not _completed_with().is_partial
+    # no error at all: null or empty error details, a line item with no status
+    assert not _completed_with({"status": "Succeeded", "errorDetails": None}, {"errorDetails": {}}).is_partial
+    assert not _completed_with({"status": "Completed", "errorDetails": {"code": None}}).is_partial
+    # a failed upgrade is failed, not partial
+    assert not ProductUpgradesStatus.from_json({"status": "Failed", "lineItems": [failed]}, "u1").is_partial

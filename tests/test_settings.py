@@ -157,3 +157,12 @@ def test_token_keepalive_days_outside_the_refresh_tokens_lifetime_are_refused(va
         s.Settings.from_env({**MINIMAL, s.TOKEN_KEEPALIVE_DAYS_SETTING: value})
     assert info.value.name == s.TOKEN_KEEPALIVE_DAYS_SETTING
     assert "below 90" in str(info.value)
+
+
+def test_tracking_follows_an_upgrade_for_a_week_and_checks_at_most_hourly_by_default():
+    settings = s.Settings.from_env(MINIMAL)
+    assert (settings.poll_seconds, settings.tracking_hours, settings.max_poll_seconds) == (300.0, 168.0, 3600.0)
+    custom = s.Settings.from_env({**MINIMAL, s.MAX_POLL_SECONDS_SETTING: "900.5"})
+    assert custom.max_poll_seconds == 900.5
+    with pytest.raises(InvalidSettingError, match=s.MAX_POLL_SECONDS_SETTING):
+        s.Settings.from_env({**MINIMAL, s.MAX_POLL_SECONDS_SETTING: "0"})

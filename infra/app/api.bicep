@@ -44,6 +44,8 @@ param outcomesQueueName string
 param pollSeconds string
 @description('PRODUCT_UPGRADE_TRACKING_HOURS: how long an upgrade is followed before it is reported expired.')
 param trackingHours string
+@description('PRODUCT_UPGRADE_MAX_POLL_SECONDS: the longest gap between two status checks of one upgrade.')
+param maxPollSeconds string
 @description('PRODUCT_UPGRADE_DEFER_SECONDS: delay before a request told "try again later" is tried again.')
 param deferSeconds string
 param maxDeferrals string
@@ -219,6 +221,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_TRACKING_HOURS'
           value: trackingHours
+        }
+        {
+          name: 'PRODUCT_UPGRADE_MAX_POLL_SECONDS'
+          value: maxPollSeconds
         }
         {
           name: 'PRODUCT_UPGRADE_DEFER_SECONDS'

@@ -143,7 +143,9 @@ class CampaignRun:
         }
         ended_before = [result.outcome for result in results.values() if result.status == "accepted" and result.outcome]
         self.progress.restart(
-            len(waiting) + len(ended_before), f"wait {self.campaign.name}", ("completed", "failed", "throttled")
+            len(waiting) + len(ended_before),
+            f"wait {self.campaign.name}",
+            ("completed", "partial", "failed", "throttled"),
         )
         self.progress.carry([outcome for outcome in ended_before if outcome])
 

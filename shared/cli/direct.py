@@ -13,13 +13,14 @@ from typing import Any
 
 import requests
 
-from shared.errors import ProductUpgradeError
+from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.upgrades.workflow import OperationIds
 
 from . import ledger_outcome
 from .campaign import Result, Row
 from .context import Context
 from .follow import check_through_tracker, outcome_of, tracked
+from .html_report import not_upgraded
 from .pool import Done, Fatal, RowPool, stops_the_run
 from .progress import CampaignProgress
 
@@ -77,10 +78,13 @@ class DirectChannel:
         except ProductUpgradeError as exc:
             if stops_the_run(exc):
                 raise Fatal(exc) from None
-            if exc.transient:
-                return None  # asked again next round
+            if exc.transient or (isinstance(exc, PartnerCenterError) and exc.caller_refused):
+                return None  # asked again next round: a refusal of our own account is not the upgrade's end
             return previous.ended("failed", None, exc.message)
         outcome = outcome_of(status)
+        if outcome == "partial":
+            items = [item.to_json() for item in status.line_items]
+            return previous.ended(outcome, status.status, f"not upgraded: {not_upgraded(items)}")
         return None if outcome == "running" else previous.ended(outcome, status.status)
 
     def _tracked(self, row: Row, previous: Result) -> tuple[bool, Result | None]:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.errors import ProductUpgradeError
+from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
 from shared.store.ledger import UpgradeRecord
 from shared.upgrades.runtime import Runtime
@@ -35,7 +35,7 @@ class Ended:
 
 
 def outcome_of(status: ProductUpgradesStatus) -> str:
-    """``running``, ``completed`` or ``failed``, as the ledger names an upgrade's state."""
+    """``running``, ``completed``, ``partial`` or ``failed``, as the ledger names an upgrade's state."""
     return "running" if status.is_running else ended_state(status)
 
 
@@ -78,8 +78,8 @@ def follow_upgrade(
 ) -> Ended | None:
     """Ask for the status until it has ended (returned) or ``stop`` is set (None).
 
-    Transient failures (throttling, outages) wait and ask again, after Retry-After when Partner Center gave
-    one; a permanent refusal (the upgrade is unknown) raises.
+    Transient failures (throttling, outages) and refusals of our own account (403 900308 / 900309) wait and ask
+    again, after Retry-After when Partner Center gave one; a permanent refusal (the upgrade is unknown) raises.
     """
     poll_seconds = runtime.settings.poll_seconds
     record = tracked(runtime, ledger_key, upgrade_id)
@@ -93,7 +93,7 @@ def follow_upgrade(
                 status = runtime.workflow.get_status(upgrade_id, request, OperationIds.new(correlation_id))
                 outcome = outcome_of(status)
         except ProductUpgradeError as exc:
-            if not exc.transient:
+            if not (exc.transient or (isinstance(exc, PartnerCenterError) and exc.caller_refused)):
                 raise
             wait = float(exc.retry_after) if exc.retry_after is not None else poll_seconds
             log.warning("Status of upgrade %s not read (%s); asking again in %.1f s", upgrade_id, exc.code, wait)

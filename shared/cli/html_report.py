@@ -2,7 +2,8 @@
 
 No script, no font, no stylesheet from elsewhere: it opens offline, from a mail attachment too. It shows the
 counts by state, upgrades accepted and ended per hour (a chart and its table), time-to-complete percentiles,
-and every failed or expired upgrade with Partner Center's reason.
+and every partial, failed or expired upgrade with Partner Center's reason (for a partial one: the subscriptions
+that did not move).
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from shared.models import UpgradesLineItem
 from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, iso
 
 #: Percentiles of time-to-complete shown, nearest-rank.
 PERCENTILES = (50, 90, 95, 99)
 
 _COLORS = {"accepted": "#2b6cb0", "ended": "#2f855a"}
-_STATE_COLORS = {"running": "#2b6cb0", "completed": "#2f855a", "failed": "#c53030", "expired": "#b7791f"}
+_STATE_COLORS = {
+    "running": "#2b6cb0",
+    "completed": "#2f855a",
+    "partial": "#dd6b20",
+    "failed": "#c53030",
+    "expired": "#b7791f",
+}
+#: The states listed under "Failures": every upgrade someone should look at.
+_NEEDS_ATTENTION = ("partial", "failed", "expired")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1a202c}
@@ -74,7 +84,10 @@ def per_hour(records: Iterable[UpgradeRecord]) -> list[tuple[datetime, int, int]
 
 
 def reason(record: UpgradeRecord) -> str:
-    """Partner Center's reason for a failure: the status's error details, else a line item's."""
+    """Partner Center's reason for a failure: the status's error details, else a line item's; for a partial
+    upgrade, the subscriptions that did not move."""
+    if record.state == "partial":
+        return not_upgraded(record.line_items) or "a line item did not complete (no details given)"
     candidates: list[Any] = [record.error_details]
     candidates += [item.get("errorDetails") for item in record.line_items if isinstance(item, dict)]
     for details in candidates:
@@ -84,6 +97,22 @@ def reason(record: UpgradeRecord) -> str:
     if record.state == "expired":
         return "not ended within the tracking window"
     return "no reason given by Partner Center"
+
+
+def not_upgraded(line_items: list[Any]) -> str:
+    """The line items (subscriptions) of an upgrade that did not move, with Partner Center's reason for each."""
+    parts = []
+    for item in (UpgradesLineItem.from_json(raw) for raw in line_items):
+        if not item.not_upgraded:
+            continue
+        subscription = item.source_product.id if item.source_product and item.source_product.id else "?"
+        text = f"subscription {subscription} {item.status or 'no status'}"
+        details = item.error_details
+        if details is not None and details.present:
+            code = f"[{details.code}] " if details.code else ""
+            text += f": {code}{details.description or ''}".rstrip()
+        parts.append(text)
+    return "; ".join(parts)
 
 
 def write_html_report(path: Path, records: list[UpgradeRecord], *, title: str, now: datetime | None = None) -> None:
@@ -191,7 +220,7 @@ def _percentiles(records: list[UpgradeRecord]) -> list[str]:
 
 
 def _failures(records: list[UpgradeRecord]) -> list[str]:
-    failed = [record for record in records if record.state in ("failed", "expired")]
+    failed = [record for record in records if record.state in _NEEDS_ATTENTION]
     parts = [f"<h2>Failures ({len(failed)})</h2>"]
     if not failed:
         return [*parts, '<p class="muted">None.</p>']

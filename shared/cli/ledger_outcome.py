@@ -13,6 +13,7 @@ from shared.errors import StorageUnavailableError
 from shared.store.ledger import Ledger, RequestRecord, UpgradeRecord
 
 from .campaign import Result
+from .html_report import not_upgraded
 
 T = TypeVar("T")
 
@@ -37,7 +38,9 @@ def record(ledger: Ledger, ledger_key: str | None, upgrade_id: str | None) -> Up
 def result(previous: Result, ended: UpgradeRecord) -> Result:
     """The row's result with the ended upgrade's outcome, and Partner Center's reason when it did not complete."""
     message = None
-    if ended.state != "completed" and isinstance(ended.error_details, dict):
+    if ended.state == "partial":
+        message = f"not upgraded: {not_upgraded(ended.line_items)}"
+    elif ended.state != "completed" and isinstance(ended.error_details, dict):
         details = ended.error_details
         message = f"Partner Center: {details.get('code') or ''} {details.get('description') or ''}".strip()
     return previous.ended(ended.state, ended.partner_center_status, message)

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from shared import __version__, logs
 from shared.errors import ProductUpgradeError, SettingError
+from shared.store.ledger import UPGRADE_STATES
 
 from .context import (
     EXIT_CONFIGURATION,
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--wait", action="store_true", help="follow every accepted upgrade until it has ended")
 
     listing = commands.add_parser("list", parents=[common], help="counts by state, then the ledger's upgrades")
-    listing.add_argument("--state", choices=("running", "completed", "failed", "expired"))
+    listing.add_argument("--state", choices=UPGRADE_STATES)
     listing.add_argument("--customer", metavar="CUSTOMER_ID")
     listing.add_argument("--output", metavar="OUT.csv", help="write the upgrades as CSV")
     listing.add_argument("--html", metavar="REPORT.html", help="write a self-contained campaign report")

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from shared import logs
-from shared.errors import ProductUpgradeError, ValidationError
+from shared.errors import PartnerCenterError, ProductUpgradeError, ValidationError
 from shared.functions.health import check_health
 from shared.models import (
     DEFAULT_PRODUCT_FAMILY,
@@ -242,8 +242,10 @@ def problem(
     partner_center_error_code: str | None = None,
     retry_after: int | None = None,
     retryable: bool = False,
+    partner_center_error: PartnerCenterError | None = None,
 ) -> func.HttpResponse:
-    """An RFC 9457 ``application/problem+json`` response; ``retryable`` says the same request may succeed later."""
+    """An RFC 9457 ``application/problem+json`` response; ``retryable`` says the same request may succeed later.
+    ``partner_center_error``: its ``data`` and ``source`` go along, when it gave them."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title,
@@ -254,6 +256,10 @@ def problem(
     }
     if partner_center_error_code is not None:
         body["partnerCenterErrorCode"] = partner_center_error_code
+    if partner_center_error is not None and partner_center_error.data:
+        body["partnerCenterErrorData"] = partner_center_error.data
+    if partner_center_error is not None and partner_center_error.source:
+        body["partnerCenterErrorSource"] = partner_center_error.source
     headers = {"MS-CorrelationId": correlation_id}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
@@ -298,6 +304,7 @@ def _problem_for(exc: ProductUpgradeError, correlation_id: str) -> func.HttpResp
         partner_center_error_code=exc.partner_center_error_code,
         retry_after=retry_after if status == 503 else None,
         retryable=exc.retryable,
+        partner_center_error=exc if isinstance(exc, PartnerCenterError) else None,
     )
 
 

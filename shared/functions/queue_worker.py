@@ -49,9 +49,12 @@ class QueueRequest:
     #: Times this request was deferred already, and the id of the message it first came in.
     deferrals: int = 0
     original_message_id: str | None = None
+    #: Business answers the request has had (a deferral for "try again later" is one): its next MS-RequestId.
+    business_answers: int = 0
 
-    def deferred(self, message_id: str) -> dict[str, Any]:
-        """The message that puts this request back on the queue once more, keeping its identity."""
+    def deferred(self, message_id: str, business_answers: int = 0) -> dict[str, Any]:
+        """The message that puts this request back on the queue once more, keeping its identity (and counting the
+        business answers it has had, so the next attempt sends the next MS-RequestId)."""
         body: dict[str, Any] = {
             **self.request.to_json(),
             "requestId": self.request_id,
@@ -59,6 +62,7 @@ class QueueRequest:
             "checkEligibility": self.check_eligibility,
             "deferrals": self.deferrals + 1,
             "originalMessageId": self.original_message_id or message_id,
+            "businessAnswers": business_answers or None,
         }
         return {key: value for key, value in body.items() if value is not None}
 
@@ -86,6 +90,7 @@ def _handle(msg: func.QueueMessage) -> str | None:
         if parsed.request_id
         else request_id_for("queue-message", message_id),
         correlation_id=parsed.correlation_id or request_id_for("queue-correlation", message_id),
+        business_answers=parsed.business_answers,
     )
     logs.bind(requestId=ids.request_id, correlationId=ids.correlation_id)
     fields: dict[str, Any] = {
@@ -117,9 +122,11 @@ def _handle(msg: func.QueueMessage) -> str | None:
 def _failed(
     msg: func.QueueMessage, parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError, fields: dict[str, Any]
 ) -> str | None:
+    # The ids the failed attempt used (the ledger may have counted more business answers than the message).
+    ids = ids.counting(exc.business_answers)
     if isinstance(exc, PartnerCenterError) and _not_now(exc):
         try:
-            deferred = _defer(parsed, exc, fields["message_id"])
+            deferred = _defer(parsed, ids, exc, fields["message_id"])
         except ProductUpgradeError as defer_error:
             # No queue to defer to: the host's own retries (429) or a result now (900130) instead.
             log.warning("Could not defer message %s: %s", fields["message_id"], defer_error.message)
@@ -163,7 +170,7 @@ def _not_now(exc: PartnerCenterError) -> bool:
     return exc.retry_after + policy.min_attempt_time > left
 
 
-def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bool:
+def _defer(parsed: QueueRequest, ids: OperationIds, exc: PartnerCenterError, message_id: str) -> bool:
     """Put the request back on the queue for later; False when its deferrals are used up. Raises
     :class:`ProductUpgradeError` when the queue cannot be written."""
     runtime: Runtime = get_runtime()
@@ -175,7 +182,9 @@ def _defer(parsed: QueueRequest, exc: PartnerCenterError, message_id: str) -> bo
         delay = settings.defer_seconds
     else:
         delay = float(exc.retry_after) if exc.retry_after is not None else DEFAULT_THROTTLE_DEFER_SECONDS
-    runtime.scheduler.defer_request(parsed.deferred(message_id), delay)
+    # "Try again later" is a business answer: the next attempt takes the next MS-RequestId; a 429 got none.
+    answers = ids.business_answers + 1 if exc.try_again_later else ids.business_answers
+    runtime.scheduler.defer_request(parsed.deferred(message_id, answers), delay)
     log.info(
         "Partner Center said not now (%s) for message %s; deferred %d of %d, back in %.0f s",
         exc.code,
@@ -205,9 +214,8 @@ def parse_message(raw: bytes) -> QueueRequest:
     check = data.get("checkEligibility", False)
     if check is not None and not isinstance(check, bool):
         raise ValidationError("checkEligibility must be true or false")
-    deferrals = data.get("deferrals", 0)
-    if not isinstance(deferrals, int) or isinstance(deferrals, bool) or not 0 <= deferrals <= 10_000:
-        raise ValidationError("deferrals must be a count")
+    deferrals = _count(data, "deferrals")
+    business_answers = _count(data, "businessAnswers")
     return QueueRequest(
         request=request,
         request_id=_caller_id(data, "requestId"),
@@ -215,7 +223,15 @@ def parse_message(raw: bytes) -> QueueRequest:
         check_eligibility=bool(check),
         deferrals=deferrals,
         original_message_id=_original_message_id(data),
+        business_answers=business_answers,
     )
+
+
+def _count(data: dict[str, Any], key: str) -> int:
+    value = data.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 10_000:
+        raise ValidationError(f"{key} must be a count")
+    return value
 
 
 def _original_message_id(data: dict[str, Any]) -> str | None:

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "partner-center-product-upgrades-functions"
 LOCALE = "en-US"
+#: Partner Center's headers page lists ``MS-Contract-Version`` as required.
+CONTRACT_VERSION = "v1"
+#: Largest ``data`` of an error body kept (as JSON text): it travels on in problem details and outcomes.
+MAX_ERROR_DATA = 4096
 
 #: Customers per page of ``GET /v1/customers``. Partner Center's REST page documents no ceiling (its example asks
 #: for 40); its PowerShell module notes that one call returns at most 500, so we ask for that many.
@@ -180,6 +184,7 @@ class PartnerCenterClient:
                 "Accept": "application/json",
                 "MS-RequestId": request_id,
                 "MS-CorrelationId": correlation_id,
+                "MS-Contract-Version": CONTRACT_VERSION,
                 "X-Locale": self._locale,
                 "MS-PartnerCenter-Application": self._application_name,
             }
@@ -302,14 +307,18 @@ def next_page(body: dict[str, Any], base_url: str) -> tuple[str, dict[str, str]]
 def error_from_response(
     response: requests.Response, *, request_id: str | None = None, correlation_id: str | None = None
 ) -> PartnerCenterError:
-    """Partner Center's error, typed: ``{"code", "description"}`` or the 429 shape ``{"statusCode", "message"}``.
+    """Partner Center's error, typed: ``{"code", "description", "data", "source"}`` or the 429 shape
+    ``{"statusCode", "message"}``.
 
     Only Partner Center's JSON ``description`` (else ``message``) travels on to callers, up to 1,024
-    characters. Any other body (an HTML page from a gateway, with internal names) stays out of problem
-    details and results: it is logged at debug, redacted.
+    characters, with its ``data`` (a list, up to :data:`MAX_ERROR_DATA` characters of JSON) and ``source``.
+    Any other body (an HTML page from a gateway, with internal names) stays out of problem details and
+    results: it is logged at debug, redacted.
     """
     code: str | None = None
     description = ""
+    data: list[object] = []
+    source: str | None = None
     try:
         body = response.json()
     except ValueError:
@@ -320,6 +329,9 @@ def error_from_response(
             code = str(raw_code)
         text = body.get("description") or body.get("message")
         description = text if isinstance(text, str) else ""
+        data = _error_data(body.get("data"))
+        raw_source = body.get("source")
+        source = raw_source[:256] if isinstance(raw_source, str) and raw_source else None
     elif response.text.strip():
         log.debug(
             "Partner Center answered %d with a body that is not its JSON error (MS-RequestId %s): %s",
@@ -335,7 +347,16 @@ def error_from_response(
         retry_after=math.ceil(retry_after) if retry_after is not None else None,
         correlation_id=response.headers.get("MS-CorrelationId") or correlation_id,
         request_id=response.headers.get("MS-RequestId") or request_id,
+        data=data,
+        source=source,
     )
+
+
+def _error_data(value: object) -> list[object]:
+    """An error body's ``data``: a list, kept when its JSON is small enough to pass on; else nothing."""
+    if not isinstance(value, list) or not value:
+        return []
+    return value if len(json.dumps(value)) <= MAX_ERROR_DATA else []
 
 
 def _json_object(response: requests.Response) -> dict[str, Any]:

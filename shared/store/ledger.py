@@ -7,7 +7,7 @@ create), holding up to two records:
   ``failed``). An ``accepted`` record makes a replay return the recorded upgrade without calling Partner
   Center; ``rejected`` and ``failed`` never block a later attempt of the same request.
 - RowKey ``upgrade``: the upgrade it started and its tracking state (``running`` until Partner Center says it
-  has ended, then ``completed``, ``failed`` or ``expired``).
+  has ended, then ``completed``, ``partial``, ``failed`` or ``expired``).
 
 Both live in one partition so that accepting an upgrade is one entity-group transaction: a create costs one
 storage round trip (two with an Idempotency-Key, whose insert-only reservation comes first). State changes
@@ -50,8 +50,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RequestStatus = Literal["reserved", "accepted", "rejected", "failed"]
-UpgradeState = Literal["running", "completed", "failed", "expired"]
-UPGRADE_STATES: tuple[UpgradeState, ...] = ("running", "completed", "failed", "expired")
+UpgradeState = Literal["running", "completed", "partial", "failed", "expired"]
+UPGRADE_STATES: tuple[UpgradeState, ...] = ("running", "completed", "partial", "failed", "expired")
 
 REQUEST_ROW = "request"
 UPGRADE_ROW = "upgrade"
@@ -104,6 +104,8 @@ class RequestRecord:
     caller_request_id: str | None = None
     correlation_id: str | None = None
     updated_at: datetime | None = None
+    #: Business answers (refusals, recorded failures) so far: the next attempt sends the next MS-RequestId.
+    business_answers: int = 0
 
     def same_request(self, request: ProductUpgradeRequest) -> bool:
         return (self.customer_id, self.product_family) == (request.customer_id, request.product_family)
@@ -198,8 +200,10 @@ class Ledger(Protocol):
         *,
         caller_request_id: str | None,
         correlation_id: str,
+        business_answers: int = 1,
     ) -> None:
-        """Record the request's final ``rejected`` (permanent) or ``failed`` (transient) result."""
+        """Record the request's final ``rejected`` (permanent) or ``failed`` (transient) result, and how many
+        business answers the request has had with it (the next attempt sends the next MS-RequestId)."""
         ...
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
@@ -262,6 +266,7 @@ class NoLedger:
         *,
         caller_request_id: str | None,
         correlation_id: str,
+        business_answers: int = 1,
     ) -> None:
         return None
 
@@ -419,6 +424,7 @@ class TableLedger:
         *,
         caller_request_id: str | None,
         correlation_id: str,
+        business_answers: int = 1,
     ) -> None:
         from azure.data.tables import UpdateMode
 
@@ -433,6 +439,7 @@ class TableLedger:
             caller_request_id=caller_request_id,
             correlation_id=correlation_id,
             updated_at=utc_now(),
+            business_answers=business_answers,
         )
         entity = _request_entity(record, correlation_id)
         self._best_effort(
@@ -601,6 +608,7 @@ def _request_entity(record: RequestRecord, correlation_id: str) -> dict[str, Any
             "CallerRequestId": record.caller_request_id,
             "CorrelationId": record.correlation_id or correlation_id,
             "UpdatedAt": iso(record.updated_at),
+            "BusinessAnswers": record.business_answers or None,
         }
     )
 
@@ -621,6 +629,7 @@ def _request_from(entity: Mapping[str, Any]) -> RequestRecord:
         caller_request_id=_opt(entity.get("CallerRequestId")),
         correlation_id=_opt(entity.get("CorrelationId")),
         updated_at=parse_iso(entity.get("UpdatedAt")),
+        business_answers=int(entity.get("BusinessAnswers") or 0),
     )
 
 

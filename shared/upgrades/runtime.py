@@ -99,6 +99,7 @@ class Runtime:
                 scheduler,
                 poll_seconds=settings.poll_seconds,
                 tracking_hours=settings.tracking_hours,
+                max_poll_seconds=settings.max_poll_seconds,
             )
             if isinstance(scheduler, QueueScheduler) and isinstance(ledger, TableLedger)
             else None

@@ -4,8 +4,14 @@ Every upgrade the app starts is recorded ``running`` in the ledger and gets a st
 tracking queue. A check asks Partner Center's status:
 
 - still running: the ledger's status and ``updatedAt`` change, the next check is scheduled;
-- ended: the ledger records ``completed`` (``Completed``/``Succeeded``) or ``failed`` (any other ended status,
-  or a 404 for the upgrade), and exactly one outcome message goes out;
+- ended (only ``Completed``, ``Succeeded``, ``Failed``, ``Cancelled``, ``Canceled`` end it; a status this app does
+  not know is followed like a running one): the ledger records ``completed``, ``partial`` (completed, but a line
+  item, one subscription, did not move) or ``failed`` (``Failed``, ``Cancelled``, ``Canceled``, or a 404 for the
+  upgrade), and exactly one outcome message goes out;
+- checks slow down as an upgrade runs long (:func:`poll_gap`): every poll interval for the first hour, then each
+  gap twice the one before, up to ``PRODUCT_UPGRADE_MAX_POLL_SECONDS``;
+- a check refused for our own reasons (401 after a token refresh, 403 900308 / 900309) is not the upgrade's end:
+  an error is logged and the check is tried again with backoff;
 - not ended ``PRODUCT_UPGRADE_TRACKING_HOURS`` after it was accepted: ``expired``, one outcome message;
 - a transient failure: the same check again after Retry-After, else with backoff from the poll interval up to
   four times it.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable
@@ -48,8 +55,6 @@ if TYPE_CHECKING:  # the client imports requests; the tracker adapter imports th
 
 log = logging.getLogger(__name__)
 
-#: Partner Center statuses that mean the upgrade succeeded (compared case-insensitively).
-COMPLETED_STATUSES = frozenset({"completed", "succeeded"})
 #: How long a worker that claimed an outcome has to send it before another delivery may send it instead.
 OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
@@ -61,6 +66,10 @@ STALL_POLLS = 6
 MIN_STALL_SECONDS = 1800.0
 #: Conditional writes of one check's result, each on a fresher record, before the check is tried again later.
 MAX_WRITES = 3
+#: Status checks come every poll interval for this long after an upgrade was accepted, then slow down.
+STEADY_POLL_SECONDS = 3600.0
+#: The longest gap between two checks when the tracker is built without one (``PRODUCT_UPGRADE_MAX_POLL_SECONDS``).
+DEFAULT_MAX_POLL_SECONDS = 3600.0
 
 #: Bounds of a tracking message's counts. The check number is stored in the ledger (a 32-bit integer in the
 #: table); the failures only choose a backoff that stops growing after two, and 2 ** failures must stay cheap.
@@ -144,9 +153,26 @@ def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
     }
 
 
+def poll_gap(elapsed_seconds: float, poll_seconds: float, max_poll_seconds: float) -> float:
+    """The gap before the next status check of an upgrade accepted ``elapsed_seconds`` ago.
+
+    The poll interval for the first hour; then each gap twice the one before (2, 4, 8, ... poll intervals, when
+    the checks come on time: derived from the time alone, so every worker, and a resumed chain, agree), up to
+    ``max_poll_seconds``; never shorter than the poll interval. Continuous polling is what Partner Center
+    throttles, and it publishes no duration for an upgrade.
+    """
+    past = elapsed_seconds - STEADY_POLL_SECONDS
+    if past < 0:
+        return poll_seconds
+    doublings = math.floor(math.log2(min(past / poll_seconds + 2, 2.0**64)))
+    return max(poll_seconds, min(max_poll_seconds, poll_seconds * 2.0**doublings))
+
+
 def ended_state(status: ProductUpgradesStatus) -> UpgradeState:
     """What an ended Partner Center status means in the ledger."""
-    return "completed" if status.status.strip().lower() in COMPLETED_STATUSES else "failed"
+    if status.is_partial:
+        return "partial"
+    return "completed" if status.is_completed else "failed"
 
 
 class UpgradeTracker:
@@ -160,11 +186,13 @@ class UpgradeTracker:
         *,
         poll_seconds: float,
         tracking_hours: float,
+        max_poll_seconds: float = DEFAULT_MAX_POLL_SECONDS,
     ) -> None:
         self._client = client
         self._ledger = ledger
         self._scheduler = scheduler
         self.poll_seconds = poll_seconds
+        self.max_poll_seconds = max_poll_seconds
         self._window = timedelta(hours=tracking_hours)
 
     def start(self, record: UpgradeRecord) -> None:
@@ -181,9 +209,12 @@ class UpgradeTracker:
         unchanged for :attr:`stall_seconds` (its first check was never scheduled, a check went to the poison
         queue through a storage outage, a worker died). A check that was only late becomes a duplicate, which
         the check numbers drop. Returns how many were resumed; raises :class:`StorageUnavailableError`."""
-        updated_before = (now or utc_now()) - timedelta(seconds=self.stall_seconds)
+        now = now or utc_now()
+        updated_before = now - timedelta(seconds=self.stall_seconds)
         resumed = 0
         for record in self._ledger.unsent_upgrades(updated_before):
+            if not self._stalled(record, now):
+                continue  # a long-running upgrade whose next check is merely far off (see poll_gap)
             self._scheduler.schedule_check(TrackingCheck.first(record).to_json(), 0)
             log.warning(
                 "Tracking of upgrade %s had stopped (%s, last change %s); checking it again",
@@ -198,6 +229,17 @@ class UpgradeTracker:
     def stall_seconds(self) -> float:
         """How long an upgrade's record may stay unchanged, outcome not sent, before its tracking is resumed."""
         return max(STALL_POLLS * self.poll_seconds, MIN_STALL_SECONDS)
+
+    def next_gap(self, record: UpgradeRecord, now: datetime | None = None) -> float:
+        """Seconds until the next status check of a running upgrade (:func:`poll_gap`)."""
+        elapsed = ((now or utc_now()) - record.accepted_at).total_seconds()
+        return poll_gap(elapsed, self.poll_seconds, self.max_poll_seconds)
+
+    def _stalled(self, record: UpgradeRecord, now: datetime) -> bool:
+        """Unchanged past :attr:`stall_seconds`, and past twice the gap its last check scheduled (when running)."""
+        unchanged = (now - record.updated_at).total_seconds()
+        expected = self.next_gap(record, record.updated_at) if not record.ended else 0.0
+        return unchanged >= max(self.stall_seconds, 2 * expected)
 
     def check(self, check: TrackingCheck) -> CheckResult:
         """One status check. Raises :class:`StorageUnavailableError` when the ledger or queues fail (the
@@ -220,10 +262,25 @@ class UpgradeTracker:
                 correlation_id=correlation_guid(record.correlation_id or record.ledger_key),
             )
         except PartnerCenterError as exc:
+            if exc.caller_refused:
+                # About us (our token after a refresh, 900308 privileges, 900309 conditional access), not the
+                # upgrade: never its end. An operator must act, so an error; the check goes on with backoff.
+                log.error(
+                    "Status check of upgrade %s refused for our own account (%s %s): %s; trying again later",
+                    record.upgrade_id,
+                    exc.status,
+                    exc.error_code or "no code",
+                    exc.description or exc.message,
+                )
+                return self._failed_check(record, check, exc)
             if exc.transient:
                 return self._failed_check(record, check, exc)
             # 404 (the upgrade is unknown) or another refusal about it: it will not complete.
-            details = {"code": exc.error_code, "description": exc.description or exc.message}
+            details: dict[str, Any] = {"code": exc.error_code, "description": exc.description or exc.message}
+            if exc.data:
+                details["data"] = exc.data
+            if exc.source:
+                details["source"] = exc.source
             return self._end(record, check, "failed", error_details=details)
         except ProductUpgradeError as exc:
             return self._failed_check(record, check, exc)
@@ -239,12 +296,13 @@ class UpgradeTracker:
 
     # -- steps -------------------------------------------------------------------------------------------------
     def _still_running(self, record: UpgradeRecord, check: TrackingCheck, status: ProductUpgradesStatus) -> CheckResult:
+        gap = self.next_gap(record)
         # Schedule before recording: a crash in between repeats this check, it never loses the chain.
         scheduled = self._scheduler.schedule_check(
             TrackingCheck(
                 record.upgrade_id, record.customer_id, record.product_family, record.ledger_key, check.check + 1
             ).to_json(),
-            self.poll_seconds,
+            gap,
         )
         updated = self._write(
             record,
@@ -255,9 +313,7 @@ class UpgradeTracker:
             # Another delivery of this check got there first and scheduled its own next check.
             self._scheduler.cancel(scheduled)
             return "stale"
-        log.info(
-            "Upgrade %s is still running (%s); next check in %s s", record.upgrade_id, status.status, self.poll_seconds
-        )
+        log.info("Upgrade %s is still running (%s); next check in %s s", record.upgrade_id, status.status, gap)
         signals.upgrade_checked(record, status.status)
         return "running"
 

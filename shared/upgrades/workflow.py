@@ -7,7 +7,13 @@ import re
 from typing import TYPE_CHECKING
 
 from shared import signals
-from shared.errors import IdempotencyKeyReusedError, NotEligibleError, PartnerCenterError, ProductUpgradeError
+from shared.errors import (
+    AlreadyUpgradedError,
+    IdempotencyKeyReusedError,
+    NotEligibleError,
+    PartnerCenterError,
+    ProductUpgradeError,
+)
 from shared.ids import ID_NAMESPACE, OperationIds, correlation_guid, request_id_for
 from shared.models import (
     ProductUpgradeCreated,
@@ -86,9 +92,12 @@ class ProductUpgradeWorkflow:
                         existing.upgrade_id,
                     )
                     return ProductUpgradeCreated(existing.upgrade_id, request.customer_id, request.product_family)
+                # Refused or failed before: this attempt sends the next MS-RequestId of the request.
+                ids = ids.counting(existing.business_answers)
         try:
             created, new_upgrade = self._create(request, ids, check_eligibility)
         except ProductUpgradeError as exc:
+            exc.business_answers = ids.business_answers
             if record_failure:
                 self.record_failure(request, ids, exc, caller_request_id=caller_request_id)
             raise
@@ -118,9 +127,16 @@ class ProductUpgradeWorkflow:
         *,
         caller_request_id: str | None = None,
     ) -> None:
-        """Record ``error`` as the request's final result (``rejected``, or ``failed`` when transient)."""
+        """Record ``error`` as the request's final result (``rejected``, or ``failed`` when transient): one more
+        business answer of the request, counted from ``ids`` or from what the failed attempt had counted."""
+        answers = ids.counting(error.business_answers).business_answers + 1
         self.ledger.record_refused(
-            ids.request_id, request, error, caller_request_id=caller_request_id, correlation_id=ids.correlation_id
+            ids.request_id,
+            request,
+            error,
+            caller_request_id=caller_request_id,
+            correlation_id=ids.correlation_id,
+            business_answers=answers,
         )
 
     def check_eligibility(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesEligibility:
@@ -141,21 +157,40 @@ class ProductUpgradeWorkflow:
             eligibility = self.check_eligibility(request, OperationIds.new(ids.correlation_id))
             if not eligibility.is_eligible:
                 if eligibility.upgrade_id:
+                    self._raise_unless_running(request, eligibility.upgrade_id, ids, eligibility.reason)
                     return self._already_running(request, eligibility.upgrade_id)
                 raise NotEligibleError(request.customer_id, eligibility.reason)
         try:
             created = self._client.create_upgrade(
-                request, request_id=ids.request_id, correlation_id=ids.partner_center_correlation_id
+                request, request_id=ids.partner_center_request_id, correlation_id=ids.partner_center_correlation_id
             )
         except PartnerCenterError as exc:
             if exc.status != 409 or exc.error_code != UPGRADE_IN_PROGRESS:
                 raise
-            running = self.check_eligibility(request, OperationIds.new(ids.correlation_id)).upgrade_id
-            running = running or upgrade_id_in(exc.description, request.customer_id)
+            eligibility = self.check_eligibility(request, OperationIds.new(ids.correlation_id))
+            if eligibility.upgrade_id:
+                self._raise_unless_running(request, eligibility.upgrade_id, ids, eligibility.reason)
+            running = eligibility.upgrade_id or upgrade_id_in(exc.description, request.customer_id)
             if not running:
                 raise
             return self._already_running(request, running)
         return created, True
+
+    def _raise_unless_running(
+        self, request: ProductUpgradeRequest, upgrade_id: str, ids: OperationIds, reason: str | None
+    ) -> None:
+        """Eligibility names an upgrade "already in place", completed ones included: ask its status first. Completed
+        raises :class:`AlreadyUpgradedError`, failed or cancelled :class:`NotEligibleError`; running returns."""
+        status = self.get_status(upgrade_id, request, OperationIds.new(ids.correlation_id))
+        if status.is_running:
+            return
+        if status.is_completed:
+            raise AlreadyUpgradedError(
+                f"customer {request.customer_id} has already been upgraded (upgrade {upgrade_id} is {status.status})"
+            )
+        raise NotEligibleError(
+            request.customer_id, f"{reason or 'its upgrade ended'} (upgrade {upgrade_id} is {status.status})"
+        )
 
     def _already_running(self, request: ProductUpgradeRequest, upgrade_id: str) -> tuple[ProductUpgradeCreated, bool]:
         log.info("An upgrade for customer %s is already in progress: %s", request.customer_id, upgrade_id)

@@ -133,3 +133,21 @@ class BackgroundHost:
         while not self._stop.is_set():
             if not self.host.run_once():
                 self._stop.wait(0.2)
+
+
+#: The failed line item of a partial upgrade (see :func:`script_partial`).
+PARTIAL_DETAILS = {"code": "900114", "description": "The subscription could not be moved to the Azure plan."}
+
+
+def script_partial(partner_center: FakePartnerCenter, customer: str) -> None:
+    """Upgrades of ``customer`` move two subscriptions: one moves, one fails; the upgrade says Completed."""
+    from sandbox.partner_center import LineOutcome
+
+    lines = (LineOutcome("Completed"), LineOutcome("Failed", PARTIAL_DETAILS))
+    partner_center.set_outcome(customer, "Completed", line_items=lines)
+
+
+def left_behind(partner_center: FakePartnerCenter, customer: str) -> str:
+    """The id of the subscription that did not move in ``customer``'s partial upgrade."""
+    [upgrade] = [u for u in partner_center.upgrades.values() if u.customer_id == customer]
+    return upgrade.subscriptions[1][0]

@@ -14,12 +14,15 @@ from typing import Any
 from shared.cli.campaign import REPORT_COLUMNS, WAIT_COLUMNS
 from shared.settings import STORAGE_SETTING
 from tests.cli.helpers import (
+    PARTIAL_DETAILS,
     BackgroundHost,
     Cli,
     created_per_customer,
     customers,
+    left_behind,
     posts_per_customer,
     read_report,
+    script_partial,
     write_csv,
 )
 from tests.cli.terminal import Terminal
@@ -134,7 +137,9 @@ def test_rerun_retries_refused_rows_with_the_same_request_ids(cli: Cli) -> None:
     assert second.json()["counts"] == {"accepted": 2}
     posts = cli.partner_center.requests_to("/v1/productupgrades", "POST")
     flaky_ids = {r.header("MS-RequestId") for r in posts if r.json()["customerId"] == flaky}
-    assert len(flaky_ids) == 1 and len(posts) == 3  # ok sent once, flaky twice with one MS-RequestId
+    # ok sent once, flaky twice with one MS-RequestId: without storage no count of answers is kept (see
+    # test_bulk_rerun_after_a_refusal_sends_the_next_ms_request_id for the ledger's)
+    assert len(flaky_ids) == 1 and len(posts) == 3
 
 
 def test_bulk_wait_polls_until_every_upgrade_has_ended(cli: Cli) -> None:
@@ -308,3 +313,40 @@ def test_a_second_ctrl_c_stops_within_a_second_and_the_rows_in_flight_are_asked_
     assert ran.code == 0, ran.stderr
     assert ran.json()["counts"] == {"accepted": 40}
     assert created_per_customer(cli.partner_center) == Counter(ids)
+
+
+# -- partial upgrades, and the MS-RequestId after a refusal ------------------------------------------------------
+def test_bulk_wait_reports_a_partial_upgrade_with_the_subscription_left_behind_and_exits_1(cli: Cli) -> None:
+    ok, partial = customers(2)
+    script_partial(cli.partner_center, partial)
+    cli.partner_center.complete_after_polls(1)
+    path = write_csv(cli.folder / "c.csv", [{"customerId": ok}, {"customerId": partial}])
+
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")
+
+    assert ran.code == 1  # not everything completed
+    assert ran.json()["outcomes"] == {"completed": 1, "partial": 1}
+    rows = {row["customerId"]: row for row in read_report(cli.folder / "r.csv")}
+    assert (rows[partial]["outcome"], rows[partial]["partnerCenterStatus"]) == ("partial", "Completed")
+    subscription = left_behind(cli.partner_center, partial)
+    expected = f"not upgraded: subscription {subscription} Failed: [900114] {PARTIAL_DETAILS['description']}"
+    assert rows[partial]["message"] == expected
+    assert rows[ok]["outcome"] == "completed"
+
+
+def test_bulk_rerun_after_a_refusal_sends_the_next_ms_request_id(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    cli.partner_center.replay_refusals()  # Partner Center answers a known MS-RequestId as it did before
+    [customer] = customers(1)
+    cli.partner_center.set_customer_error(
+        customer, 403, 900130, "Purchased recently; please try again later.", operations=("create",), times=1
+    )
+    path = write_csv(tmp_path / "c.csv", [{"customerId": customer}])
+
+    first = cli.run("bulk", str(path), "--report", "r.csv")
+    second = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+
+    assert (first.code, second.code) == (1, 0)
+    assert second.json()["counts"] == {"accepted": 1}
+    sent = [r.header("MS-RequestId") for r in cli.partner_center.requests_to("/v1/productupgrades", "POST")]
+    assert len(sent) == 2 and sent[0] != sent[1]

@@ -10,7 +10,16 @@ from typing import Any
 
 import pytest
 
-from tests.cli.helpers import BackgroundHost, Cli, customers, read_report, write_csv
+from tests.cli.helpers import (
+    PARTIAL_DETAILS,
+    BackgroundHost,
+    Cli,
+    customers,
+    left_behind,
+    read_report,
+    script_partial,
+    write_csv,
+)
 
 # -- list and the HTML campaign report -----------------------------------------------------------------------
 
@@ -74,7 +83,7 @@ def test_list_counts_states_and_lists_every_upgrade(stored_app: Any, tmp_path: P
 
     assert ran.code == 0 and human.code == 0
     body = ran.json()
-    assert body["counts"] == {"running": 1, "completed": 8, "failed": 3, "expired": 0}
+    assert body["counts"] == {"running": 1, "completed": 8, "partial": 0, "failed": 3, "expired": 0}
     # The list route's items, every one (the contract's keys are checked in test_tracking).
     assert sorted(body["items"], key=lambda i: i["upgradeId"]) == sorted(
         (r.to_json() for r in records), key=lambda i: i["upgradeId"]
@@ -175,3 +184,26 @@ def test_html_report_in_headless_chromium_shows_the_ledgers_numbers(stored_app: 
         details = failed[row[0]].error_details  # Partner Center's, as the tracker recorded them
         assert row[2] == "failed" and row[3] == "Failed"
         assert row[5] == f"[{details['code']}] {details['description']}" and "could not be transitioned" in row[5]
+
+
+def test_list_and_the_html_report_know_partial_upgrades(stored_app: Any, tmp_path: Path) -> None:
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    ok, partial = customers(2)
+    script_partial(cli.partner_center, partial)
+    cli.partner_center.complete_after_polls(0)
+    path = write_csv(tmp_path / "c.csv", [{"customerId": ok}, {"customerId": partial}])
+    waited = cli.run("bulk", str(path), "--report", "r.csv", "--wait", "--json")  # tracked through the ledger
+    assert waited.json()["outcomes"] == {"completed": 1, "partial": 1}
+
+    listed = cli.run("list", "--json", "--html", "report.html")
+    only = cli.run("list", "--state", "partial", "--json")
+    human = cli.run("list")
+
+    assert listed.json()["counts"] == {"running": 0, "completed": 1, "partial": 1, "failed": 0, "expired": 0}
+    assert [(i["customerId"], i["state"]) for i in only.json()["items"]] == [(partial, "partial")]
+    assert "partial" in human.stdout
+    html = (tmp_path / "report.html").read_text()
+    assert '<div class="n" id="count-partial">1</div>' in html
+    subscription = left_behind(cli.partner_center, partial)
+    assert f"subscription {subscription} Failed: [900114] {PARTIAL_DETAILS['description']}" in html
+    assert "<h2>Failures (1)</h2>" in html  # the partial one: someone should look at it

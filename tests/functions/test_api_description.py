@@ -221,6 +221,31 @@ def test_problem_schema_covers_what_the_adapter_writes(definition):
     assert http_api.PROBLEM_TYPE_BASE.startswith("urn:")
 
 
+def test_problem_schema_covers_partner_centers_error_data_and_source(any_definition):
+    from shared.errors import PartnerCenterError
+
+    error = PartnerCenterError(403, "900105", "Suspended.", data=[{"id": "s-1"}], source="PartnerFD")
+    response = http_api.problem(
+        422,
+        "t",
+        "d",
+        code="not_eligible",
+        correlation_id="x",
+        partner_center_error_code="900105",
+        partner_center_error=error,
+    )
+    written = json.loads(response.get_body())
+    assert (written["partnerCenterErrorData"], written["partnerCenterErrorSource"]) == ([{"id": "s-1"}], "PartnerFD")
+    assert set(written) <= set(schema_of(any_definition, "Problem")["properties"])
+
+
+def test_the_operators_connector_lists_the_partial_state(operator_definition):
+    item = schema_of(operator_definition, "TrackedProductUpgrade")
+    parameters = {p["name"]: p for p in operations(operator_definition)[("GET", "productupgrades")]["parameters"]}
+    assert "partial" in item["properties"]["state"]["enum"] and "partial" in parameters["state"]["enum"]
+    assert "partial" in item["properties"]["state"]["description"]
+
+
 def test_request_schema_accepts_what_the_model_accepts(definition):
     validator = jsonschema.Draft4Validator(schema_of(definition, "ProductUpgradeRequest"))
     assert validator.is_valid({"customerId": "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a"})

@@ -534,3 +534,36 @@ def test_start_up_says_when_location_can_only_come_from_the_request(monkeypatch,
     monkeypatch.setenv("PRODUCT_UPGRADE_PUBLIC_URL", "not a url")  # malformed: said at the first call, not here
     http_api.check_location_base()
     assert [r for r in caplog.records if r.name == "shared.functions.http_api"] == []
+
+
+# -- fidelity to Partner Center ---------------------------------------------------------------------------------
+def test_status_route_answers_202_for_a_state_it_does_not_know(app_env):
+    upgrade_id = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
+    app_env.partner_center.set_upgrade_status(upgrade_id, "Validating")
+    response = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID})
+    assert response.status_code == 202 and response.headers["Retry-After"] == "1"
+    assert json.loads(response.get_body())["status"] == "Validating"
+    for ended in ("Succeeded", "canceled", "CANCELLED"):
+        app_env.partner_center.set_upgrade_status(upgrade_id, ended)
+        assert app_env.status(upgrade_id, {"customerId": CUSTOMER_ID}).status_code == 200
+
+
+def test_problem_details_carry_partner_centers_error_data_and_source(app_env):
+    data = [{"subscriptionId": "6c4e4e54-0a6c-4a53-9c51-6b8f2a2b7f10", "status": "suspended"}]
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 403, 900105, "A subscription is suspended.", data=data)
+    problem = problem_of(app_env.create({"customerId": CUSTOMER_ID}))
+    assert problem["partnerCenterErrorCode"] == "900105"
+    assert problem["partnerCenterErrorData"] == data and problem["partnerCenterErrorSource"] == "PartnerCenter"
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 409, 900101, "Conflict.")  # data: [] is left out
+    assert "partnerCenterErrorData" not in problem_of(app_env.create({"customerId": CUSTOMER_ID}))
+
+
+def test_every_partner_center_call_sends_the_contract_version_and_the_callers_correlation_id(app_env):
+    correlation = str(uuid.uuid4())
+    headers = {"MS-CorrelationId": correlation}
+    upgrade_id = json.loads(app_env.create({"customerId": CUSTOMER_ID}, headers=headers).get_body())["upgradeId"]
+    app_env.eligibility({"customerId": CUSTOMER_ID}, headers=headers)
+    app_env.status(upgrade_id, {"customerId": CUSTOMER_ID}, headers=headers)
+    calls = [r for r in app_env.partner_center.requests if r.path.lower().startswith("/v1/productupgrades")]
+    assert len(calls) == 3
+    assert {(r.header("MS-Contract-Version"), r.header("MS-CorrelationId")) for r in calls} == {("v1", correlation)}

@@ -89,3 +89,24 @@ def test_without_storage_there_is_nothing_to_resume(app_env, caplog):
     with caplog.at_level(logging.INFO):
         run_resume_function()
     assert "no upgrade is tracked, none to resume" in caplog.text
+
+
+def test_a_long_running_upgrade_whose_next_check_is_far_off_is_left_alone(stored_app, azurite):
+    # Checks slow down after an upgrade's first hour (up to an hour apart): a record unchanged for 40 minutes is
+    # then merely waiting. Resuming it would add a status call every 15 minutes, undoing the back-off.
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    ledger = ledger_of(azurite)
+    [record] = ledger.list_upgrades().items
+    now = utc_now()
+    waiting = ledger.update_upgrade(
+        replace(record, accepted_at=now - timedelta(hours=5), updated_at=now - timedelta(minutes=40))
+    )
+    assert waiting is not None
+    run_resume_function()
+    assert host.tracking.get_queue_properties().approximate_message_count == 1  # only its own next check
+
+    # overdue by more than the gap it was given (an hour): resumed
+    assert ledger.update_upgrade(replace(waiting, updated_at=now - timedelta(hours=2, minutes=1))) is not None
+    run_resume_function()
+    assert host.tracking.get_queue_properties().approximate_message_count == 2

@@ -279,3 +279,15 @@ def test_a_refused_token_on_a_read_is_retried_once_with_a_fresh_one(app_env, par
     [customers] = list(runtime.get_runtime().client.list_customers(correlation_id=str(uuid.uuid4())))
 
     assert len(customers) == 2 and entra.token_requests == 2  # the first token, then a fresh one after the 401
+
+
+def test_error_data_and_source_are_kept():
+    data = [{"code": "900105", "description": "Subscription 6c4e... is suspended."}]
+    error = error_from_response(
+        response(403, {"code": 900105, "description": "Suspended.", "data": data, "source": "PartnerFD"})
+    )
+    assert (error.data, error.source) == (data, "PartnerFD")
+    bare = error_from_response(response(429, {"statusCode": 429, "message": "Rate limit is exceeded."}))
+    assert (bare.data, bare.source) == ([], None)
+    huge = error_from_response(response(400, {"code": "1", "description": "d", "data": ["x" * 5000], "source": "PC"}))
+    assert huge.data == [] and huge.source == "PC"  # too big to pass on: dropped, not cut into invalid JSON

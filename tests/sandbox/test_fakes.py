@@ -415,9 +415,9 @@ def test_pc_validation_and_auth(partner_center: FakePartnerCenter, entra: FakeEn
     r = _pc_post(partner_center, "/v1/productupgrades", BODY, None)
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"].startswith("OAuth realm=")
-    assert r.json()["code"] == "900420"
+    assert r.json()["code"] == "800001"  # no token at all: PartnerTokenMissing
     r = _pc_post(partner_center, "/v1/productupgrades", BODY, "made-up-token")
-    assert r.status_code == 401
+    assert (r.status_code, r.json()["code"]) == (401, "400")  # a token it does not accept
     entra.revoke_access_tokens()
     assert _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token).status_code == 401
     assert partner_center.created_upgrades == []
@@ -484,6 +484,20 @@ def test_pc_eligibility(partner_center: FakePartnerCenter, pc_token: str) -> Non
     assert (r.status_code, r.json()["code"]) == (403, 900108)
 
 
+def test_pc_status_document_is_shaped_like_the_docs_example(partner_center: FakePartnerCenter, pc_token: str) -> None:
+    # The docs' example: source AzureSubscription with the subscription's GUID, target "Microsoft Azure plan",
+    # and no errorDetails key at all where there is no error (neither at the top nor on the line item).
+    partner_center.complete_after_polls(0)
+    created = _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token)
+    upgrade_id = created.headers["Location"].split("/")[1]
+    doc = _pc_post(partner_center, f"/v1/productUpgrades/{upgrade_id}/status", BODY, pc_token).json()
+    assert doc["status"] == "Completed" and "errorDetails" not in doc
+    (line,) = doc["lineItems"]
+    assert set(line) == {"sourceProduct", "targetProduct", "upgradedDate", "status"}
+    assert line["sourceProduct"]["name"] == "AzureSubscription" and uuid.UUID(line["sourceProduct"]["id"])
+    assert line["targetProduct"]["name"] == "Microsoft Azure plan" and uuid.UUID(line["targetProduct"]["id"])
+
+
 def test_pc_status_polling(partner_center: FakePartnerCenter, pc_token: str) -> None:
     partner_center.complete_after_polls(2)
     created = _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token)
@@ -495,9 +509,8 @@ def test_pc_status_polling(partner_center: FakePartnerCenter, pc_token: str) -> 
         statuses.append(r.json()["status"])
     assert statuses == ["InProgress", "InProgress", "Completed"]
     doc = r.json()
-    assert doc["id"] == upgrade_id and doc["productFamily"] == "Azure" and doc["errorDetails"] is None
+    assert doc["id"] == upgrade_id and doc["productFamily"] == "Azure"
     (line,) = doc["lineItems"]
-    assert set(line) == {"sourceProduct", "targetProduct", "upgradedDate", "status", "errorDetails"}
     assert line["status"] == "Completed" and line["upgradedDate"]
 
     partner_center.set_upgrade_status(upgrade_id, "Failed", error_details={"code": "1", "description": "boom"})

@@ -33,15 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_population_holds_the_stated_shares_and_the_scripted_customers_first() -> None:
     population = Population.build(1000)
     scripted = [c.customer_id for c in customers.SCRIPTED_CUSTOMERS]
-    assert [c.customer_id for c in population.customers[:7]] == scripted
-    built = population.customers[7:]
+    assert [c.customer_id for c in population.customers[: len(scripted)]] == scripted
+    built = population.customers[len(scripted) :]
+    size = 1000 - len(scripted)
     kinds = Counter(c.kind for c in built)
     for kind, share in SHARES[:-1]:
-        assert kinds[kind] == round(993 * share), kind
-    assert sum(kinds.values()) == 993
+        assert kinds[kind] == round(size * share), kind
+    assert sum(kinds.values()) == size
     faults = Counter(c.fault for c in built)
-    assert faults["fail_once_503"] + faults["fail_once_429"] == round(993 * FAIL_ONCE_SHARE)
-    assert faults["unreadable"] == round(993 * UNREADABLE_SHARE)
+    assert faults["fail_once_503"] + faults["fail_once_429"] == round(size * FAIL_ONCE_SHARE)
+    assert faults["unreadable"] == round(size * UNREADABLE_SHARE)
     assert len({c.customer_id for c in population.customers}) == 1000
 
 

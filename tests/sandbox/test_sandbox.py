@@ -147,7 +147,7 @@ class Caller:
         """Status documents until one has ended."""
         documents = [self.status(upgrade_id, customer_id)]
         deadline = time.monotonic() + timeout
-        while documents[-1]["status"] == "InProgress" and time.monotonic() < deadline:
+        while documents[-1]["status"] in ("InProgress", customers.UNKNOWN_STATUS) and time.monotonic() < deadline:
             time.sleep(0.1)
             documents.append(self.status(upgrade_id, customer_id))
         return documents
@@ -165,10 +165,11 @@ def test_eligible_customer_completes_after_the_delay(sandbox: Sandbox) -> None:
     assert time.monotonic() - started >= 0.5
     final = documents[-1]
     assert final["status"] == "Completed"
-    assert final["errorDetails"] is None
+    assert "errorDetails" not in final  # left out when there is none, as in the docs' example
     [line] = final["lineItems"]
-    assert line["status"] == "Completed" and line["upgradedDate"]
-    assert line["sourceProduct"]["id"] == "MS-AZR-0145P"
+    assert line["status"] == "Completed" and line["upgradedDate"] and "errorDetails" not in line
+    assert line["sourceProduct"]["name"] == "AzureSubscription" and uuid.UUID(line["sourceProduct"]["id"])
+    assert line["targetProduct"]["name"] == "Microsoft Azure plan"
 
 
 def test_unscripted_customers_are_eligible(sandbox: Sandbox) -> None:
@@ -251,6 +252,45 @@ def test_failing_upgrade_ends_failed_with_error_details(sandbox: Sandbox) -> Non
     [line] = final["lineItems"]
     assert line["status"] == "Failed" and line["upgradedDate"] is None
     assert line["errorDetails"] == customers.FAILED_ERROR_DETAILS
+
+
+def test_unknown_state_customer_reports_a_state_the_app_does_not_know_then_completes(sandbox: Sandbox) -> None:
+    caller = Caller(sandbox)
+    upgrade_id = caller.create_accepted(customers.UNKNOWN_STATE)
+    # running at Partner Center while it shows the unknown state: a second create meets 900109
+    again = caller.create(customers.UNKNOWN_STATE)
+    assert (again.status_code, str(again.json()["code"])) == (409, "900109")
+    documents = caller.follow(upgrade_id, customers.UNKNOWN_STATE)
+    assert documents[0]["status"] == customers.UNKNOWN_STATUS == "Validating"
+    assert documents[-1]["status"] == "Completed"
+
+
+def test_partial_upgrade_customer_completes_with_one_of_two_subscriptions_failed(sandbox: Sandbox) -> None:
+    caller = Caller(sandbox)
+    upgrade_id = caller.create_accepted(customers.PARTIAL_UPGRADE)
+    final = caller.follow(upgrade_id, customers.PARTIAL_UPGRADE)[-1]
+    assert final["status"] == "Completed" and "errorDetails" not in final
+    moved, stayed = final["lineItems"]
+    assert moved["status"] == "Completed" and moved["upgradedDate"] and "errorDetails" not in moved
+    assert stayed["status"] == "Failed" and stayed["upgradedDate"] is None
+    assert stayed["errorDetails"] == customers.PARTIAL_ERROR_DETAILS
+    assert moved["sourceProduct"]["id"] != stayed["sourceProduct"]["id"]
+
+
+def test_privileges_refused_once_customer_refuses_one_status_check_with_900308(sandbox: Sandbox) -> None:
+    caller = Caller(sandbox)
+    upgrade_id = caller.create_accepted(customers.PRIVILEGES_REFUSED_ONCE)
+    refused = caller.post(f"/v1/productUpgrades/{upgrade_id}/status", customers.PRIVILEGES_REFUSED_ONCE)
+    assert refused.status_code == 403 and str(refused.json()["code"]) == "900308"
+    assert caller.follow(upgrade_id, customers.PRIVILEGES_REFUSED_ONCE)[-1]["status"] == "Completed"
+
+
+def test_cancelled_upgrade_customer_ends_cancelled(sandbox: Sandbox) -> None:
+    caller = Caller(sandbox)
+    upgrade_id = caller.create_accepted(customers.CANCELLED_UPGRADE)
+    final = caller.follow(upgrade_id, customers.CANCELLED_UPGRADE)[-1]
+    assert final["status"] == "Cancelled"
+    assert [line["status"] for line in final["lineItems"]] == ["Cancelled"]
 
 
 def test_polls_or_seconds_whichever_comes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -168,7 +168,7 @@ def test_azurite_and_the_sandbox_were_up_when_func_ran(func_run: FuncRun) -> Non
     assert values["PARTNER_CENTER_AUTHORITY_HOST"].startswith("https://127.0.0.1:")
     assert Path(values["REQUESTS_CA_BUNDLE"]) == func_run.project / ".sandbox" / "ca.pem"
     assert record["openid_status"] == 200
-    assert (record["partner_center_status"], record["partner_center_code"]) == (401, "900420")  # no token: refused
+    assert (record["partner_center_status"], record["partner_center_code"]) == (401, "800001")  # no token: refused
     assert values["PRODUCT_UPGRADE_POLL_SECONDS"] == SANDBOX_DEFAULTS["PRODUCT_UPGRADE_POLL_SECONDS"]
     assert "00000000-0000-0000-0000-000000000006  failing upgrade" in func_run.result.stdout
 

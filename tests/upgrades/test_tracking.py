@@ -5,9 +5,13 @@ every second (``stored_app``) and the host's queue loop from ``tests.harness.Hos
 """
 
 import json
+import logging
 import os
 import threading
+import time
 import uuid
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from azure.storage.queue import QueueClient
@@ -16,7 +20,7 @@ from sandbox import CUSTOMER_ID
 from shared.models import ProductUpgradeCreated
 from shared.retry import RetryPolicy
 from shared.settings import Settings, StorageConnection
-from shared.store.ledger import TableLedger
+from shared.store.ledger import TableLedger, utc_now
 from shared.upgrades import runtime
 from shared.upgrades.tracking import MAX_WRITES, TrackingCheck
 from tests.harness import FAST_POLICY, Host, run_tracking_function, use_unreachable_storage
@@ -73,7 +77,7 @@ def test_http_upgrade_is_followed_to_completed_with_one_outcome(stored_app, azur
     assert outcome["outcome"] == "completed" and outcome["upgradeId"] == upgrade_id
     assert (outcome["requestId"], outcome["correlationId"]) == ("crm-1", "corr-1")
     assert outcome["partnerCenterStatus"] == "Completed" and outcome["endedAt"]
-    assert outcome["lineItems"][0]["targetProduct"]["name"] == "Azure plan"
+    assert outcome["lineItems"][0]["targetProduct"]["name"] == "Microsoft Azure plan"
     assert host.deliveries["tracking"] == 3  # InProgress, InProgress, Completed
     [item] = listing(stored_app)[1]["items"]
     assert item["state"] == "completed" and item["partnerCenterStatus"] == "Completed" and item["endedAt"]
@@ -389,8 +393,6 @@ def test_try_again_later_defers_then_ends_accepted(monkeypatch, stored_app, azur
     host.run_until(lambda: len(host.results) >= 1, timeout=20)
     [result] = host.results
     assert result["status"] == "accepted" and result["messageId"] == message_id and result["requestId"] == "crm-900130"
-    sent = {r.header("MS-RequestId") for r in stored_app.partner_center.requests_to("/v1/productupgrades", "POST")}
-    assert len(sent) == 1
 
 
 @pytest.mark.parametrize(
@@ -546,3 +548,152 @@ def test_tracking_with_storage_down_is_left_to_the_host_to_retry(monkeypatch, st
     use_unreachable_storage(monkeypatch)
     with pytest.raises(Exception, match="could not be"):
         run_tracking_function(message)
+
+
+# -- only real ends end an upgrade --------------------------------------------------------------------------
+def test_an_unknown_state_is_followed_like_a_running_one_until_it_completes(stored_app, azurite, caplog):
+    stored_app.partner_center.set_interim_status(CUSTOMER_ID, "Provisioning")  # a state the app does not know
+    stored_app.partner_center.complete_after_polls(2)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    assert _outcomes(host) == ["completed"]
+    assert stored_app.partner_center.status_polls == 3  # Provisioning, Provisioning, Completed
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "'Provisioning'" in r.getMessage()]
+    assert len(warnings) == 1  # once per value and process, not once per check
+
+
+def test_an_unknown_state_that_never_ends_expires(monkeypatch, stored_app, azurite):
+    monkeypatch.setenv("PRODUCT_UPGRADE_TRACKING_HOURS", str(2.5 / 3600))  # 2.5 seconds
+    runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
+    stored_app.partner_center.set_interim_status(CUSTOMER_ID, "AwaitingReview")
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=30)
+    [outcome] = host.outcomes
+    assert (outcome["outcome"], outcome["partnerCenterStatus"]) == ("expired", "AwaitingReview")
+
+
+def test_a_completed_upgrade_with_a_failed_subscription_ends_partial(stored_app, azurite):
+    from sandbox.partner_center import LineOutcome
+
+    details = {"code": "900114", "description": "The subscription could not be moved to the Azure plan."}
+    lines = (LineOutcome("Completed"), LineOutcome("Failed", details))
+    stored_app.partner_center.set_outcome(CUSTOMER_ID, "Completed", line_items=lines)
+    stored_app.partner_center.complete_after_polls(0)
+    host = Host(azurite.connection_string)
+    upgrade_id = json.loads(stored_app.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
+    assert _outcomes(host) == ["partial"]
+    [outcome] = host.outcomes
+    assert outcome["partnerCenterStatus"] == "Completed"
+    moved, stayed = outcome["lineItems"]
+    assert moved["status"] == "Completed" and stayed["status"] == "Failed"
+    assert stayed["errorDetails"]["code"] == "900114" and stayed["sourceProduct"]["name"] == "AzureSubscription"
+    status, body = listing(stored_app, state="partial")
+    assert status == 200 and [i["upgradeId"] for i in body["items"]] == [upgrade_id]
+    assert body["items"][0]["state"] == "partial" and listing(stored_app, state="completed")[1]["items"] == []
+
+
+def _refusals_of_our_account(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "refused for our own account" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("code", [900308, 900309], ids=["insufficient privileges", "conditional access"])
+def test_a_status_check_refused_for_our_own_account_is_retried_never_the_end(stored_app, azurite, caplog, code):
+    stored_app.partner_center.complete_after_polls(0)
+    stored_app.partner_center.set_customer_error(
+        CUSTOMER_ID, 403, code, "The caller is not allowed to do this.", operations=("status",), times=2
+    )
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    host.run_until(lambda: len(host.outcomes) >= 1, timeout=45)  # backoff: 1 s, then 2 s
+    host.run_once()
+    assert [o["outcome"] for o in host.outcomes] == ["completed"]
+    refusals = _refusals_of_our_account(caplog)
+    assert len(refusals) == 2 and f"403 {code}" in refusals[0]
+    assert host.raised == 0
+
+
+def test_a_status_check_refused_401_even_after_a_fresh_token_is_an_error_and_retried(stored_app, azurite, caplog):
+    stored_app.partner_center.complete_after_polls(0)
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    stored_app.partner_center.fail_next(
+        2, 401, {"code": "400", "description": "Invalid token.", "data": [], "source": "PartnerFD"}, match="/status"
+    )  # the check's call, and its retry with a fresh token
+    assert _outcomes(host) == ["completed"]
+    [refusal] = _refusals_of_our_account(caplog)
+    assert "401 400" in refusal
+    assert len(stored_app.entra.requests_to("/oauth2/v2.0/token", "POST")) >= 2  # the token was refreshed
+
+
+def test_a_refusal_ending_an_upgrade_keeps_partner_centers_error_data_and_source(stored_app, azurite):
+    data = [{"upgradeId": "unknown", "reason": "NotFound"}]
+    stored_app.partner_center.set_customer_error(
+        CUSTOMER_ID, 404, 900106, "The upgrade was not found.", operations=("status",), data=data
+    )
+    host = Host(azurite.connection_string)
+    stored_app.create({"customerId": CUSTOMER_ID})
+    assert _outcomes(host) == ["failed"]
+    assert host.outcomes[0]["errorDetails"] == {
+        "code": "900106",
+        "description": "The upgrade was not found.",
+        "data": data,
+        "source": "PartnerCenter",
+    }
+
+
+# -- checks slow down as an upgrade runs long -------------------------------------------------------------------
+def test_poll_gap_is_the_poll_interval_for_an_hour_then_doubles_up_to_the_maximum():
+    from shared.upgrades.tracking import poll_gap
+
+    elapsed = (0, 1800, 3599, 3600, 4200, 5400, 7800, 11400, 10**6)
+    assert [poll_gap(t, 300, 3600) for t in elapsed] == [300, 300, 300, 600, 1200, 2400, 3600, 3600, 3600]
+    # each gap twice the one before, when the checks come on time
+    moment, gaps = 3600.0, []
+    while len(gaps) < 5:
+        gaps.append(poll_gap(moment, 300, 36000))
+        moment += gaps[-1]
+    assert gaps == [600, 1200, 2400, 4800, 9600]
+    assert poll_gap(10**6, 300, 100) == 300  # never more often than the poll interval
+    assert poll_gap(1e300, 1e-300, 3600) <= 3600  # no overflow
+
+
+def test_checks_of_an_upgrade_running_past_its_first_hour_come_less_often(stored_app, azurite, caplog):
+    host, message = _one_check(stored_app, azurite)  # the fake keeps it InProgress
+    ledger = ledger_of(azurite)
+    [record] = ledger.list_upgrades().items
+    assert ledger.update_upgrade(replace(record, accepted_at=utc_now() - timedelta(hours=2))) is not None
+    run_tracking_function(message)
+    host.tracking.delete_message(message)
+    # two hours in, with a poll interval of 1 s: the next check in 2,048 s (1 s doubled 11 times), not in 1 s
+    assert "next check in 2048.0 s" in caplog.text
+    time.sleep(2.5)
+    assert host.tracking.get_queue_properties().approximate_message_count == 1
+    assert list(host.tracking.peek_messages()) == []  # not visible yet
+    [after] = ledger.list_upgrades().items
+    assert after.checks == 1 and after.state == "running"
+
+
+# -- MS-RequestId after a business answer -----------------------------------------------------------------------
+def test_a_request_deferred_by_try_again_later_sends_its_next_ms_request_id(monkeypatch, stored_app, azurite):
+    from shared.ids import OperationIds, request_id_for
+
+    _deferring_runtime(monkeypatch, PRODUCT_UPGRADE_DEFER_SECONDS="1")
+    partner_center = stored_app.partner_center
+    partner_center.replay_refusals()  # Partner Center answers a known MS-RequestId as it did before
+    partner_center.set_customer_error(
+        CUSTOMER_ID, 403, 900130, "Purchased recently; please try again later.", operations=("create",), times=1
+    )
+    host = Host(azurite.connection_string)
+    message_id = host.send_request({"customerId": CUSTOMER_ID, "requestId": "crm-next"})
+    host.run_until(lambda: len(host.results) >= 1, timeout=20)
+    [result] = host.results
+    assert (result["status"], result["messageId"]) == ("accepted", message_id)
+    key = request_id_for("queue-request", "crm-next")
+    sent = [r.header("MS-RequestId") for r in partner_center.requests_to("/v1/productupgrades", "POST")]
+    assert sent == [key, OperationIds(key, "", business_answers=1).partner_center_request_id]
+    assert host.deliveries["requests"] == 2
