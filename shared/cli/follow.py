@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
-from shared.store.ledger import UpgradeRecord
+from shared.store.ledger import UpgradeRecord, UpgradeState
 from shared.upgrades.runtime import Runtime
 from shared.upgrades.tracking import TrackingCheck, ended_state
 from shared.upgrades.workflow import OperationIds
@@ -24,6 +24,15 @@ from . import ledger_outcome
 log = logging.getLogger(__name__)
 
 OnPoll = Callable[[ProductUpgradesStatus], None]
+
+#: A Partner Center status for each ledger state, for a record that holds none.
+STATUS_OF_STATE: dict[UpgradeState, str] = {
+    "running": "InProgress",
+    "completed": "Completed",
+    "partial": "Completed",
+    "failed": "Failed",
+    "expired": "InProgress",
+}
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,9 @@ def status_of(record: UpgradeRecord) -> ProductUpgradesStatus:
     document = {
         "id": record.upgrade_id,
         "productFamily": record.product_family,
-        # Before its first check, or ended without a status (Partner Center answered 404): the ledger's state.
-        "status": record.partner_center_status or record.state,
+        # Before its first check, or ended without a status (Partner Center answered 404): what Partner Center
+        # would say of an upgrade in the ledger's state (expired: it was still running when tracking stopped).
+        "status": record.partner_center_status or STATUS_OF_STATE[record.state],
         "lineItems": record.line_items,
         "errorDetails": record.error_details,
     }
