@@ -7,6 +7,10 @@ Messages never carry a secret, a token or a refresh token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
 
 class ProductUpgradeError(Exception):
     """Base of all errors of this package."""
@@ -38,6 +42,12 @@ class ProductUpgradeError(Exception):
     def retry_after(self) -> int | None:
         """Whole seconds a caller should wait before trying again, when known."""
         return None
+
+    @property
+    def ending(self) -> Literal["failed", "rejected"]:
+        """How a request that ends on this error is recorded and reported: ``failed`` when trying it again later
+        may succeed, else ``rejected``."""
+        return "failed" if self.transient else "rejected"
 
 
 class SettingError(ProductUpgradeError):
@@ -218,6 +228,12 @@ class PartnerCenterError(ProductUpgradeError):
         #: Partner Center's ``data`` ("a list of error objects", for some errors) and ``source``, kept as given.
         self.data = data or []
         self.source = source
+        # What the answer is, read once from the table below: every adapter acts on these.
+        self.kind = classify(status, error_code)
+        self.code = self.kind.code
+        self.title = self.kind.title
+        self.http_status = self.kind.http_status
+        self.transient = self.kind.transient
 
     @property
     def partner_center_error_code(self) -> str | None:
@@ -230,7 +246,7 @@ class PartnerCenterError(ProductUpgradeError):
     @property
     def token_rejected(self) -> bool:
         """401, or 403 without a Partner Center error code: our token, not the customer, was refused."""
-        return self.status == 401 or (self.status == 403 and not self.error_code)
+        return self.kind is TOKEN_REJECTED
 
     @property
     def caller_refused(self) -> bool:
@@ -239,64 +255,60 @@ class PartnerCenterError(ProductUpgradeError):
         return self.token_rejected or (self.status == 403 and self.error_code in CALLER_REFUSALS)
 
     @property
-    def http_status(self) -> int:  # type: ignore[override]
-        if self.status == 429:
-            return 503
-        if self.status == 408:
-            return 504
-        if self.status >= 500 or self.token_rejected:
-            return 502
-        if self.error_code == ALREADY_UPGRADED:
-            return 409
-        if self.status == 403:
-            return 422
-        if self.status in (400, 404, 409):
-            return self.status
-        # Any other 4xx speaks of the request, not of us: pass the caller a 400.
-        return 400 if self.status < 500 else 502
-
-    @property
-    def transient(self) -> bool:  # type: ignore[override]
-        return self.status == 429 or self.status >= 500 or self.status == 408 or self.token_rejected
-
-    @property
     def retryable(self) -> bool:
         """True when the same request may succeed later: transient failures and Partner Center's "try again later"."""
         return self.transient or self.try_again_later
 
     @property
     def try_again_later(self) -> bool:
-        return self.status == 403 and self.error_code == TRY_AGAIN_LATER
+        return self.kind is TRY_AGAIN_LATER_KIND
 
-    @property
-    def code(self) -> str:  # type: ignore[override]
-        if self.status == 429:
-            return "throttled"
-        if self.token_rejected:
-            return "partner_center_token_rejected"
-        if self.status >= 500:
-            return "partner_center_unavailable"
-        if self.status == 404:
-            return "not_found"
-        if self.error_code == ALREADY_UPGRADED:
-            return "already_upgraded"
-        if self.status == 409:
-            return "conflict"
-        if self.try_again_later:
-            return "try_again_later"
-        if self.status == 403:
-            return "not_eligible"
-        return "partner_center_rejected"
 
-    @property
-    def title(self) -> str:  # type: ignore[override]
-        return {
-            "throttled": "Partner Center is throttling requests",
-            "partner_center_token_rejected": "Partner Center rejected our credentials",
-            "partner_center_unavailable": "Partner Center is unavailable",
-            "not_found": "Not found at Partner Center",
-            "conflict": "Conflict at Partner Center",
-            "not_eligible": "Partner Center refused the upgrade",
-            "already_upgraded": "The customer's upgrade has already completed",
-            "try_again_later": "Partner Center asks to try again later",
-        }.get(self.code, "Partner Center rejected the request")
+# -- what a Partner Center error answer is: one table, read by one pure function -------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerCenterErrorKind:
+    """What an error answer means to every adapter: its stable ``code``, the problem ``title``, the HTTP status
+    our routes answer with, and whether trying the same request later may succeed."""
+
+    code: str
+    title: str
+    http_status: int
+    transient: bool
+
+
+THROTTLED = PartnerCenterErrorKind("throttled", "Partner Center is throttling requests", 503, True)
+REQUEST_TIMEOUT = PartnerCenterErrorKind("partner_center_rejected", "Partner Center rejected the request", 504, True)
+TOKEN_REJECTED = PartnerCenterErrorKind(
+    "partner_center_token_rejected", "Partner Center rejected our credentials", 502, True
+)
+UNAVAILABLE = PartnerCenterErrorKind("partner_center_unavailable", "Partner Center is unavailable", 502, True)
+ALREADY_UPGRADED_KIND = PartnerCenterErrorKind(
+    "already_upgraded", "The customer's upgrade has already completed", 409, False
+)
+NOT_FOUND = PartnerCenterErrorKind("not_found", "Not found at Partner Center", 404, False)
+CONFLICT = PartnerCenterErrorKind("conflict", "Conflict at Partner Center", 409, False)
+TRY_AGAIN_LATER_KIND = PartnerCenterErrorKind("try_again_later", "Partner Center asks to try again later", 422, False)
+NOT_ELIGIBLE = PartnerCenterErrorKind("not_eligible", "Partner Center refused the upgrade", 422, False)
+# Any other 4xx speaks of the request, not of us: the caller gets a 400.
+REJECTED = PartnerCenterErrorKind("partner_center_rejected", "Partner Center rejected the request", 400, False)
+
+#: (matches (status, Partner Center's error code), kind), in order: the first rule that matches decides.
+RULES: tuple[tuple[Callable[[int, str | None], bool], PartnerCenterErrorKind], ...] = (
+    (lambda status, code: status == 429, THROTTLED),
+    (lambda status, code: status == 408, REQUEST_TIMEOUT),
+    # 401, or 403 without a Partner Center error code: our token, not the customer, was refused.
+    (lambda status, code: status == 401 or (status == 403 and not code), TOKEN_REJECTED),
+    (lambda status, code: status >= 500, UNAVAILABLE),
+    (lambda status, code: code == ALREADY_UPGRADED, ALREADY_UPGRADED_KIND),
+    (lambda status, code: status == 404, NOT_FOUND),
+    (lambda status, code: status == 409, CONFLICT),
+    (lambda status, code: status == 403 and code == TRY_AGAIN_LATER, TRY_AGAIN_LATER_KIND),
+    (lambda status, code: status == 403, NOT_ELIGIBLE),
+)
+
+
+def classify(status: int, error_code: str | None) -> PartnerCenterErrorKind:
+    """The one reading of Partner Center's error answers, from its HTTP status and its error code."""
+    return next((kind for matches, kind in RULES if matches(status, error_code)), REJECTED)

@@ -102,7 +102,7 @@ class Result:
     def refused(cls, exc: ProductUpgradeError) -> Result:
         """A row Partner Center (or the way to it) did not take: ``failed`` when worth a retry, else ``rejected``."""
         return cls(
-            "failed" if exc.transient else "rejected",
+            exc.ending,
             error_code=exc.code,
             partner_center_error_code=exc.partner_center_error_code,
             message=exc.message,

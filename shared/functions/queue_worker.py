@@ -136,8 +136,7 @@ def _failed(
         if deferred is False:
             # Deferrals used up: the request ends here, with "try again later" still true of it.
             _record(parsed, ids, exc)
-            status: ResultStatus = "failed" if exc.transient else "rejected"
-            return result_message(status, error=exc, retryable=True, **fields)
+            return result_message(exc.ending, error=exc, retryable=True, **fields)
     if not exc.transient:
         log.info("Rejecting queue message %s: %s", fields["message_id"], exc.message)
         _record(parsed, ids, exc)

@@ -432,7 +432,7 @@ class TableLedger:
             request_id,
             request.customer_id,
             request.product_family,
-            "failed" if error.transient else "rejected",
+            error.ending,
             error_code=error.code,
             error_message=error.message[:1024],
             partner_center_error_code=error.partner_center_error_code,
