@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sandbox.azurite import (
+    ACCOUNT_NAME,
+    DEV_STORAGE,
+    Azurite,
+    AzuriteError,
+    port_free,
+)
 from sandbox.cli import DEFAULT_ENTRA_PORT, DEFAULT_PARTNER_CENTER_PORT, customers_table, running_sandbox, write_json
 from sandbox.customers import ELIGIBLE
 
@@ -37,18 +43,11 @@ STATE = REPO / ".sandbox"
 RUN_FILE = STATE / "run.json"
 LOCAL_SETTINGS = REPO / "local.settings.json"
 SAMPLE_SETTINGS = REPO / "local.settings.sample.json"
-AZURITE_BIN = REPO / "node_modules" / ".bin" / "azurite"
 #: Azurite's data with the sandbox: wiped at each start, because the sandbox forgets its upgrades when it stops
 #: (a ledger that outlived them would replay upgrade ids the new sandbox answers 404 for).
 SANDBOX_AZURITE = STATE / "azurite"
 #: Azurite's data against a real Partner Center: kept.
 AZURITE_DATA = REPO / ".azurite"
-AZURITE_DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
-AZURITE_FLAGS = ("--silent", "--skipApiVersionCheck", "--disableTelemetry")
-ACCOUNT_NAME = "devstoreaccount1"
-#: Azurite's well-known development account key (public, documented by Microsoft).
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-DEV_STORAGE = "UseDevelopmentStorage=true"
 #: Queues the app's bindings and scheduler use (setting name -> default).
 QUEUE_SETTINGS = (
     "PRODUCT_UPGRADE_REQUESTS_QUEUE",
@@ -86,29 +85,6 @@ class RunError(Exception):
 
 
 # -- processes ---------------------------------------------------------------------------------------------
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -209,55 +185,6 @@ def stop_recorded() -> list[str]:
             stopped.append(f"{name} (pid {pid})")
     RUN_FILE.unlink(missing_ok=True)
     return stopped
-
-
-class Azurite:
-    """Azurite (blob, queue, table) as a child process in its own process group."""
-
-    def __init__(self, location: Path, log: Path) -> None:
-        self.location = location
-        self.log = log
-        if all(port_free(port) for port in AZURITE_DEFAULT_PORTS.values()):
-            self.ports = dict(AZURITE_DEFAULT_PORTS)
-        else:
-            self.ports = {name: free_port() for name in AZURITE_DEFAULT_PORTS}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def connection_string(self) -> str:
-        if self.ports == AZURITE_DEFAULT_PORTS:
-            return DEV_STORAGE
-        endpoints = ";".join(
-            f"{name.capitalize()}Endpoint=http://127.0.0.1:{port}/{ACCOUNT_NAME}" for name, port in self.ports.items()
-        )
-        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};{endpoints}"
-
-    def start(self) -> None:
-        if not AZURITE_BIN.exists():
-            raise RunError(f"{AZURITE_BIN} not found: run `bash scripts/check setup` (it runs `npm ci`)")
-        self.location.mkdir(parents=True, exist_ok=True)
-        ports = [f"--{name}Port={port}" for name, port in self.ports.items()]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [str(AZURITE_BIN), *AZURITE_FLAGS, "--location", str(self.location), *ports],
-                cwd=REPO,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl+C reaches func; Azurite is stopped by us, after func
-            )
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not all(accepts(port) for port in self.ports.values()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RunError(f"Azurite did not start; see {self.log}:\n{self.log.read_text(errors='replace')}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            terminate(self.proc.pid, group=True)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
 
 
 # -- local.settings.json -----------------------------------------------------------------------------------
@@ -387,17 +314,20 @@ def start(no_func: bool) -> int:
     existing = load_json(LOCAL_SETTINGS) if LOCAL_SETTINGS.exists() else None
     real_partner = existing is not None and points_at_real_partner(existing.get("Values", {}))
     if real_partner:
-        azurite = Azurite(AZURITE_DATA, STATE / "azurite.log")
+        azurite = Azurite(location=AZURITE_DATA, log=STATE / "azurite.log", default_ports=True, own_session=True)
     else:
         shutil.rmtree(SANDBOX_AZURITE, ignore_errors=True)
-        azurite = Azurite(SANDBOX_AZURITE, STATE / "azurite.log")
+        azurite = Azurite(location=SANDBOX_AZURITE, log=STATE / "azurite.log", default_ports=True, own_session=True)
     with terminate_raises_interrupt(), contextlib.ExitStack() as stack:
         try:
             write_json(RUN_FILE, {})
             record_process("runner", os.getpid())
             stack.callback(RUN_FILE.unlink, missing_ok=True)
             stack.callback(azurite.stop)
-            azurite.start()
+            try:
+                azurite.start()
+            except AzuriteError as exc:
+                raise RunError(str(exc)) from None
             if azurite.proc is not None:
                 record_process("azurite", azurite.proc.pid)  # it is node by now (its ports answer)
             say(

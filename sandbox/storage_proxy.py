@@ -26,8 +26,7 @@ from typing import Literal, Self
 
 import requests
 
-from sandbox.azurite import Azurite
-from sandbox.run import ACCOUNT_KEY, ACCOUNT_NAME
+from sandbox.azurite import ACCOUNT_KEY, ACCOUNT_NAME, Azurite
 
 #: Storage's refusals: (status, reason, error code, message).
 PERMISSION_MISMATCH = (

@@ -40,7 +40,7 @@ from pycep import BicepParser
 from werkzeug.test import Client
 
 from sandbox import CUSTOMER_ID
-from sandbox.run import ACCOUNT_KEY, ACCOUNT_NAME
+from sandbox.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
 from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.upgrades.tracking import outcome_message

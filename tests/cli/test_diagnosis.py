@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import trustme
 
-from sandbox.run import free_port
+from sandbox.azurite import free_port
 from shared.cli.diagnosis import DEVELOPMENT_TABLE_ENDPOINT, storage_address
 from shared.settings import StorageConnection
 from tests.cli.helpers import Cli, customers, read_report, write_csv

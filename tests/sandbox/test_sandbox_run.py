@@ -26,7 +26,7 @@ import certifi
 import jsonschema
 import pytest
 
-from sandbox import customers, run
+from sandbox import azurite, customers, run
 from sandbox.run import DEV_STORAGE, SANDBOX_DEFAULTS, local_settings, points_at_real_partner
 from sandbox.server import FakeHTTPServer, RecordedRequest, Response
 from shared.settings import Settings
@@ -133,7 +133,7 @@ def func_run(tmp_path_factory: pytest.TempPathFactory) -> FuncRun:
     bin_dir = root / "bin"
     bin_dir.mkdir()
     stand_in = bin_dir / "func"
-    stand_in.write_text(STAND_IN_FUNC.format(python=sys.executable, key=run.ACCOUNT_KEY))
+    stand_in.write_text(STAND_IN_FUNC.format(python=sys.executable, key=azurite.ACCOUNT_KEY))
     stand_in.chmod(0o755)
     record_path = root / "func-record.json"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{path_without_func()}", "FUNC_RECORD": str(record_path)}
@@ -176,9 +176,9 @@ def test_azurite_and_the_sandbox_were_up_when_func_ran(func_run: FuncRun) -> Non
 def test_everything_it_started_has_stopped(func_run: FuncRun) -> None:
     values = func_run.settings["Values"]
     assert not (func_run.project / ".sandbox" / "run.json").exists()
-    assert not any(run.accepts(port) for port in func_run.record["storage_ports"])
-    assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_BASE_URL"]).port or 0))
-    assert not run.accepts(int(urlsplit(values["PARTNER_CENTER_AUTHORITY_HOST"]).port or 0))
+    assert not any(azurite.accepts(port) for port in func_run.record["storage_ports"])
+    assert not azurite.accepts(int(urlsplit(values["PARTNER_CENTER_BASE_URL"]).port or 0))
+    assert not azurite.accepts(int(urlsplit(values["PARTNER_CENTER_AUTHORITY_HOST"]).port or 0))
 
 
 def test_local_settings_written_by_run_are_readable_by_their_owner_only(func_run: FuncRun) -> None:
@@ -412,7 +412,7 @@ def test_against_a_real_partner_only_azurite_starts_and_the_file_is_kept(project
 
 
 def test_demo_without_the_functions_host_says_so_and_gives_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{run.free_port()}"
+    url = f"http://127.0.0.1:{azurite.free_port()}"
 
     assert run.main(["demo", customers.ELIGIBLE, "--url", url]) == 1
 
