@@ -40,13 +40,13 @@ def ends_inside_the_budget(call, error):
     return elapsed
 
 
-def test_point9_key_vault_get_secret_that_never_answers(monkeypatch, app_env, key_vault):
+def test_key_vault_get_secret_that_never_answers(monkeypatch, app_env, key_vault):
     built = built_runtime(monkeypatch, key_vault)
     key_vault.delay_next(20, NEVER, match="secrets")
     ends_inside_the_budget(built.secrets.load, SecretStoreError)
 
 
-def test_point9_key_vault_set_secret_that_never_answers(monkeypatch, app_env, key_vault):
+def test_key_vault_set_secret_that_never_answers(monkeypatch, app_env, key_vault):
     built = built_runtime(monkeypatch, key_vault)
     built.secrets.load()  # outside any budget: the client's own limits hold
     key_vault.delay_next(20, NEVER, match="secrets")
@@ -54,7 +54,7 @@ def test_point9_key_vault_set_secret_that_never_answers(monkeypatch, app_env, ke
     assert key_vault.puts == []
 
 
-def test_point9_managed_identity_that_never_answers(monkeypatch, app_env, key_vault, managed_identity):
+def test_managed_identity_that_never_answers(monkeypatch, app_env, key_vault, managed_identity):
     built = built_runtime(monkeypatch, key_vault)
     managed_identity.delay_next(20, NEVER)
     ends_inside_the_budget(built.secrets.load, SecretStoreError)
@@ -62,13 +62,13 @@ def test_point9_managed_identity_that_never_answers(monkeypatch, app_env, key_va
     assert key_vault.gets == {}
 
 
-def test_point9_token_endpoint_that_never_answers(monkeypatch, app_env):
+def test_token_endpoint_that_never_answers(monkeypatch, app_env):
     built = built_runtime(monkeypatch)
     app_env.entra.delay_next(20, NEVER, match="/oauth2/v2.0/token")
     ends_inside_the_budget(built.tokens.get_token, UpstreamUnavailableError)
 
 
-def test_point9_partner_center_that_never_answers(monkeypatch, app_env):
+def test_partner_center_that_never_answers(monkeypatch, app_env):
     built = built_runtime(monkeypatch)
     built.tokens.get_token()
     app_env.partner_center.delay_next(20, NEVER, match="/v1/productupgrades")
@@ -78,7 +78,7 @@ def test_point9_partner_center_that_never_answers(monkeypatch, app_env):
     )
 
 
-def test_point9_a_retry_after_beyond_the_budget_is_not_slept_through(monkeypatch, app_env, key_vault):
+def test_a_retry_after_beyond_the_budget_is_not_slept_through(monkeypatch, app_env, key_vault):
     built = built_runtime(monkeypatch, key_vault)
     throttled = {"error": {"code": "Throttled", "message": "Too many requests"}}
     key_vault.fail_next(20, 429, throttled, {"Retry-After": "30"}, match="secrets")

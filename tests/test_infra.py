@@ -529,7 +529,7 @@ def app_identity_grants() -> set[tuple[str, str]]:
     return granted
 
 
-def test_point15_the_identity_has_each_role_on_the_narrowest_scope() -> None:
+def test_the_identity_has_each_role_on_the_narrowest_scope() -> None:
     queue = {
         "Storage Queue Data Reader": "reader",
         "Storage Queue Data Message Processor": "processor",
@@ -572,7 +572,7 @@ def test_point15_the_identity_has_each_role_on_the_narrowest_scope() -> None:
     assert "refreshTokenSecretName" in json.dumps(rbac["refreshTokenSecretName"])
 
 
-def test_point15_every_queue_binding_of_the_app_has_its_roles_and_an_existing_poison_queue() -> None:
+def test_every_queue_binding_of_the_app_has_its_roles_and_an_existing_poison_queue() -> None:
     # Cross-check against the functions themselves: a queue trigger needs Reader + Message Processor on its
     # queue and Sender on its poison queue (which must exist: the identity cannot create queues); a queue output
     # binding needs Sender.
@@ -600,7 +600,7 @@ def test_point15_every_queue_binding_of_the_app_has_its_roles_and_an_existing_po
             assert ("Storage Queue Data Message Sender", f"queue:{variable}") in granted
 
 
-def test_point15_the_deploying_user_is_secrets_officer_only_when_asked() -> None:
+def test_the_deploying_user_is_secrets_officer_only_when_asked() -> None:
     main = parse("main.bicep")
     assert main["parameters"]["grantUserSecretsOfficer"]["default"] is False
     assert module_params("main.bicep", "rbac")["grantUserSecretsOfficer"] == "grantUserSecretsOfficer"
@@ -628,7 +628,7 @@ def diagnostic_settings(relative: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def test_point16_function_app_and_blob_service_send_their_logs_to_log_analytics() -> None:
+def test_function_app_and_blob_service_send_their_logs_to_log_analytics() -> None:
     app = diagnostic_settings("app/api.bicep")["functionApp"]["properties"]
     assert app["workspaceId"] == "logAnalyticsWorkspaceId"
     assert {"category": "FunctionAppLogs", "enabled": True} in app["logs"]
@@ -677,7 +677,7 @@ def test_checkov_suppressions_carry_a_reason() -> None:
 BICEP_TYPES = REPO.parent / "shared" / "tools" / "bicep-types" / "check.py"
 
 
-def test_point19_every_resource_matches_azures_published_types() -> None:
+def test_every_resource_matches_azures_published_types() -> None:
     if not BICEP_TYPES.is_file():
         pytest.skip(f"{BICEP_TYPES} not found: ../shared is not beside this repository")
     run = subprocess.run([sys.executable, str(BICEP_TYPES), "infra"], cwd=REPO, capture_output=True, text=True)
@@ -689,7 +689,7 @@ def test_point19_every_resource_matches_azures_published_types() -> None:
     assert unchecked and all(f"`{module}`" in readme for module in unchecked), sorted(unchecked)
 
 
-def test_point19_ci_runs_the_type_check_and_skips_it_only_without_shared() -> None:
+def test_ci_runs_the_type_check_and_skips_it_only_without_shared() -> None:
     script = (REPO / ".ci" / "infra-check").read_text(encoding="utf-8")
     assert "tools/bicep-types/check.py" in script
     assert '"$python" "$bicep_types" infra' in script
@@ -708,7 +708,7 @@ def readme_section(title: str) -> str:
     return match[1]
 
 
-def test_point17_the_readme_says_what_is_public_and_how_network_isolation_closes_it() -> None:
+def test_the_readme_says_what_is_public_and_how_network_isolation_closes_it() -> None:
     section = readme_section("What is public by default, and how network isolation closes it")
     for resource in ("Function App", "Storage account", "Key Vault", "Application Insights"):
         assert f"| {resource}" in section, resource
@@ -724,7 +724,7 @@ def test_point17_the_readme_says_what_is_public_and_how_network_isolation_closes
     )
 
 
-def test_issue12_the_readme_has_cost_app_registration_and_clean_up() -> None:
+def test_the_readme_has_cost_app_registration_and_clean_up() -> None:
     cost = readme_section("Cost")
     for item in (
         "maximumInstanceCount",
@@ -767,7 +767,7 @@ SHELL_DOCS = sorted(
 )
 
 
-def test_issue12_the_docs_with_shell_commands_are_found() -> None:
+def test_the_docs_with_shell_commands_are_found() -> None:
     # The guard of the test below: the pages that hold the commands people copy are among those checked.
     assert {"README.md", "infra/README.md", "docs/development.md", "docs/sandbox.md", "docs/campaigns.md"} <= set(
         SHELL_DOCS
@@ -775,7 +775,7 @@ def test_issue12_the_docs_with_shell_commands_are_found() -> None:
 
 
 @pytest.mark.parametrize("doc", SHELL_DOCS)
-def test_issue12_shell_commands_in_the_docs_also_work_on_macos(doc: str) -> None:
+def test_shell_commands_in_the_docs_also_work_on_macos(doc: str) -> None:
     text = (REPO / doc).read_text(encoding="utf-8")
     blocks = SHELL_BLOCK.findall(text)
     assert blocks

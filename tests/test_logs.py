@@ -79,7 +79,7 @@ def stream_log():
 @pytest.mark.parametrize(
     ("fmt", "args"), [("app secret %s %s", ("plain-secret-arg",)), ("count %d", ("plain-secret-arg",))]
 )
-def test_point3_a_log_call_that_cannot_format_never_emits_its_arguments(stream_log, capsys, caplog, fmt, args):
+def test_a_log_call_that_cannot_format_never_emits_its_arguments(stream_log, capsys, caplog, fmt, args):
     log, buffer = stream_log
     log.warning(fmt, *args)
     emitted = buffer.getvalue() + capsys.readouterr().err + caplog.text
@@ -99,7 +99,7 @@ class CollectingHandler(logging.Handler):
         self.seen.append(("".join(traceback.format_exception(exc_type, exc_value, tb)), exc_type.__name__, record))
 
 
-def test_point3_exc_info_is_redacted_for_handlers_that_read_it():
+def test_exc_info_is_redacted_for_handlers_that_read_it():
     logs.install()
     handler = CollectingHandler()
     log = logging.getLogger("shared.test.otel")
@@ -142,18 +142,18 @@ def test_point3_exc_info_is_redacted_for_handlers_that_read_it():
         ('{"value": "kv-secret-\\"quoted\\"-tail"}', "tail"),
     ],
 )
-def test_point3_more_shapes_of_secrets_are_redacted(text, secret):
+def test_more_shapes_of_secrets_are_redacted(text, secret):
     redacted = logs.redact(text)
     assert secret not in redacted, redacted
     assert logs.REDACTED in redacted
 
 
-def test_point3_error_codes_stay_readable():
+def test_error_codes_stay_readable():
     for text in ("Partner Center answered 403 with error 900108", "{'code': 900108}", "code 900109 (409)"):
         assert logs.redact(text) == text
 
 
-def test_point4_ids_cannot_forge_log_lines_or_fields(caplog):
+def test_ids_cannot_forge_log_lines_or_fields(caplog):
     logs.install()
     log = logging.getLogger("shared.test.forge")
     forged = "c-1] [requestId=forged\nERROR fake line"

@@ -88,7 +88,7 @@ def test_status_document_round_trip_and_running_states():
 # -- issue 10 ----------------------------------------------------------------------------------------------
 
 
-def test_point11_error_details_keep_message_or_description():
+def test_error_details_keep_message_or_description():
     docs = ErrorDetails.from_json({"code": 900120, "message": "from the REST docs"})
     assert docs.to_json() == {"code": "900120", "description": "from the REST docs", "message": "from the REST docs"}
     sdk = ErrorDetails.from_json({"code": "900120", "description": "from the SDKs"})
@@ -99,7 +99,7 @@ def test_point11_error_details_keep_message_or_description():
     assert len(long.description) == len(long.message) == 1024
 
 
-def test_point11_line_items_keep_message_too():
+def test_line_items_keep_message_too():
     doc = {
         "status": "Failed",
         "lineItems": [{"status": "Failed", "errorDetails": {"code": "7", "message": "m" * 1024}}],
@@ -109,7 +109,7 @@ def test_point11_line_items_keep_message_too():
 
 
 @pytest.mark.parametrize("doc", [{}, {"status": None}, {"status": ""}, {"status": "  "}, {"status": 3}, {"id": "u1"}])
-def test_point12_status_document_without_status_is_malformed(doc):
+def test_status_document_without_status_is_malformed(doc):
     with pytest.raises(UpstreamUnavailableError, match="has no status") as info:
         ProductUpgradesStatus.from_json(doc, "u1")
     assert info.value.http_status == 502
@@ -118,13 +118,13 @@ def test_point12_status_document_without_status_is_malformed(doc):
 @pytest.mark.parametrize(
     ("given", "sent"), [("azure", "Azure"), ("AZURE", "Azure"), ("aZuRe", "Azure"), ("Other", "Other")]
 )
-def test_point13_product_family_is_normalised(given, sent):
+def test_product_family_is_normalised(given, sent):
     request = ProductUpgradeRequest.from_json({"customerId": CUSTOMER, "productFamily": given})
     assert request.product_family == sent
 
 
 @pytest.mark.parametrize("family", ["Ａzure", "Azüre", "Azure\u0130", "Az\u200bure", "-Azure", "A" * 65])
-def test_point13_product_family_is_ascii_only(family):
+def test_product_family_is_ascii_only(family):
     with pytest.raises(ValidationError, match="ASCII"):
         ProductUpgradeRequest.from_json({"customerId": CUSTOMER, "productFamily": family})
 

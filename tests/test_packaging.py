@@ -128,14 +128,14 @@ def read(name: str) -> str:
 @pytest.mark.parametrize(
     ("human", "lock"), [("requirements.in", "requirements.txt"), ("requirements-dev.in", "requirements-dev.txt")]
 )
-def test_point10_every_name_of_the_human_list_is_pinned_with_hashes_in_its_lock(human: str, lock: str) -> None:
+def test_every_name_of_the_human_list_is_pinned_with_hashes_in_its_lock(human: str, lock: str) -> None:
     pins, problems = lock_problems(read(lock))
     assert problems == []
     assert coverage_problems(human_list(REPO / human), pins) == []
     assert len(pins) > len(human_list(REPO / human)), "a full lock pins the transitive dependencies too"
 
 
-def test_point10_the_checks_fail_on_a_floating_unhashed_or_missing_package() -> None:
+def test_the_checks_fail_on_a_floating_unhashed_or_missing_package() -> None:
     # The guards of the test above, on doctored copies of the real lock.
     text = read("requirements.txt")
     unhashed = re.sub(r"(requests==[^\s\\]+)[^#]*?(?=\n\s*#)", r"\1", text, count=1)
@@ -154,7 +154,7 @@ def test_point10_the_checks_fail_on_a_floating_unhashed_or_missing_package() -> 
     ]
 
 
-def test_point10_the_dev_lock_holds_the_runtime_lock_at_the_same_versions() -> None:
+def test_the_dev_lock_holds_the_runtime_lock_at_the_same_versions() -> None:
     # requirements-dev.in says `-c requirements.txt`: the tests run what Azure installs.
     assert re.search(r"^-r requirements\.in$", read("requirements-dev.in"), re.MULTILINE)
     assert re.search(r"^-c requirements\.txt$", read("requirements-dev.in"), re.MULTILINE)
@@ -167,13 +167,13 @@ def test_point10_the_dev_lock_holds_the_runtime_lock_at_the_same_versions() -> N
     assert all(set(runtime[name].hashes) == set(dev[name].hashes) for name in runtime)
 
 
-def test_point10_the_runtime_lock_leaves_the_worker_to_the_functions_host() -> None:
+def test_the_runtime_lock_leaves_the_worker_to_the_functions_host() -> None:
     runtime, _ = lock_problems(read("requirements.txt"))
     assert "azure-functions-worker" not in runtime
     assert {"azure-functions", "azure-identity", "azure-keyvault-secrets", "requests", "msal"} <= set(runtime)
 
 
-def test_point10_the_locks_are_closed_under_dependencies_and_installed_as_locked() -> None:
+def test_the_locks_are_closed_under_dependencies_and_installed_as_locked() -> None:
     # What `pip install --require-hashes` enforces at install time, checked here on the installed metadata:
     # every dependency of a locked package (for this machine's markers, without extras) is locked too, and
     # this environment (scripts/check setup) holds exactly the locked versions.
@@ -263,7 +263,7 @@ def test_each_lock_installs_into_a_fresh_venv(lock: str, pip: str, tmp_path: Pat
     }
 
 
-def test_point10_one_documented_command_relocks_and_setup_installs_from_the_lock() -> None:
+def test_one_documented_command_relocks_and_setup_installs_from_the_lock() -> None:
     lock = REPO / "scripts" / "lock"
     assert os.access(lock, os.X_OK)
     assert re.search(r'^UV_VERSION="\d+\.\d+\.\d+"$', lock.read_text(encoding="utf-8"), re.MULTILINE)
@@ -362,7 +362,7 @@ def working_tree_files(spec: GitIgnoreSpec) -> list[str]:
     return files
 
 
-def test_point18_the_deployment_package_of_the_repository_is_exactly_the_app() -> None:
+def test_the_deployment_package_of_the_repository_is_exactly_the_app() -> None:
     tracked = tracked_files()
     package = deployed(tracked, funcignore())
     expected = {path for path in tracked if is_app(path)}
@@ -371,16 +371,16 @@ def test_point18_the_deployment_package_of_the_repository_is_exactly_the_app() -
     assert "shared/__init__.py" in package and "shared/settings.py" in package
 
 
-def test_point18_no_local_artefact_or_project_tooling_is_deployed() -> None:
+def test_no_local_artefact_or_project_tooling_is_deployed() -> None:
     assert deployed(LOCAL_ARTEFACTS, funcignore()) == set()
 
 
-def test_point18_nothing_in_this_working_tree_but_the_app_would_be_deployed() -> None:
+def test_nothing_in_this_working_tree_but_the_app_would_be_deployed() -> None:
     spec = funcignore()
     assert {path for path in deployed(working_tree_files(spec), spec) if not is_app(path)} == set()
 
 
-def test_point18_the_check_fails_when_funcignore_misses_something() -> None:
+def test_the_check_fails_when_funcignore_misses_something() -> None:
     # The guard of the tests above: drop the .sandbox/ line and the sandbox's server key would be deployed.
     lines = [line for line in read(".funcignore").splitlines() if line.strip() != ".sandbox/"]
     assert deployed([".sandbox/server.key"], GitIgnoreSpec.from_lines(lines)) == {".sandbox/server.key"}

@@ -126,7 +126,7 @@ def test_get_settings_reads_on_first_use_and_caches(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["6", "10", "100"])
-def test_point8_max_attempts_above_max_dequeue_count_is_refused(value):
+def test_max_attempts_above_max_dequeue_count_is_refused(value):
     with pytest.raises(InvalidSettingError) as info:
         s.Settings.from_env({**MINIMAL, s.MAX_ATTEMPTS_SETTING: value})
     assert info.value.name == s.MAX_ATTEMPTS_SETTING
@@ -134,7 +134,7 @@ def test_point8_max_attempts_above_max_dequeue_count_is_refused(value):
     assert s.Settings.from_env({**MINIMAL, s.MAX_ATTEMPTS_SETTING: "5"}).max_attempts == 5
 
 
-def test_point8_host_json_max_dequeue_count_and_the_default_agree():
+def test_host_json_max_dequeue_count_and_the_default_agree():
     import json
     from pathlib import Path
 

@@ -68,7 +68,7 @@ def test_answer_is_cached_so_it_cannot_hammer_entra(monkeypatch, app_env, caplog
 # -- issue 10 ----------------------------------------------------------------------------------------------
 
 
-def test_point7_anonymous_health_says_healthy_or_unhealthy_only(monkeypatch, app_env):
+def test_anonymous_health_says_healthy_or_unhealthy_only(monkeypatch, app_env):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     response = app_env.health()
     assert response.status_code == 200 and body_of(response) == {"status": "healthy"}
@@ -82,7 +82,7 @@ def test_point7_anonymous_health_says_healthy_or_unhealthy_only(monkeypatch, app
     assert body_of(app_env.health_details())["token"]["error"] == "token_error"
 
 
-def test_point7_concurrent_callers_do_not_wait_for_a_slow_token_call(monkeypatch, app_env):
+def test_concurrent_callers_do_not_wait_for_a_slow_token_call(monkeypatch, app_env):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     app_env.entra.delay_next(1, 2.0, match="/oauth2/v2.0/token")
     barrier = threading.Barrier(8)
@@ -111,7 +111,7 @@ def test_point7_concurrent_callers_do_not_wait_for_a_slow_token_call(monkeypatch
     assert time.monotonic() - started < 1.0
 
 
-def test_point7_a_stale_answer_is_served_while_one_caller_refreshes(monkeypatch, app_env):
+def test_a_stale_answer_is_served_while_one_caller_refreshes(monkeypatch, app_env):
     monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
     app_env.entra.expires_in = 301  # the provider renews 300 s early: the token needs renewing after a second
     assert app_env.health().status_code == 200

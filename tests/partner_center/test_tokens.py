@@ -164,7 +164,7 @@ def test_token_endpoint_failing_once_is_retried(entra):
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
-def test_point2_token_endpoint_redirect_is_not_followed(entra, status):
+def test_token_endpoint_redirect_is_not_followed(entra, status):
     with FakeHTTPServer(use_tls=False) as elsewhere:
         entra.fail_next(1, status, b"", {"Location": f"{elsewhere.url}/collect"}, match="/oauth2/v2.0/token")
         with pytest.raises(TokenError, match="redirect, which is not followed") as info:
