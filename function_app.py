@@ -56,6 +56,11 @@ def list_product_upgrades(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.list_upgrades(req)
 
 
+@app.route(route="campaigns/{name}", methods=["GET"])
+def get_campaign_summary(req: func.HttpRequest) -> func.HttpResponse:
+    return http_api.campaign_summary(req)
+
+
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
     return http_api.health(req)

@@ -111,6 +111,17 @@ class IdempotencyKeyReusedError(ProductUpgradeError):
     http_status = 422
 
 
+class CampaignNotFoundError(ProductUpgradeError):
+    """The ledger holds no upgrade of the campaign asked about."""
+
+    code = "not_found"
+    title = "Campaign not found"
+    http_status = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the ledger holds no upgrade of campaign {name!r}")
+
+
 class CredentialError(ProductUpgradeError):
     """Our own credentials failed: Key Vault, the token endpoint, or Partner Center refusing our token."""
 

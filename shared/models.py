@@ -77,6 +77,18 @@ def parse_caller_id(value: str, name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Campaign:
+    """A named wave of upgrades: ``name`` as the caller spelled it, ``key`` what names are compared by.
+
+    Not Partner Center's: ours. Built by :func:`shared.upgrades.campaigns.parse_campaign` (the naming rules);
+    the store keeps both and never checks them again.
+    """
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class ProductUpgradeRequest:
     """What a caller asks for: upgrade this customer's product family (the body of Partner Center's calls)."""
 

@@ -31,6 +31,7 @@ def test_import_and_indexing_need_no_settings():
         [
             "check_product_upgrade_eligibility",
             "create_product_upgrade",
+            "get_campaign_summary",
             "get_product_upgrade_status",
             "health",
             "health_details",
@@ -66,6 +67,7 @@ def test_http_bindings():
         "check_product_upgrade_eligibility": ("productupgrades/eligibility", ["POST"], "FUNCTION"),
         "get_product_upgrade_status": ("productupgrades/{upgradeId}", ["GET"], "FUNCTION"),
         "list_product_upgrades": ("productupgrades", ["GET"], "FUNCTION"),
+        "get_campaign_summary": ("campaigns/{name}", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
         "health_details": ("health/details", ["GET"], "FUNCTION"),
     }

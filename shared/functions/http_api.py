@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import azure.functions as func
 
 from shared import logs
-from shared.errors import PartnerCenterError, ProductUpgradeError, ValidationError
+from shared.errors import CampaignNotFoundError, PartnerCenterError, ProductUpgradeError, ValidationError
 from shared.functions.health import check_health
 from shared.models import (
     DEFAULT_PRODUCT_FAMILY,
@@ -27,7 +27,8 @@ from shared.models import (
 )
 from shared.retry import time_budget
 from shared.settings import PUBLIC_URL_SETTING, read_public_url
-from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES
+from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, utc_now
+from shared.upgrades import campaigns
 from shared.upgrades.runtime import get_runtime
 from shared.upgrades.workflow import OperationIds, request_id_for
 
@@ -55,12 +56,17 @@ def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/productupgrades`` -> 202 with the upgrade id and an absolute ``Location`` to its status."""
 
     def run(correlation_id: str) -> func.HttpResponse:
-        request = ProductUpgradeRequest.from_json(_json_body(req))
+        body = _json_body(req)
+        request = ProductUpgradeRequest.from_json(body)
+        assert isinstance(body, dict)  # from_json refuses anything else
+        campaign = campaigns.optional_campaign(body)
         key = _header(req, "Idempotency-Key")
         ids = OperationIds(request_id_for("idempotency-key", key) if key else str(uuid.uuid4()), correlation_id)
         logs.bind(requestId=ids.request_id)
         # Validation comes first: a bad request never needs settings, secrets or Partner Center.
-        created = get_runtime().workflow.create(request, ids, keyed=key is not None, caller_request_id=key)
+        created = get_runtime().workflow.create(
+            request, ids, keyed=key is not None, caller_request_id=key, campaign=campaign
+        )
         body = {
             "upgradeId": created.upgrade_id,
             "customerId": created.customer_id,
@@ -77,7 +83,10 @@ def check_eligibility(req: func.HttpRequest) -> func.HttpResponse:
     """``POST /api/productupgrades/eligibility`` -> 200 with Partner Center's eligibility answer."""
 
     def run(correlation_id: str) -> func.HttpResponse:
-        request = ProductUpgradeRequest.from_json(_json_body(req))
+        body = _json_body(req)
+        request = ProductUpgradeRequest.from_json(body)
+        assert isinstance(body, dict)  # from_json refuses anything else
+        campaigns.optional_campaign(body)  # the create's body: a bad campaign is refused here too, else unused
         eligibility = get_runtime().workflow.check_eligibility(request, OperationIds.new(correlation_id))
         return _json(200, eligibility.to_json(), correlation_id)
 
@@ -107,13 +116,15 @@ def get_status(req: func.HttpRequest) -> func.HttpResponse:
 
 
 def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
-    """``GET /api/productupgrades?state=&customerId=&top=&continuationToken=`` -> a page of the ledger's upgrades."""
+    """``GET /api/productupgrades?state=&customerId=&campaign=&top=&continuationToken=`` -> a page of the ledger's
+    upgrades."""
 
     def run(correlation_id: str) -> func.HttpResponse:
         state = _query(req, "state")
         if state is not None and state not in UPGRADE_STATES:
             raise ValidationError(f"state must be one of {', '.join(UPGRADE_STATES)}")
         customer = _query(req, "customerId")
+        campaign = req.params.get("campaign") or None  # as given: a space is a character of a name
         top = _query(req, "top")
         # ASCII digits only: str.isdigit() also takes "²" (which int() refuses) and other scripts' digits.
         if top is not None and not (_ASCII_DIGITS.fullmatch(top) and 1 <= int(top) <= MAX_PAGE_SIZE):
@@ -121,11 +132,26 @@ def list_upgrades(req: func.HttpRequest) -> func.HttpResponse:
         page = get_runtime().ledger.list_upgrades(
             state=state,
             customer_id=parse_guid(customer, "customerId") if customer is not None else None,
+            campaign_key=campaigns.parse_campaign(campaign).key if campaign is not None else None,
             top=int(top) if top is not None else DEFAULT_PAGE_SIZE,
             continuation_token=_query(req, "continuationToken"),
         )
         body = {"items": [item.to_json() for item in page.items], "continuationToken": page.continuation_token}
         return _json(200, body, correlation_id)
+
+    return _handle(req, run)
+
+
+def campaign_summary(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/campaigns/{name}`` -> the campaign's counts, pace and estimated end, from counts kept per campaign
+    (a handful of rows read, never the campaign's records)."""
+
+    def run(correlation_id: str) -> func.HttpResponse:
+        campaign = campaigns.parse_campaign(req.route_params.get("name"), "the campaign name")
+        counts = get_runtime().ledger.campaign_counts(campaign.key)
+        if counts is None:
+            raise CampaignNotFoundError(campaign.name)
+        return _json(200, campaigns.summary(counts, utc_now()), correlation_id)
 
     return _handle(req, run)
 

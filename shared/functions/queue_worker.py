@@ -21,9 +21,10 @@ import azure.functions as func
 from shared import logs, signals
 from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
 from shared.functions.messages import decode_json_message
-from shared.models import ProductUpgradeRequest, optional_str, parse_caller_id
+from shared.models import Campaign, ProductUpgradeRequest, optional_str, parse_caller_id
 from shared.retry import remaining_budget, time_budget
 from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, MAX_DEQUEUE_COUNT, get_settings
+from shared.upgrades.campaigns import optional_campaign
 from shared.upgrades.runtime import Runtime, get_runtime
 from shared.upgrades.workflow import OperationIds, request_id_for
 
@@ -51,6 +52,7 @@ class QueueRequest:
     original_message_id: str | None = None
     #: Business answers the request has had (a deferral for "try again later" is one): its next MS-RequestId.
     business_answers: int = 0
+    campaign: Campaign | None = None
 
     def deferred(self, message_id: str, business_answers: int = 0) -> dict[str, Any]:
         """The message that puts this request back on the queue once more, keeping its identity (and counting the
@@ -60,6 +62,7 @@ class QueueRequest:
             "requestId": self.request_id,
             "correlationId": self.correlation_id,
             "checkEligibility": self.check_eligibility,
+            "campaign": self.campaign.name if self.campaign else None,
             "deferrals": self.deferrals + 1,
             "originalMessageId": self.original_message_id or message_id,
             "businessAnswers": business_answers or None,
@@ -110,6 +113,7 @@ def _handle(msg: func.QueueMessage) -> str | None:
             caller_request_id=parsed.request_id,
             # The result is decided here (deferral, the host's retries): failures are recorded below.
             record_failure=False,
+            campaign=parsed.campaign,
         )
     except ProductUpgradeError as exc:
         return _failed(msg, parsed, ids, exc, fields)
@@ -202,7 +206,9 @@ def _record(parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError) -
         runtime = get_runtime()
     except SettingError:
         return
-    runtime.workflow.record_failure(parsed.request, ids, exc, caller_request_id=parsed.request_id)
+    runtime.workflow.record_failure(
+        parsed.request, ids, exc, caller_request_id=parsed.request_id, campaign=parsed.campaign
+    )
 
 
 def parse_message(raw: bytes) -> QueueRequest:
@@ -223,6 +229,7 @@ def parse_message(raw: bytes) -> QueueRequest:
         deferrals=deferrals,
         original_message_id=_original_message_id(data),
         business_answers=business_answers,
+        campaign=optional_campaign(data),
     )
 
 

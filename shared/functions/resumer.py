@@ -3,18 +3,21 @@
 A chain of status checks can break where no single invocation can mend it: the first check of an accepted
 upgrade not scheduled because storage refused the write, a tracking message sent to the poison queue after a
 storage outage outlasted the host's retries, a worker gone between two steps. The ledger still says the
-upgrade's outcome has not gone out; this finds those records and checks them again.
+upgrade's outcome has not gone out; this finds those records and checks them again. It also counts, in their
+campaign's counts, the campaign upgrades whose count storage left pending with no later write to finish it.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import azure.functions as func
 
 from shared import logs
 from shared.errors import ProductUpgradeError
 from shared.retry import time_budget
+from shared.store.ledger import utc_now
 from shared.upgrades.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -29,13 +32,15 @@ def handle(timer: func.TimerRequest) -> None:
     """Resume the tracking of every upgrade whose checks have stopped; storage failing waits for the next run."""
     with logs.operation(), time_budget(RESUME_TIME_BUDGET_SECONDS):
         try:
-            tracker = get_runtime().tracker
+            runtime = get_runtime()
+            tracker = runtime.tracker
             if tracker is None:
                 log.info("No storage connection: no upgrade is tracked, none to resume")
                 return
             resumed = tracker.resume_stopped()
+            settled = runtime.ledger.settle_counts(utc_now() - timedelta(seconds=tracker.stall_seconds))
         except ProductUpgradeError as exc:
             log.warning("Could not resume stopped tracking: %s; the next run tries again", exc.message)
             return
         late = " (the timer was past due)" if timer.past_due else ""
-        log.info("Resumed the tracking of %d upgrades%s", resumed, late)
+        log.info("Resumed the tracking of %d upgrades, counted %d in their campaigns%s", resumed, settled, late)

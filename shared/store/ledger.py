@@ -36,7 +36,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from shared.errors import ProductUpgradeError, StorageUnavailableError, ValidationError
-from shared.models import ProductUpgradeCreated, ProductUpgradeRequest
+from shared.models import Campaign, ProductUpgradeCreated, ProductUpgradeRequest
+from shared.store import campaign_counts
+from shared.store.campaign_counts import CampaignCounts, CountedUpgrade
 from shared.store.storage import ATTEMPTS, call_limits, ensure_exists
 
 if TYPE_CHECKING:
@@ -106,6 +108,7 @@ class RequestRecord:
     updated_at: datetime | None = None
     #: Business answers (refusals, recorded failures) so far: the next attempt sends the next MS-RequestId.
     business_answers: int = 0
+    campaign: Campaign | None = None
 
     def same_request(self, request: ProductUpgradeRequest) -> bool:
         return (self.customer_id, self.product_family) == (request.customer_id, request.product_family)
@@ -138,11 +141,33 @@ class UpgradeRecord:
     outcome_id: str | None = None
     #: The outcome was sent again after storage lost an answer (or by the lease path): it may be on the queue twice.
     outcome_resent: bool = False
+    campaign: Campaign | None = None
+    #: The state the campaign's counts hold for this upgrade, as far as this record knows (None: not yet counted).
+    counted_state: str | None = None
     etag: str | None = field(default=None, compare=False)
 
     @property
     def ended(self) -> bool:
         return self.state != "running"
+
+    @property
+    def count_pending(self) -> bool:
+        """A campaign's upgrade whose present state may not be in the campaign's counts yet."""
+        return self.campaign is not None and self.counted_state != self.state
+
+    def counted(self) -> CountedUpgrade:
+        """What the campaign's counts need of this record."""
+        assert self.campaign is not None
+        minutes = (self.ended_at - self.accepted_at).total_seconds() / 60 if self.ended_at else None
+        return CountedUpgrade(
+            ledger_key=self.ledger_key,
+            campaign=self.campaign.name,
+            campaign_key=self.campaign.key,
+            state=self.state,
+            accepted_at=iso(self.accepted_at) or "",
+            ended_at=iso(self.ended_at),
+            minutes_to_end=max(0.0, minutes) if minutes is not None else None,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The listing's item: every key present, ``null`` where unknown."""
@@ -150,6 +175,7 @@ class UpgradeRecord:
             "upgradeId": self.upgrade_id,
             "customerId": self.customer_id,
             "productFamily": self.product_family,
+            "campaign": self.campaign.name if self.campaign else None,
             "state": self.state,
             "partnerCenterStatus": self.partner_center_status,
             "requestId": self.request_id,
@@ -167,7 +193,14 @@ class UpgradePage:
 
 
 class Ledger(Protocol):
-    def reserve(self, request_id: str, request: ProductUpgradeRequest, correlation_id: str) -> RequestRecord | None:
+    def reserve(
+        self,
+        request_id: str,
+        request: ProductUpgradeRequest,
+        correlation_id: str,
+        *,
+        campaign: Campaign | None = None,
+    ) -> RequestRecord | None:
         """Insert-only reservation of ``request_id`` before the create is sent.
 
         None when this call reserved it (or storage is unavailable); the record already there otherwise, for
@@ -183,6 +216,7 @@ class Ledger(Protocol):
         caller_request_id: str | None,
         correlation_id: str,
         with_upgrade: bool = True,
+        campaign: Campaign | None = None,
     ) -> UpgradeRecord | None:
         """Record the request ``accepted`` and its upgrade ``running`` in one transaction.
 
@@ -201,6 +235,7 @@ class Ledger(Protocol):
         caller_request_id: str | None,
         correlation_id: str,
         business_answers: int = 1,
+        campaign: Campaign | None = None,
     ) -> None:
         """Record the request's final ``rejected`` (permanent) or ``failed`` (transient) result, and how many
         business answers the request has had with it (the next attempt sends the next MS-RequestId)."""
@@ -227,6 +262,7 @@ class Ledger(Protocol):
         *,
         state: str | None = None,
         customer_id: str | None = None,
+        campaign_key: str | None = None,
         top: int = 100,
         continuation_token: str | None = None,
     ) -> UpgradePage:
@@ -240,11 +276,33 @@ class Ledger(Protocol):
         :class:`StorageUnavailableError` when storage is not configured or unreachable."""
         ...
 
+    def campaign_counts(self, campaign_key: str) -> CampaignCounts | None:
+        """The campaign's counts (one query, never a scan); None when no upgrade of it was counted. Raises
+        :class:`StorageUnavailableError` when storage is not configured or unreachable."""
+        ...
+
+    def campaign_requests(self, campaign_key: str) -> list[RequestRecord]:
+        """Every request record of the campaign (a scan: for reports). Raises :class:`StorageUnavailableError`."""
+        ...
+
+    def settle_counts(self, updated_before: datetime) -> int:
+        """Count every campaign upgrade whose count was left pending (storage failed between the record's write and
+        its count, and no later write came) and unchanged since ``updated_before``; how many were settled. Raises
+        :class:`StorageUnavailableError`."""
+        ...
+
 
 class NoLedger:
     """Used when no storage connection is configured: nothing is recorded, nothing tracked."""
 
-    def reserve(self, request_id: str, request: ProductUpgradeRequest, correlation_id: str) -> RequestRecord | None:
+    def reserve(
+        self,
+        request_id: str,
+        request: ProductUpgradeRequest,
+        correlation_id: str,
+        *,
+        campaign: Campaign | None = None,
+    ) -> RequestRecord | None:
         return None
 
     def record_accepted(
@@ -255,6 +313,7 @@ class NoLedger:
         caller_request_id: str | None,
         correlation_id: str,
         with_upgrade: bool = True,
+        campaign: Campaign | None = None,
     ) -> UpgradeRecord | None:
         return None
 
@@ -267,6 +326,7 @@ class NoLedger:
         caller_request_id: str | None,
         correlation_id: str,
         business_answers: int = 1,
+        campaign: Campaign | None = None,
     ) -> None:
         return None
 
@@ -287,12 +347,22 @@ class NoLedger:
         *,
         state: str | None = None,
         customer_id: str | None = None,
+        campaign_key: str | None = None,
         top: int = 100,
         continuation_token: str | None = None,
     ) -> UpgradePage:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
     def unsent_upgrades(self, updated_before: datetime) -> Iterator[UpgradeRecord]:
+        raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
+
+    def campaign_counts(self, campaign_key: str) -> CampaignCounts | None:
+        raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
+
+    def campaign_requests(self, campaign_key: str) -> list[RequestRecord]:
+        raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
+
+    def settle_counts(self, updated_before: datetime) -> int:
         raise StorageUnavailableError("no storage connection is configured (AzureWebJobsStorage)")
 
 
@@ -348,13 +418,20 @@ class TableLedger:
         self._paused_until = 0.0
 
     # -- requests ------------------------------------------------------------------------------------------
-    def reserve(self, request_id: str, request: ProductUpgradeRequest, correlation_id: str) -> RequestRecord | None:
+    def reserve(
+        self,
+        request_id: str,
+        request: ProductUpgradeRequest,
+        correlation_id: str,
+        *,
+        campaign: Campaign | None = None,
+    ) -> RequestRecord | None:
         from azure.core.exceptions import ResourceExistsError
 
-        entity = _request_entity(
-            RequestRecord(request_id, request.customer_id, request.product_family, "reserved", updated_at=utc_now()),
-            correlation_id,
+        record = RequestRecord(
+            request_id, request.customer_id, request.product_family, "reserved", updated_at=utc_now(), campaign=campaign
         )
+        entity = _request_entity(record, correlation_id)
 
         def call(table: TableClient) -> RequestRecord | None:
             try:
@@ -373,6 +450,7 @@ class TableLedger:
         caller_request_id: str | None,
         correlation_id: str,
         with_upgrade: bool = True,
+        campaign: Campaign | None = None,
     ) -> UpgradeRecord | None:
         from azure.data.tables import TableTransactionError, UpdateMode
 
@@ -386,6 +464,7 @@ class TableLedger:
             caller_request_id=caller_request_id,
             correlation_id=correlation_id,
             updated_at=now,
+            campaign=campaign,
         )
         upgrade = UpgradeRecord(
             upgrade_id=created.upgrade_id,
@@ -397,6 +476,7 @@ class TableLedger:
             updated_at=now,
             request_id=caller_request_id,
             correlation_id=correlation_id,
+            campaign=campaign,
         )
         # The request record replaces a reservation when there is one; the upgrade record is an insert, so
         # of two racing twins of one request (one MS-RequestId, one upgrade) the first to record it wins.
@@ -414,7 +494,8 @@ class TableLedger:
                 raise
             return replace(upgrade, etag=results[-1].get("etag")) if with_upgrade else None
 
-        return self._best_effort("record accepted upgrade", created.upgrade_id, call)
+        recorded = self._best_effort("record accepted upgrade", created.upgrade_id, call)
+        return self._count(recorded) if recorded is not None else None
 
     def record_refused(
         self,
@@ -425,6 +506,7 @@ class TableLedger:
         caller_request_id: str | None,
         correlation_id: str,
         business_answers: int = 1,
+        campaign: Campaign | None = None,
     ) -> None:
         from azure.data.tables import UpdateMode
 
@@ -440,6 +522,7 @@ class TableLedger:
             correlation_id=correlation_id,
             updated_at=utc_now(),
             business_answers=business_answers,
+            campaign=campaign,
         )
         entity = _request_entity(record, correlation_id)
         self._best_effort(
@@ -508,13 +591,14 @@ class TableLedger:
             return None
         except (AzureError, ValueError) as exc:
             raise StorageUnavailableError(f"the ledger could not be updated ({type(exc).__name__})") from None
-        return replace(record, etag=etag)
+        return self._count(replace(record, etag=etag))
 
     def list_upgrades(
         self,
         *,
         state: str | None = None,
         customer_id: str | None = None,
+        campaign_key: str | None = None,
         top: int = 100,
         continuation_token: str | None = None,
     ) -> UpgradePage:
@@ -526,6 +610,9 @@ class TableLedger:
         if customer_id is not None:
             query += " and CustomerId eq @customer"
             parameters["customer"] = customer_id
+        if campaign_key is not None:
+            query += " and CampaignKey eq @campaign"
+            parameters["campaign"] = campaign_key
         key = self._continuation_key
         position = decode_continuation_token(continuation_token, key) if continuation_token else None
         with _reading(), _refused_position(position):
@@ -548,6 +635,55 @@ class TableLedger:
                 query, parameters=parameters, results_per_page=MAX_PAGE_SIZE, **_table_call_limits()
             )
             yield from (_upgrade_from(entity) for entity in entities)
+
+    # -- campaigns -----------------------------------------------------------------------------------------
+    def campaign_counts(self, campaign_key: str) -> CampaignCounts | None:
+        with _reading():
+            return campaign_counts.read(self._client(), campaign_key, **_table_call_limits())
+
+    def campaign_requests(self, campaign_key: str) -> list[RequestRecord]:
+        query = "RowKey eq @row and CampaignKey eq @campaign"
+        parameters = {"row": REQUEST_ROW, "campaign": campaign_key}
+        with _reading():
+            entities = self._client().query_entities(
+                query, parameters=parameters, results_per_page=MAX_PAGE_SIZE, **_table_call_limits()
+            )
+            return [_request_from(entity) for entity in entities]
+
+    def settle_counts(self, updated_before: datetime) -> int:
+        query = "RowKey eq @row and CountPending eq true and UpdatedAt lt @before"
+        parameters = {"row": UPGRADE_ROW, "before": iso(updated_before)}
+        with _reading():
+            entities = self._client().query_entities(
+                query, parameters=parameters, results_per_page=MAX_PAGE_SIZE, **_table_call_limits()
+            )
+            pending = [_upgrade_from(entity) for entity in entities]
+        settled = 0
+        for record in pending:
+            counted = self._count(record)
+            if counted.count_pending:
+                continue
+            log.warning("Upgrade %s was not counted in its campaign's counts until now", record.upgrade_id)
+            settled += 1
+            # The record says so on its next write; this one may lose to a worker writing it now, who will.
+            with contextlib.suppress(StorageUnavailableError):
+                self.update_upgrade(counted)
+        return settled
+
+    def _count(self, record: UpgradeRecord) -> UpgradeRecord:
+        """Count a campaign upgrade's new state in the campaign's counts (exactly once, however often asked): the
+        record as counted, or as it was when storage failed (the record says the count is pending, and its next
+        write, or :meth:`settle_counts`, counts it)."""
+        from azure.core.exceptions import AzureError
+
+        if not record.count_pending:
+            return record
+        try:
+            counted = campaign_counts.count(self._client(), record.counted(), **_table_call_limits())
+        except (AzureError, ValueError, KeyError) as exc:
+            log.warning("Upgrade %s not counted in its campaign yet: %s", record.upgrade_id, type(exc).__name__)
+            return record
+        return replace(record, counted_state=record.state) if counted else record
 
     # -- plumbing ------------------------------------------------------------------------------------------
     def _best_effort(self, what: str, subject: str, call: Callable[[TableClient], T]) -> T | None:
@@ -609,8 +745,18 @@ def _request_entity(record: RequestRecord, correlation_id: str) -> dict[str, Any
             "CorrelationId": record.correlation_id or correlation_id,
             "UpdatedAt": iso(record.updated_at),
             "BusinessAnswers": record.business_answers or None,
+            **_campaign_properties(record.campaign),
         }
     )
+
+
+def _campaign_properties(campaign: Campaign | None) -> dict[str, Any]:
+    return {"Campaign": campaign.name, "CampaignKey": campaign.key} if campaign else {}
+
+
+def _campaign_from(entity: Mapping[str, Any]) -> Campaign | None:
+    name, key = _opt(entity.get("Campaign")), _opt(entity.get("CampaignKey"))
+    return Campaign(name, key) if name and key else None
 
 
 def _request_from(entity: Mapping[str, Any]) -> RequestRecord:
@@ -630,6 +776,7 @@ def _request_from(entity: Mapping[str, Any]) -> RequestRecord:
         correlation_id=_opt(entity.get("CorrelationId")),
         updated_at=parse_iso(entity.get("UpdatedAt")),
         business_answers=int(entity.get("BusinessAnswers") or 0),
+        campaign=_campaign_from(entity),
     )
 
 
@@ -655,6 +802,10 @@ def _upgrade_entity(record: UpgradeRecord) -> dict[str, Any]:
             "OutcomeSent": record.outcome_sent,
             "OutcomeId": record.outcome_id,
             "OutcomeResent": record.outcome_resent or None,
+            **_campaign_properties(record.campaign),
+            "CountedState": record.counted_state,
+            # Only for the sweep's query (a filter cannot compare two properties).
+            "CountPending": record.count_pending if record.campaign else None,
         }
     )
 
@@ -684,6 +835,8 @@ def _upgrade_from(entity: Mapping[str, Any]) -> UpgradeRecord:
         outcome_sent=bool(entity.get("OutcomeSent")),
         outcome_id=_opt(entity.get("OutcomeId")),
         outcome_resent=bool(entity.get("OutcomeResent")),
+        campaign=_campaign_from(entity),
+        counted_state=_opt(entity.get("CountedState")),
         etag=metadata.get("etag"),
     )
 

@@ -143,6 +143,7 @@ def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
         "upgradeId": record.upgrade_id,
         "customerId": record.customer_id,
         "productFamily": record.product_family,
+        "campaign": record.campaign.name if record.campaign else None,
         "requestId": record.request_id,
         "correlationId": record.correlation_id,
         "partnerCenterStatus": record.partner_center_status,

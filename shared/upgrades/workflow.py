@@ -16,6 +16,7 @@ from shared.errors import (
 )
 from shared.ids import ID_NAMESPACE, OperationIds, correlation_guid, request_id_for
 from shared.models import (
+    Campaign,
     ProductUpgradeCreated,
     ProductUpgradeRequest,
     ProductUpgradesEligibility,
@@ -67,6 +68,7 @@ class ProductUpgradeWorkflow:
         keyed: bool = False,
         caller_request_id: str | None = None,
         record_failure: bool = True,
+        campaign: Campaign | None = None,
     ) -> ProductUpgradeCreated:
         """Create the upgrade once per ``ids.request_id``, record it in the ledger and start following it.
 
@@ -76,9 +78,10 @@ class ProductUpgradeWorkflow:
         upgrade is already in progress (409 900109), the running one is returned. ``check_eligibility`` asks
         first and raises :class:`NotEligibleError` with Partner Center's reason instead of creating.
         ``record_failure``: record a failure as the request's result (False when the caller will try again).
+        ``campaign``: the wave it belongs to, recorded on the request and the upgrade (and counted).
         """
         if keyed:
-            existing = self.ledger.reserve(ids.request_id, request, ids.correlation_id)
+            existing = self.ledger.reserve(ids.request_id, request, ids.correlation_id, campaign=campaign)
             if existing is not None:
                 if not existing.same_request(request):
                     raise IdempotencyKeyReusedError(
@@ -99,7 +102,7 @@ class ProductUpgradeWorkflow:
         except ProductUpgradeError as exc:
             exc.business_answers = ids.business_answers
             if record_failure:
-                self.record_failure(request, ids, exc, caller_request_id=caller_request_id)
+                self.record_failure(request, ids, exc, caller_request_id=caller_request_id, campaign=campaign)
             raise
         log.info(
             "Product upgrade %s accepted for customer %s (%s)",
@@ -114,6 +117,7 @@ class ProductUpgradeWorkflow:
             caller_request_id=caller_request_id,
             correlation_id=ids.correlation_id,
             with_upgrade=new_upgrade,
+            campaign=campaign,
         )
         if record is not None and self.tracker is not None:
             self.tracker.start(record)
@@ -126,6 +130,7 @@ class ProductUpgradeWorkflow:
         error: ProductUpgradeError,
         *,
         caller_request_id: str | None = None,
+        campaign: Campaign | None = None,
     ) -> None:
         """Record ``error`` as the request's final result (``rejected``, or ``failed`` when transient): one more
         business answer of the request, counted from ``ids`` or from what the failed attempt had counted."""
@@ -137,6 +142,7 @@ class ProductUpgradeWorkflow:
             caller_request_id=caller_request_id,
             correlation_id=ids.correlation_id,
             business_answers=answers,
+            campaign=campaign,
         )
 
     def check_eligibility(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesEligibility:

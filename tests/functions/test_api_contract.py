@@ -29,9 +29,12 @@ OPERATIONS = [
     "CreateProductUpgrade",
     "CheckProductUpgradeEligibility",
     "GetProductUpgradeStatus",
+    "GetCampaignSummary",
     *OPERATOR_OPERATIONS,
 ]
 REPO = Path(__file__).resolve().parents[2]
+#: A campaign the ledger holds, so that generated summary requests meet 200 answers too, not only 404.
+KNOWN_CAMPAIGN = "Wave-1"
 #: Bounded: the whole module stays within seconds (2 modes x 4 operations x this many cases).
 MAX_EXAMPLES = 25
 #: A valid request may still be refused for what it asks: an unknown customer or upgrade (404), an upgrade in
@@ -75,6 +78,9 @@ def cases(operation, mode, partner_center):
     generated = operation.as_strategy(generation_mode=mode)
     if operation.definition.raw["operationId"] == "ListProductUpgrades" and mode is GenerationMode.POSITIVE:
         return generated.map(without_continuation_token)
+    if operation.definition.raw["operationId"] == "GetCampaignSummary" and mode is GenerationMode.POSITIVE:
+        known = operation.as_strategy(generation_mode=mode, path_parameters={"name": KNOWN_CAMPAIGN.lower()})
+        return st.one_of(generated, known)
     if operation.definition.raw["operationId"] != "GetProductUpgradeStatus" or mode is not GenerationMode.POSITIVE:
         return generated
     upgrade_id = partner_center.add_upgrade(CUSTOMER_ID)
@@ -102,10 +108,10 @@ def test_every_response_is_declared_and_never_a_server_error(
     operation = find_operation(schema, operation_id)
     statuses: list[int] = []
     listed: list[dict] = []
-    if operation_id == "ListProductUpgrades":
-        # Upgrades in the ledger, so that listed items are checked against their schema too.
+    if operation_id in ("ListProductUpgrades", "GetCampaignSummary"):
+        # Upgrades in the ledger, so that listed items and summaries are checked against their schemas too.
         stored_app.create({"customerId": CUSTOMER_ID}, headers={"Idempotency-Key": "order-1"})
-        stored_app.create({"customerId": "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a"})
+        stored_app.create({"customerId": "4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a", "campaign": KNOWN_CAMPAIGN})
 
     @given(case=cases(operation, mode, stored_app.partner_center))
     @settings(

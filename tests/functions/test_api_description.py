@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
+from shared.errors import ValidationError
 from shared.functions import api_description, http_api
 from shared.models import (
     ErrorDetails,
@@ -34,7 +36,9 @@ from shared.models import (
     UpgradesLineItem,
 )
 from shared.settings import PUBLIC_URL_SETTING
+from shared.store.campaign_counts import COUNTED_STATES, CampaignCounts, CountedUpgrade
 from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, UpgradeRecord, utc_now
+from shared.upgrades import campaigns
 from tests.harness import indexed_functions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,6 +51,7 @@ OPERATION_IDS = {
     "CreateProductUpgrade",
     "CheckProductUpgradeEligibility",
     "GetProductUpgradeStatus",
+    "GetCampaignSummary",
 }
 #: The operators' connector (connector/operator/): the ledger's routes, opened by the operator key.
 OPERATOR_OPERATION_IDS = {"ListProductUpgrades"}
@@ -181,7 +186,8 @@ def properties(definition: Any, name: str) -> set[str]:
 
 def test_schemas_carry_the_keys_the_models_write(definition):
     request = ProductUpgradeRequest("4c7b3e5a-0d3c-4f43-9a0e-3b0f6e5d2c1a")
-    assert properties(definition, "ProductUpgradeRequest") == set(request.to_json())
+    # The create body: Partner Center's request, and the campaign it belongs to.
+    assert properties(definition, "ProductUpgradeRequest") == set(request.to_json()) | {"campaign"}
     eligibility = ProductUpgradesEligibility(request.customer_id, "Azure", True)
     assert properties(definition, "ProductUpgradeEligibility") == set(eligibility.to_json())
     assert set(schema_of(definition, "ProductUpgradeEligibility")["required"]) == set(eligibility.to_json())
@@ -207,6 +213,35 @@ def test_list_schema_carries_the_ledgers_item_and_limits(operator_definition):
     assert (parameters["top"]["minimum"], parameters["top"]["maximum"]) == (1, MAX_PAGE_SIZE)
     assert parameters["top"]["default"] == http_api.DEFAULT_PAGE_SIZE
     assert set(schema_of(definition, "ProductUpgradePage")["properties"]) == {"items", "continuationToken"}
+    assert parameters["campaign"]["pattern"] == campaigns.NAME_PATTERN
+
+
+def test_campaign_summary_schema_carries_the_summarys_keys(definition):
+    counts = CampaignCounts("wave-1")
+    counts.add(CountedUpgrade("k", "wave-1", "wave-1", "completed", "2026-11-20T09:00:00.000Z", None, 12.0))
+    document = campaigns.summary(counts, utc_now())
+    schema = schema_of(definition, "CampaignSummary")
+    assert set(schema["properties"]) == set(schema["required"]) == set(document)
+    counts_schema = schema["properties"]["counts"]
+    assert set(counts_schema["properties"]) == set(counts_schema["required"]) == set(document["counts"])
+    assert list(document["counts"]) == list(COUNTED_STATES)
+    summary = operations(definition)[("GET", "campaigns/{name}")]
+    [name] = summary["parameters"]
+    assert (name["in"], name["pattern"], name["maxLength"]) == ("path", campaigns.NAME_PATTERN, campaigns.MAX_NAME)
+    assert summary["responses"]["200"]["schema"] == {"$ref": "#/definitions/CampaignSummary"}
+    assert "Retry-After" in summary["responses"]["503"]["headers"] and "404" in summary["responses"]
+
+
+def test_campaign_name_pattern_is_the_naming_rule(definition):
+    """The schema's pattern accepts exactly what the rule accepts, so generated names mean the same to both."""
+    pattern = re.compile(schema_of(definition, "ProductUpgradeRequest")["properties"]["campaign"]["pattern"])
+    for name in ("wave-1", "Spring 2027.b_2", "a" * 64, "9", "a" * 65, "-x", " x", "x/y", "été", "", "x\n"):
+        try:
+            campaigns.parse_campaign(name)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        assert accepted == bool(pattern.fullmatch(name)), name
 
 
 def test_problem_schema_covers_what_the_adapter_writes(definition):

@@ -46,6 +46,7 @@ def outcome_keys():
         "upgradeId",
         "customerId",
         "productFamily",
+        "campaign",
         "requestId",
         "correlationId",
         "partnerCenterStatus",
@@ -447,6 +448,7 @@ def test_listing_pages_through_250_upgrades_exactly_once(stored_app, azurite):
         "upgradeId",
         "customerId",
         "productFamily",
+        "campaign",
         "state",
         "partnerCenterStatus",
         "requestId",
@@ -455,7 +457,7 @@ def test_listing_pages_through_250_upgrades_exactly_once(stored_app, azurite):
         "updatedAt",
         "endedAt",
     }
-    assert item["requestId"] is None and item["endedAt"] is None
+    assert item["requestId"] is None and item["endedAt"] is None and item["campaign"] is None
 
 
 def test_listing_filters_by_state_and_customer(stored_app, azurite):
