@@ -145,6 +145,8 @@ class UpgradeRecord:
     #: The state the campaign's counts hold for this upgrade, as far as this record knows (None: not yet counted).
     counted_state: str | None = None
     etag: str | None = field(default=None, compare=False)
+    #: The state the table holds for this record (as read or last written), whatever this copy was changed to.
+    stored_state: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def ended(self) -> bool:
@@ -492,7 +494,7 @@ class TableLedger:
                     log.info("Upgrade %s was already recorded for request %s", created.upgrade_id, request_id)
                     return None
                 raise
-            return replace(upgrade, etag=results[-1].get("etag")) if with_upgrade else None
+            return replace(upgrade, etag=results[-1].get("etag"), stored_state=upgrade.state) if with_upgrade else None
 
         recorded = self._best_effort("record accepted upgrade", created.upgrade_id, call)
         return self._count(recorded) if recorded is not None else None
@@ -569,6 +571,9 @@ class TableLedger:
         from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
+        if record.stored_state == record.state:
+            # Its state is in the table already: count it first, and this very write says it is counted.
+            record = self._count(record)
         write_id = uuid.uuid4().hex
         try:
             table = self._client()
@@ -591,7 +596,8 @@ class TableLedger:
             return None
         except (AzureError, ValueError) as exc:
             raise StorageUnavailableError(f"the ledger could not be updated ({type(exc).__name__})") from None
-        return self._count(replace(record, etag=etag))
+        # A new state: counted once it is written (a write that lost the race must count nothing).
+        return self._count(replace(record, etag=etag, stored_state=record.state))
 
     def list_upgrades(
         self,
@@ -838,6 +844,7 @@ def _upgrade_from(entity: Mapping[str, Any]) -> UpgradeRecord:
         campaign=_campaign_from(entity),
         counted_state=_opt(entity.get("CountedState")),
         etag=metadata.get("etag"),
+        stored_state=state,
     )
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.errors import ValidationError
 from shared.models import Campaign
 from shared.store.campaign_counts import COUNTED_STATES, CampaignCounts, bucket_bounds
-from shared.store.ledger import iso, parse_iso
+from shared.store.ledger import UpgradeRecord, iso, parse_iso
 
 MAX_NAME = 64
 #: 1 to 64 characters: letters, digits, space, ".", "_", "-"; a letter or digit first. ASCII letters and digits:
@@ -41,6 +42,13 @@ def optional_campaign(data: dict[str, Any], key: str = "campaign") -> Campaign |
     """A body's or a message's optional ``campaign``: absent or null gives None."""
     value = data.get(key)
     return None if value is None else parse_campaign(value, key)
+
+
+def scanned_counts(records: Iterable[UpgradeRecord]) -> CampaignCounts | None:
+    """A campaign's counts from its records themselves (a full scan's answer): what the kept counts must equal.
+    None when there is no record of a campaign."""
+    counted = [record.counted() for record in records if record.campaign is not None]
+    return CampaignCounts.scanned(counted[0].campaign, counted) if counted else None
 
 
 def percentile_minutes(histogram: dict[int, int], percentile: float) -> float | None:
