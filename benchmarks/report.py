@@ -204,7 +204,55 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         lost = run["messages_without_result"]
         duplicated = run["messages_with_two_results"] + run["duplicate_upgrades"]
         rows.append(_row(section, "messages lost / duplicated", lost + duplicated, 0, f"{lost} / {duplicated}"))
+    rows += _campaign_rows(results.get("campaign_summary"))
     return rows
+
+
+def _campaign_rows(run: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not run:
+        return []
+    section = f"campaign summary, {run['upgrades']:,} upgrades"
+    ms, floor = run["summary_ms"], run["floor_ms"]
+    mismatches = run["state_mismatches"] + (not run["histogram_equal_scan"]) + (not run["times_equal_scan"])
+    return [
+        _row(
+            section,
+            "storage requests per summary",
+            run["storage_requests_per_summary"],
+            1,
+            f"{run['storage_requests_per_summary']:.2f}",
+        ),
+        _row(
+            section,
+            "milliseconds per summary (median of interleaved rounds)",
+            ms["median"],
+            100,
+            f"{ms['median']:.1f} ms ({ms['min']:.1f}-{ms['max']:.1f}, n={ms['rounds']}); "
+            f"bare query {floor['median']:.1f} ms",
+        ),
+        _row(
+            section,
+            "summary vs the same query made bare",
+            run["summary_vs_floor"]["median"],
+            1.5,
+            _ratio(run["summary_vs_floor"]),
+        ),
+        _row(
+            section,
+            "counts vs a full scan of the records: differences",
+            mismatches,
+            0,
+            f"{mismatches} ({run['records_scanned']:,} records scanned in {run['full_scan_ms'] / 1000:.1f} s)",
+        ),
+        {
+            "section": section,
+            "figure": "storage requests per upgrade recorded (accepted, ended, marked sent; counts included)",
+            "value": run["storage_requests_per_upgrade_recorded"],
+            "shown": f"{run['storage_requests_per_upgrade_recorded']:.2f}",
+            "target": "(figure)",
+            "verdict": "-",
+        },
+    ]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -2,9 +2,10 @@
 
 Each campaign has a partition of its own in the ledger's table, ``campaign|{key}``, holding:
 
-- ``counts|0`` .. ``counts|7``: the campaign's counts in eight shards: upgrades by state, the first and last
-  ``acceptedAt``, the last ``endedAt``, and a histogram of minutes from accepted to ended. Eight, so that workers
-  recording ends at the same moment seldom meet on one ETag; a summary reads the eight in one query.
+- ``counts|0`` .. ``counts|15``: the campaign's counts in sixteen shards: upgrades by state, the first and last
+  ``acceptedAt``, the last ``endedAt``, and a histogram of minutes from accepted to ended. Only their sums mean
+  anything: a change is counted in any shard (one drawn at random, another on a conflict), so that workers
+  recording changes at the same moment seldom meet on one ETag; a summary reads the sixteen in one query.
 - ``counted|{ledger key}``: one row per upgrade of the campaign, saying which of its states is counted (and in
   which histogram bucket).
 
@@ -22,7 +23,6 @@ import logging
 import math
 import random
 import time
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,9 +40,12 @@ PARTITION_PREFIX = "campaign|"
 SHARD_PREFIX = "counts|"
 COUNTED_PREFIX = "counted|"
 #: Shards of one campaign's counts.
-SHARDS = 8
-#: Conditional transactions tried before a count is left for the next write of the record (or the sweep).
-MAX_ATTEMPTS = 8
+SHARDS = 16
+#: Conditional transactions tried before a count is left for the next write of the record (or the sweep), with
+#: a jittered pause after each conflict, doubling up to MAX_PAUSE_SECONDS (a few seconds in all at worst).
+MAX_ATTEMPTS = 12
+FIRST_PAUSE_SECONDS = 0.01
+MAX_PAUSE_SECONDS = 0.5
 
 #: The histogram of minutes to end: bucket 0 holds [0, 1) minute, bucket b >= 1 holds [RATIO**(b-1), RATIO**b):
 #: each bucket 5 % wider than the one before, so a median read from it is within 2.5 % of the exact one, and a
@@ -69,10 +72,6 @@ def bucket_bounds(bucket: int) -> tuple[float, float]:
 
 def partition_of(campaign_key: str) -> str:
     return PARTITION_PREFIX + campaign_key
-
-
-def shard_of(ledger_key: str) -> int:
-    return zlib.crc32(ledger_key.encode()) % SHARDS
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ def _max(a: str | None, b: str | None) -> str | None:
 
 
 def read(table: TableClient, campaign_key: str, **limits: Any) -> CampaignCounts | None:
-    """The campaign's counts, summed over its shards: one query of one partition, eight small rows at most."""
+    """The campaign's counts, summed over its shards: one query of one partition, sixteen small rows at most."""
     entities = table.query_entities(
         "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
         parameters={"pk": partition_of(campaign_key), "low": SHARD_PREFIX, "high": SHARD_PREFIX[:-1] + "}"},
@@ -191,8 +190,8 @@ def count(table: TableClient, upgrade: CountedUpgrade, **limits: Any) -> bool:
 
     partition = partition_of(upgrade.campaign_key)
     counted_row = COUNTED_PREFIX + upgrade.ledger_key
-    shard_row = f"{SHARD_PREFIX}{shard_of(upgrade.ledger_key)}"
     for attempt in range(MAX_ATTEMPTS):
+        shard_row = f"{SHARD_PREFIX}{random.randrange(SHARDS)}"
         entities = {
             entity["RowKey"]: entity
             for entity in table.query_entities(
@@ -226,7 +225,7 @@ def count(table: TableClient, upgrade: CountedUpgrade, **limits: Any) -> bool:
             # Another worker changed the row or the shard first (or this very transaction landed and its answer
             # was lost): read again and see.
             log.debug("Counting upgrade %s: %s; reading again", upgrade.ledger_key, getattr(exc, "error_code", exc))
-        time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
+        time.sleep(random.uniform(0, min(MAX_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2**attempt)))
     log.warning("Counting upgrade %s in campaign %s kept meeting other writers", upgrade.ledger_key, upgrade.campaign)
     return False
 
