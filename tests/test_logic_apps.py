@@ -5,7 +5,9 @@ definition language), that every route they call is one of the app's HTTP routes
 pattern is never switched off, and they replay what the runtime would do: the create-and-wait HTTP action's
 request goes to the function app through a WSGI stand-in for the host, then Location is followed while it
 answers 202 (honouring Retry-After) until the 200 that the Switch branches on; the enqueue workflow's message
-is one the queue function accepts; the outcomes workflow parses the outcome messages the app writes.
+is one the queue function accepts; the outcomes workflow parses the outcome messages the app writes; the campaign
+workflow's summary call is answered by the app with the connector's CampaignSummary schema, and its loop ends with
+the summary that says nothing runs any more.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 from xml.etree import ElementTree
 
 import jsonschema
@@ -108,8 +110,9 @@ def app_route_matches(method: str, route: str) -> bool:
 # -- every workflow ------------------------------------------------------------------------------------------
 
 
-def test_the_three_examples_are_there_and_in_the_docs():
+def test_the_examples_are_there_and_in_the_docs():
     assert [w.name for w in WORKFLOWS] == [
+        "campaign-summary-to-teams.workflow.json",
         "create-and-wait.workflow.json",
         "enqueue-request.workflow.json",
         "react-to-outcomes.workflow.json",
@@ -126,7 +129,17 @@ def test_workflow_is_a_complete_definition(path):
     assert definition["contentVersion"] == "1.0.0.0"
     assert len(definition["triggers"]) == 1 and definition["actions"] and "outputs" in definition
     for name, action in actions_in(definition).items():
-        assert action["type"] in {"Http", "Response", "Switch", "Foreach", "Compose", "ParseJson"}, name
+        assert action["type"] in {
+            "Http",
+            "Response",
+            "Switch",
+            "Foreach",
+            "Compose",
+            "ParseJson",
+            "Until",
+            "If",
+            "Wait",
+        }, name
         assert "runAfter" in action, name
     for group in sibling_groups(definition):
         for name, action in group.items():
@@ -481,11 +494,12 @@ def bicep() -> dict[str, Any]:
 def test_bicep_deploys_each_workflow_with_the_parameters_it_declares(bicep):
     text = (EXAMPLES / "main.bicep").read_text(encoding="utf-8")
     workflows = {
-        name: resource["config"]
+        # a conditional resource (``= if (...) {...}``) nests its body one level down
+        name: resource["config"].get("config", resource["config"])
         for name, resource in bicep["resources"].items()
         if resource["type"] == "Microsoft.Logic/workflows"
     }
-    assert len(workflows) == 3
+    assert len(workflows) == 4
     loaded = set(re.findall(r"loadJsonContent\('([^']+)'\)", text))
     assert loaded == {w.name for w in WORKFLOWS}
     for config in workflows.values():
@@ -514,3 +528,123 @@ def test_bicep_types_check_passes():
         timeout=120,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# -- the campaign summary, posted to Teams every hour until nothing runs -------------------------------------------
+
+CAMPAIGN_WORKFLOW = "campaign-summary-to-teams.workflow.json"
+TEAMS_PARAMETERS = {"functionAppUrl": BASE_URL, "functionKey": FUNCTION_KEY, "teamsWebhookUrl": "https://teams.example"}
+
+
+def evaluate_campaign(value: Any, trigger: dict[str, Any], summary: dict[str, Any] | None) -> Any:
+    """The campaign workflow's expressions, as the runtime evaluates them (null-safe ``?[]``); any other fails."""
+    if isinstance(value, dict):
+        return {k: evaluate_campaign(v, trigger, summary) for k, v in value.items()}
+    if isinstance(value, list):
+        return [evaluate_campaign(v, trigger, summary) for v in value]
+    if not isinstance(value, str) or "@" not in value:
+        return value
+
+    def path(node: Any, keys: str) -> Any:
+        for key in re.findall(r"\?\['([^']+)'\]", keys):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    def one(expression: str) -> Any:
+        if m := re.fullmatch(r"parameters\('([^']+)'\)", expression):
+            return TEAMS_PARAMETERS[m.group(1)]
+        if m := re.fullmatch(r"triggerBody\(\)((?:\?\['[^']+'\])+)", expression):
+            return path(trigger, m.group(1))
+        if m := re.fullmatch(r"encodeUriComponent\((.+)\)", expression):
+            return quote(str(one(m.group(1))), safe="")
+        if m := re.fullmatch(r"body\('Get_campaign_summary'\)((?:\?\['[^']+'\])+)", expression):
+            return path(summary, m.group(1))
+        if m := re.fullmatch(r"not\((.+)\)", expression):
+            return not one(m.group(1))
+        if m := re.fullmatch(r"equals\((.+), (\d+)\)", expression):
+            return one(m.group(1)) == int(m.group(2))
+        raise AssertionError(f"expression not understood by the test: {expression}")
+
+    if value.startswith("@") and not value.startswith("@{"):
+        return one(value[1:])
+    return re.sub(r"@\{([^}]*)\}", lambda m: "" if (v := one(m.group(1))) is None else str(v), value)
+
+
+def campaign_summary_schema() -> dict[str, Any]:
+    """The connector's CampaignSummary as JSON Schema: OpenAPI 2.0's ``x-nullable`` becomes ``null`` allowed."""
+    definition = json.loads((REPO / "connector" / "apiDefinition.swagger.json").read_text(encoding="utf-8"))
+
+    def nullable(node: Any) -> Any:
+        if isinstance(node, list):
+            return [nullable(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        converted = {key: nullable(value) for key, value in node.items() if key != "x-nullable"}
+        if node.get("x-nullable") and "type" in node:
+            converted["type"] = [node["type"], "null"]
+        return converted
+
+    return nullable(definition["definitions"]["CampaignSummary"])  # type: ignore[no-any-return]
+
+
+def test_campaign_workflow_posts_the_summary_every_hour_until_nothing_runs(stored_app, azurite):
+    """The loop replayed against the app: the summary call as the HTTP action makes it (function key in the header),
+    its 200 held to the connector's CampaignSummary schema, the card posted from it, an hour's wait while upgrades
+    run, and the loop's end with the summary that says none does."""
+    definition = load(CAMPAIGN_WORKFLOW)
+    trigger = definition["triggers"]["When_a_campaign_is_started"]
+    assert trigger["operationOptions"] == "EnableSchemaValidation"
+    names = jsonschema.Draft4Validator(trigger["inputs"]["schema"])
+    assert names.is_valid({"campaign": "Wave 1.b"}) and not names.is_valid({"campaign": "-x"})
+    loop = definition["actions"]["Until_no_upgrade_runs"]
+    get, post, wait = (
+        loop["actions"][n] for n in ("Get_campaign_summary", "Post_summary_to_Teams", "While_upgrades_run")
+    )
+    assert wait["actions"]["Wait_an_hour"]["inputs"] == {"interval": {"count": 1, "unit": "Hour"}}
+    assert post["inputs"]["uri"] == "@parameters('teamsWebhookUrl')"
+
+    stored_app.partner_center.complete_after_polls(2)
+    host = Host(azurite.connection_string)
+    for n in range(3):
+        host.send_request({"customerId": str(uuid.UUID(int=0x7EA5 << 64 | n)), "campaign": "Wave 1.b"})
+    host.run_until(lambda: len(host.results) == 3, timeout=30)
+    client = Client(FunctionsWsgiApp([FUNCTION_KEY]))
+    schema = campaign_summary_schema()
+    trigger_body = {"campaign": "Wave 1.b"}
+
+    def iteration() -> tuple[dict[str, Any], bool, bool]:
+        """One pass of the loop: the summary, whether the If waits an hour, whether the Until ends."""
+        inputs = evaluate_campaign(get["inputs"], trigger_body, None)
+        uri = urlsplit(inputs["uri"])
+        assert uri.path == "/api/campaigns/Wave%201.b" and inputs["method"] == "GET"
+        response = client.get(uri.path, base_url=f"{uri.scheme}://{uri.netloc}", headers=inputs["headers"])
+        assert response.status_code == 200, response.get_data(as_text=True)
+        summary = response.get_json()
+        assert list(jsonschema.Draft4Validator(schema).iter_errors(summary)) == []
+        card = evaluate_campaign(post["inputs"]["body"], trigger_body, summary)
+        content = card["attachments"][0]["content"]
+        assert card["type"] == "message" and content["type"] == "AdaptiveCard"
+        running, upgrades = summary["counts"]["running"], summary["upgrades"]
+        assert content["body"][0]["text"] == f"Campaign {summary['campaign']}: {running} of {upgrades} upgrades running"
+        facts = {fact["title"]: fact["value"] for fact in content["body"][1]["facts"]}
+        assert facts["Completed"] == str(summary["counts"]["completed"])
+        waits = evaluate_campaign(wait["expression"], trigger_body, summary)
+        ends = evaluate_campaign(loop["expression"], trigger_body, summary)
+        return summary, waits, ends
+
+    summary, waits, ends = iteration()
+    assert summary["counts"]["running"] == 3 and waits and not ends
+    host.run_until(lambda: len(host.outcomes) == 3, timeout=30)
+    summary, waits, ends = iteration()
+    assert summary["counts"]["completed"] == 3 and summary["counts"]["running"] == 0
+    assert ends and not waits  # the last summary posted, no hour's wait: the loop ends
+
+    # Before the campaign's first upgrade: 404, no card, and the loop waits an hour and asks again.
+    missing = evaluate_campaign(get["inputs"], {"campaign": "wave-9"}, None)
+    uri = urlsplit(missing["uri"])
+    assert client.get(uri.path, base_url=BASE_URL, headers=missing["headers"]).status_code == 404
+    assert (
+        post["runAfter"] == {"Get_campaign_summary": ["Succeeded"]}
+        and "Skipped" in wait["runAfter"]["Post_summary_to_Teams"]
+    )
+    assert evaluate_campaign(wait["expression"], {}, {}) and not evaluate_campaign(loop["expression"], {}, {})

@@ -1,12 +1,15 @@
-// The three example Logic Apps (Consumption) beside a deployed function app. Optional: azd up does not deploy
+// The example Logic Apps (Consumption) beside a deployed function app. Optional: azd up does not deploy
 // them. Deploy into the app's resource group, with names from azd's environment (`azd env get-values`):
 //   az deployment group create -g "$AZURE_RESOURCE_GROUP" -f examples/logic-apps/main.bicep \
 //     -p functionAppName="$AZURE_FUNCTION_APP_NAME" storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
 //     -p notifyUrl='https://crm.example.com/hooks/upgrades' \
-//     -p integrationKey="$INTEGRATION_KEY"
+//     -p integrationKey="$INTEGRATION_KEY" \
+//     -p teamsWebhookUrl='<your Teams channel webhook URL>'
+// The campaign-summary workflow is deployed only when teamsWebhookUrl is given.
 // The workflows reach the storage queues with their own system-assigned identities (storage is identity-only),
 // and the function with the integration key (infra/keys.bicep, deployed first): a function key that opens create,
-// eligibility and status only, never a host key, which would open every route of the app (docs/security.md).
+// eligibility, status and a campaign's summary only, never a host key, which would open every route of the app
+// (docs/security.md).
 // The outcomes workflow remembers the outcomeId of each outcome the CRM was told in a table of its own (created
 // here), so a second copy of an outcome (queues deliver at least once) is not told twice.
 
@@ -24,6 +27,10 @@ param notifyUrl string
 @secure()
 @minLength(32)
 param integrationKey string
+
+@description('Where the campaign-summary workflow posts each hour: a Teams channel\'s webhook URL (Workflows, "Post to a channel when a webhook request is received"); empty: that workflow is not deployed.')
+@secure()
+param teamsWebhookUrl string = ''
 
 @description('PRODUCT_UPGRADE_REQUESTS_QUEUE of the app.')
 param requestsQueueName string = 'product-upgrade-requests'
@@ -148,6 +155,27 @@ resource reactToOutcomes 'Microsoft.Logic/workflows@2019-05-01' = {
   }
 }
 
+resource campaignSummaryToTeams 'Microsoft.Logic/workflows@2019-05-01' = if (!empty(teamsWebhookUrl)) {
+  name: 'logic-upgrade-campaign-summary-${uniqueString(functionApp.id)}'
+  location: location
+  tags: tags
+  properties: {
+    state: 'Enabled'
+    definition: loadJsonContent('campaign-summary-to-teams.workflow.json')
+    parameters: {
+      functionAppUrl: {
+        value: 'https://${functionApp.properties.defaultHostName}'
+      }
+      functionKey: {
+        value: integrationKey
+      }
+      teamsWebhookUrl: {
+        value: teamsWebhookUrl
+      }
+    }
+  }
+}
+
 resource enqueueCanSend 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(requestsQueue.id, enqueueRequest.id, queueMessageSenderRoleId)
   scope: requestsQueue
@@ -183,3 +211,4 @@ resource outcomesCanRemember 'Microsoft.Authorization/roleAssignments@2022-04-01
 output CREATE_AND_WAIT_WORKFLOW string = createAndWait.name
 output ENQUEUE_WORKFLOW string = enqueueRequest.name
 output OUTCOMES_WORKFLOW string = reactToOutcomes.name
+output CAMPAIGN_SUMMARY_WORKFLOW string = empty(teamsWebhookUrl) ? '' : campaignSummaryToTeams.name
