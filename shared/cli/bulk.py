@@ -93,7 +93,7 @@ class CampaignRun:
         self.stop = threading.Event()
         self.pool = RowPool(args.concurrency, self.stop)
         kind = QueueChannel if args.enqueue else DirectChannel
-        self.channel: Channel = kind(context, campaign.name, self.pool, check_eligibility=args.check_eligibility)
+        self.channel: Channel = kind(context, campaign.recorded, self.pool, check_eligibility=args.check_eligibility)
         # Rows kept from a report written with --wait keep their outcome columns, with or without --wait now.
         with_outcomes = self.wait or any(result.outcome for result in rows.kept.values())
         self.report = ReportWriter(report_path, campaign, wait=with_outcomes)

@@ -3,6 +3,10 @@
 Each row's request id (the ``MS-RequestId``) is fixed by the row itself: its ``requestId`` column, else
 (campaign, customer id, product family). Running the same campaign again therefore sends the same ids, and
 Partner Center and the ledger answer a repeat with the upgrade already made.
+
+The campaign recorded in the ledger is ``--campaign``, else the CSV's file name without its extension; the
+request ids keep what they were derived from before campaigns were recorded (``--campaign``, else the file name
+with its extension), so a report written then resumes with the same ids.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.errors import ProductUpgradeError, ValidationError
+from shared.models import Campaign as CampaignName
 from shared.models import ProductUpgradeRequest, parse_guid, parse_product_family
+from shared.upgrades.campaigns import parse_campaign
 from shared.upgrades.workflow import request_id_for
 
 from .csv_safety import SafeDictWriter, read_cell, read_row
@@ -119,7 +125,20 @@ class Result:
 class Campaign:
     name: str
     columns: list[str]
+    #: The name recorded on the ledger's records and counted (``name`` as the rules allow it).
+    recorded: CampaignName
     rows: list[Row] = field(default_factory=list)
+
+
+def campaign_name(path: Path, name: str | None) -> CampaignName:
+    """``--campaign``, else the CSV's file name without its extension, as the naming rules allow it."""
+    given = name if name is not None else path.stem
+    try:
+        return parse_campaign(given, "the campaign name")
+    except ValidationError as exc:
+        where = "--campaign" if name is not None else f"the CSV's file name ({path.name}), the default,"
+        hint = "" if name is not None else "; name it with --campaign NAME"
+        raise CampaignFileError(f"{where} is not a campaign name: {exc.message}{hint}") from None
 
 
 def read_campaign(path: Path, name: str | None) -> Campaign:
@@ -143,7 +162,9 @@ def read_campaign(path: Path, name: str | None) -> Campaign:
         raise CampaignFileError(f"{path} has a header but no data rows")
     family_column = lookup.get(PRODUCT_FAMILY_COLUMN.lower())
     request_column = lookup.get(REQUEST_ID_COLUMN.lower())
-    campaign = Campaign(name=name or path.name, columns=[c for c in columns if c])
+    recorded = campaign_name(path, name)
+    key_prefix = name or path.name  # what request ids were derived from before campaigns were recorded
+    campaign = Campaign(name=recorded.name, columns=[c for c in columns if c], recorded=recorded)
     seen: dict[tuple[str, str], int] = {}
     for number, raw in enumerate(raw_rows, start=1):
         values = {column: (raw.get(column) or "") for column in campaign.columns}
@@ -159,7 +180,7 @@ def read_campaign(path: Path, name: str | None) -> Campaign:
             campaign.rows.append(row)
             continue
         row.request = ProductUpgradeRequest(customer, family)
-        row.key = request_key or f"{campaign.name}:{customer}:{family.lower()}"
+        row.key = request_key or f"{key_prefix}:{customer}:{family.lower()}"
         identity = row.identity
         assert identity is not None
         if identity in seen:

@@ -14,6 +14,7 @@ from typing import Any
 import requests
 
 from shared.errors import PartnerCenterError, ProductUpgradeError
+from shared.models import Campaign
 from shared.upgrades.workflow import OperationIds
 
 from . import ledger_outcome
@@ -26,9 +27,10 @@ from .progress import CampaignProgress
 
 
 class DirectChannel:
-    def __init__(self, context: Context, campaign_name: str, pool: RowPool, *, check_eligibility: bool) -> None:
+    def __init__(self, context: Context, campaign: Campaign, pool: RowPool, *, check_eligibility: bool) -> None:
         self.context = context
-        self.correlation_id = campaign_name
+        self.campaign = campaign
+        self.correlation_id = campaign.name
         self.pool = pool
         self.check_eligibility = check_eligibility
 
@@ -56,6 +58,7 @@ class DirectChannel:
                 check_eligibility=self.check_eligibility,
                 keyed=True,  # the row's key: a request already accepted is answered from the ledger
                 caller_request_id=row.key,
+                campaign=self.campaign,
             )
         except ProductUpgradeError as exc:
             if stops_the_run(exc):

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.errors import MissingSettingError, ProductUpgradeError
+from shared.models import Campaign
 from shared.settings import STORAGE_SETTING
 from shared.store.ledger import NoLedger
 from shared.store.scheduler import NoScheduler
@@ -32,9 +33,10 @@ LEDGER_POLL_SECONDS = 1.0
 class QueueChannel:
     poll_seconds = LEDGER_POLL_SECONDS
 
-    def __init__(self, context: Context, campaign_name: str, pool: RowPool, *, check_eligibility: bool) -> None:
+    def __init__(self, context: Context, campaign: Campaign, pool: RowPool, *, check_eligibility: bool) -> None:
         self.context = context
-        self.correlation_id = campaign_name
+        self.campaign = campaign
+        self.correlation_id = campaign.name
         self.pool = pool
         self.check_eligibility = check_eligibility
 
@@ -84,6 +86,7 @@ class QueueChannel:
             "requestId": row.key,
             "correlationId": self.correlation_id,
             "checkEligibility": self.check_eligibility,
+            "campaign": self.campaign.name,
         }
         try:
             self.context.runtime.scheduler.send_request(message)

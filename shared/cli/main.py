@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--enqueue", action="store_true", help="through the requests queue and the queue function")
     bulk.add_argument("--concurrency", type=positive_int, default=8, help="calls at a time (default 8)")
     bulk.add_argument("--check-eligibility", action="store_true")
-    bulk.add_argument("--campaign", default=None, help="names the run (default: the CSV file's name)")
+    bulk.add_argument(
+        "--campaign", default=None, help="the campaign recorded and counted (default: the CSV's name without extension)"
+    )
     bulk.add_argument("--wait", action="store_true", help="follow every accepted upgrade until it has ended")
 
     listing = commands.add_parser("list", parents=[common], help="counts by state, then the ledger's upgrades")

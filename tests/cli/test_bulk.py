@@ -58,7 +58,7 @@ def test_bulk_500_row_mix_accounts_for_every_row_and_upgrades_each_good_customer
     body = ran.json()
     assert body["rows"] == 500 and sum(body["counts"].values()) == 500
     assert body["counts"] == {"accepted": 420, "rejected": 60, "skipped": 20}
-    assert body["campaign"] == "wave-1.csv" and body["throttled"] == 12
+    assert body["campaign"] == "wave-1" and body["throttled"] == 12
     report = read_report(cli.folder / "report.csv")
     assert [r["crmId"] for r in report] == [f"crm-{i}" for i in range(500)]  # every row, in the CSV's order
     assert list(report[0]) == ["customerId", "productFamily", "crmId", *REPORT_COLUMNS]
@@ -350,3 +350,51 @@ def test_bulk_rerun_after_a_refusal_sends_the_next_ms_request_id(stored_app: Any
     assert second.json()["counts"] == {"accepted": 1}
     sent = [r.header("MS-RequestId") for r in cli.partner_center.requests_to("/v1/productupgrades", "POST")]
     assert len(sent) == 2 and sent[0] != sent[1]
+
+
+# -- the campaign recorded -----------------------------------------------------------------------------------------
+
+
+def test_bulk_records_its_campaign_named_after_the_csv_without_extension(stored_app: Any, tmp_path: Path) -> None:
+    from shared.upgrades.runtime import get_runtime
+
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    ids = customers(3)
+    refused = str(uuid.uuid4())
+    cli.partner_center.set_ineligible(refused, "No legacy subscription.")
+    path = write_csv(tmp_path / "Spring 2027.csv", [{"customerId": c} for c in [*ids, refused]])
+    ran = cli.run("bulk", str(path), "--report", "r.csv", "--json")
+    assert ran.code == 1 and ran.json()["campaign"] == "Spring 2027"
+    ledger = get_runtime().ledger
+    listed = ledger.list_upgrades(campaign_key="spring 2027").items
+    assert {r.customer_id for r in listed} == set(ids) and {r.campaign.name for r in listed} == {"Spring 2027"}
+    counts = ledger.campaign_counts("spring 2027")
+    assert counts is not None and counts.counts["running"] == 3
+    [refusal] = [r for r in ledger.campaign_requests("spring 2027") if r.status != "accepted"]
+    assert (refusal.customer_id, refusal.error_code) == (refused, "not_eligible")
+
+
+def test_bulk_request_ids_are_still_those_of_reports_written_before_campaigns(cli: Cli) -> None:
+    """Reports written before the campaign was recorded resume with the same MS-RequestIds: a row's id is still
+    derived from the file name with its extension (or --campaign), whatever name is recorded."""
+    from shared.ids import request_id_for
+
+    [customer] = customers(1)
+    path = write_csv(cli.folder / "wave-1.csv", [{"customerId": customer}])
+    assert cli.run("bulk", str(path), "--report", "r.csv").code == 0
+    assert cli.run("bulk", str(path), "--report", "r2.csv", "--campaign", "other").code == 0
+    sent = [r.header("MS-RequestId") for r in cli.partner_center.requests_to("/v1/productupgrades", "POST")]
+    assert sent == [
+        request_id_for("queue-request", f"wave-1.csv:{customer}:azure"),
+        request_id_for("queue-request", f"other:{customer}:azure"),
+    ]
+
+
+def test_bulk_with_a_name_that_is_not_a_campaign_name_is_a_usage_error(cli: Cli) -> None:
+    path = write_csv(cli.folder / "wave (EU).csv", [{"customerId": c} for c in customers(1)])
+    default = cli.run("bulk", str(path), "--report", "r.csv")
+    assert default.code == 2 and "--campaign" in default.stderr and "wave (EU).csv" in default.stderr
+    given = cli.run("bulk", str(path), "--report", "r.csv", "--campaign=-wave")
+    assert given.code == 2 and "--campaign is not a campaign name" in given.stderr
+    assert cli.partner_center.requests == []
+    assert cli.run("bulk", str(path), "--report", "r.csv", "--campaign", "wave-EU").code == 0
