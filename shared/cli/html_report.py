@@ -23,7 +23,7 @@ from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, iso
 PERCENTILES = (50, 90, 95, 99)
 
 _COLORS = {"accepted": "#2b6cb0", "ended": "#2f855a"}
-_STATE_COLORS = {
+STATE_COLORS = {
     "running": "#2b6cb0",
     "completed": "#2f855a",
     "partial": "#dd6b20",
@@ -31,7 +31,7 @@ _STATE_COLORS = {
     "expired": "#b7791f",
 }
 #: The states listed under "Failures": every upgrade someone should look at.
-_NEEDS_ATTENTION = ("partial", "failed", "expired")
+NEEDS_ATTENTION = ("partial", "failed", "expired")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#1a202c}
@@ -123,30 +123,48 @@ def render(records: list[UpgradeRecord], *, title: str, now: datetime | None = N
     generated = iso(now or datetime.now(UTC))
     counts = Counter(record.state for record in records)
     parts = [
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="muted">{len(records)} upgrades in the ledger; generated {escape(generated or "")}.</p>',
+        "<h2>Counts by state</h2>",
+    ]
+    cards = [(state, counts.get(state, 0)) for state in UPGRADE_STATES]
+    parts += count_cards([*cards, ("total", len(records))], "counts", "count")
+    parts += timeline_section(records)
+    parts += percentile_section(records, ("completed",), "Time to complete", "completed")
+    parts += failure_section(records, NEEDS_ATTENTION)
+    return page(title, parts)
+
+
+def page(title: str, body: list[str]) -> str:
+    """The whole document around ``body``: inline CSS, nothing fetched."""
+    head = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="muted">{len(records)} upgrades in the ledger; generated {escape(generated or "")}.</p>',
-        '<h2>Counts by state</h2><div class="cards" id="counts">',
     ]
-    cards = [(state, _STATE_COLORS[state], counts.get(state, 0)) for state in UPGRADE_STATES]
-    for name, color, n in [*cards, ("total", "#4a5568", len(records))]:
+    return "\n".join([*head, *body, "</body></html>"])
+
+
+def count_cards(cards: list[tuple[str, int]], block_id: str, prefix: str) -> list[str]:
+    """A row of cards, one number each (``id`` ``{prefix}-{name}``), coloured by state."""
+    parts = [f'<div class="cards" id="{block_id}">']
+    for name, n in cards:
+        color = STATE_COLORS.get(name, "#4a5568")
         parts.append(
             f'<div class="card" style="border-top:4px solid {color}">'
-            f'<div class="muted">{name}</div><div class="n" id="count-{name}">{n}</div></div>'
+            f'<div class="muted">{escape(name)}</div><div class="n" id="{prefix}-{escape(name)}">{n}</div></div>'
         )
     parts.append("</div>")
-    parts += _timeline(per_hour(records))
-    parts += _percentiles(records)
-    parts += _failures(records)
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return parts
 
 
-def _timeline(timeline: list[tuple[datetime, int, int]]) -> list[str]:
-    parts = ["<h2>Accepted and ended per hour (UTC)</h2>"]
+def timeline_section(records: list[UpgradeRecord], heading: str = "Accepted and ended per hour (UTC)") -> list[str]:
+    return _timeline(per_hour(records), heading)
+
+
+def _timeline(timeline: list[tuple[datetime, int, int]], heading: str) -> list[str]:
+    parts = [f"<h2>{escape(heading)}</h2>"]
     if not timeline:
         return [*parts, '<p class="muted">No upgrades.</p>']
     parts.append(_bar_chart(timeline))
@@ -198,18 +216,18 @@ def _bar_chart(timeline: list[tuple[datetime, int, int]]) -> str:
     return "".join(shapes)
 
 
-def _percentiles(records: list[UpgradeRecord]) -> list[str]:
+def percentile_section(records: list[UpgradeRecord], states: tuple[str, ...], heading: str, what: str) -> list[str]:
+    """Percentiles of accepted-to-ended time over the upgrades in ``states`` (``what`` names them)."""
     durations = [
         (record.ended_at - record.accepted_at).total_seconds()
         for record in records
-        if record.state == "completed" and record.ended_at is not None
+        if record.state in states and record.ended_at is not None
     ]
-    parts = ["<h2>Time to complete</h2>"]
+    parts = [f"<h2>{escape(heading)}</h2>"]
     if not durations:
-        return [*parts, '<p class="muted">No completed upgrades yet.</p>']
-    parts.append(
-        f'<p class="muted">Accepted to completed, over {len(durations)} completed upgrades (nearest rank).</p>'
-    )
+        return [*parts, f'<p class="muted">No {escape(what)} upgrades yet.</p>']
+    over = f"over {len(durations)} {escape(what)} upgrades (nearest rank)"
+    parts.append(f'<p class="muted">Accepted to {escape(what)}, {over}.</p>')
     parts.append('<table id="percentiles"><thead><tr>')
     parts += [f'<th class="num">p{p}</th>' for p in PERCENTILES]
     parts.append('<th class="num">max</th></tr></thead><tbody><tr>')
@@ -219,9 +237,10 @@ def _percentiles(records: list[UpgradeRecord]) -> list[str]:
     return parts
 
 
-def _failures(records: list[UpgradeRecord]) -> list[str]:
-    failed = [record for record in records if record.state in _NEEDS_ATTENTION]
-    parts = [f"<h2>Failures ({len(failed)})</h2>"]
+def failure_section(records: list[UpgradeRecord], states: tuple[str, ...], heading: str = "Failures") -> list[str]:
+    """Every upgrade in ``states``, with Partner Center's reason."""
+    failed = [record for record in records if record.state in states]
+    parts = [f"<h2>{escape(heading)} ({len(failed)})</h2>"]
     if not failed:
         return [*parts, '<p class="muted">None.</p>']
     parts.append(

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", parents=[common], help="counts by state, then the ledger's upgrades")
     listing.add_argument("--state", choices=UPGRADE_STATES)
     listing.add_argument("--customer", metavar="CUSTOMER_ID")
+    listing.add_argument("--campaign", metavar="NAME", help="one campaign: its summary, its upgrades, its report")
     listing.add_argument("--output", metavar="OUT.csv", help="write the upgrades as CSV")
     listing.add_argument("--html", metavar="REPORT.html", help="write a self-contained campaign report")
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,3 +152,41 @@ def left_behind(partner_center: FakePartnerCenter, customer: str) -> str:
     """The id of the subscription that did not move in ``customer``'s partial upgrade."""
     [upgrade] = [u for u in partner_center.upgrades.values() if u.customer_id == customer]
     return upgrade.subscriptions[1][0]
+
+
+def png_ink(png: bytes) -> float:
+    """The share of a PNG's pixels that are not its most common colour (0.0: blank). Decoded here (8-bit RGB or
+    RGBA, as Chromium writes screenshots), so the check needs no imaging library."""
+    assert png[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    position, chunks = 8, []
+    width = height = channels = 0
+    while position < len(png):
+        length = int.from_bytes(png[position : position + 4], "big")
+        kind, body = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            width, height = int.from_bytes(body[:4], "big"), int.from_bytes(body[4:8], "big")
+            assert body[8] == 8 and body[9] in (2, 6) and body[12] == 0, "only 8-bit RGB(A), not interlaced"
+            channels = 3 if body[9] == 2 else 4
+        elif kind == b"IDAT":
+            chunks.append(body)
+        position += 12 + length
+    raw, stride = zlib.decompress(b"".join(chunks)), width * channels
+    previous, colours = bytearray(stride), Counter[bytes]()
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for x in range(stride):
+            left = line[x - channels] if x >= channels else 0
+            up, corner = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + left) & 0xFF
+            elif kind == 2:
+                line[x] = (line[x] + up) & 0xFF
+            elif kind == 3:
+                line[x] = (line[x] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                p = left + up - corner
+                nearest = min((abs(p - left), 0, left), (abs(p - up), 1, up), (abs(p - corner), 2, corner))[2]
+                line[x] = (line[x] + nearest) & 0xFF
+        colours.update(bytes(line[x : x + channels]) for x in range(0, stride, channels))
+        previous = line
+    return 1 - colours.most_common(1)[0][1] / (width * height)

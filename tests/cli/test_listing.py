@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -207,3 +208,145 @@ def test_list_and_the_html_report_know_partial_upgrades(stored_app: Any, tmp_pat
     subscription = left_behind(cli.partner_center, partial)
     assert f"subscription {subscription} Failed: [900114] {PARTIAL_DETAILS['description']}" in html
     assert "<h2>Failures (1)</h2>" in html  # the partial one: someone should look at it
+
+
+# -- one campaign: its list and its report ---------------------------------------------------------------------
+
+
+def chromium(window: str = "1280,900") -> Any:
+    """Headless Chromium through chromedriver (Debian's packages), or a skip (a failure in CI) without them."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        message = "Debian's chromium and chromium-driver are not installed (.ci/run installs them)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={window}",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+def wave_with_refusals(stored_app: Any, tmp_path: Path) -> dict[str, list[str]]:
+    """A campaign "Wave 1" through bulk: 9 upgrades (6 completed, 2 failed with Partner Center's reasons, 1 still
+    running, followed by the functions) and 5 requests that never became upgrades (2 not eligible, 1 already
+    upgraded, 1 try later, 1 refused by Partner Center as invalid), plus a malformed row."""
+    from shared.upgrades.runtime import get_runtime
+
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    pc = cli.partner_center
+    groups = {"good": customers(9), "ineligible": customers(2), "already": customers(1), "later": customers(1)}
+    groups["invalid"] = customers(1)
+    for customer in groups["ineligible"]:
+        pc.set_ineligible(customer, "The customer has no legacy Azure subscription.")
+    pc.set_customer_error(groups["already"][0], 400, 900110, "The upgrade has already completed.")
+    pc.set_customer_error(groups["later"][0], 403, 900130, "Subscriptions purchased recently; try again later.")
+    pc.set_customer_error(groups["invalid"][0], 400, 900101, "The request is not valid for this customer.")
+    rows = [{"customerId": c} for group in groups.values() for c in group] + [{"customerId": "not-a-guid"}]
+    path = write_csv(tmp_path / "wave-1.csv", rows)
+    assert cli.run("bulk", str(path), "--report", "r.csv", "--campaign", "Wave 1").code == 1
+    upgrades = {u["customer_id"]: u["upgrade_id"] for u in pc.created_upgrades}
+    for index, customer in enumerate(groups["good"][:8]):
+        if index < 6:
+            pc.set_upgrade_status(upgrades[customer], "Completed")
+        else:
+            details = {"code": f"90011{index}", "description": f"Subscription {index} could not be transitioned."}
+            pc.set_upgrade_status(upgrades[customer], "Failed", error_details=details)
+    ledger = get_runtime().ledger
+    deadline = time.monotonic() + 30
+    with BackgroundHost():
+        while time.monotonic() < deadline:
+            if sum(record.outcome_sent for record in ledger.list_upgrades(campaign_key="wave 1").items) == 8:
+                break
+            time.sleep(0.2)
+    return groups
+
+
+def test_list_campaign_lists_only_its_upgrades_and_refuses_a_bad_name(stored_app: Any, tmp_path: Path) -> None:
+    groups = wave_with_refusals(stored_app, tmp_path)
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    other = write_csv(tmp_path / "other.csv", [{"customerId": c} for c in customers(2)])
+    assert cli.run("bulk", str(other), "--report", "o.csv").code == 0
+    listed = cli.run("list", "--campaign", "WAVE 1", "--json")
+    assert listed.code == 0
+    body = listed.json()
+    assert {item["customerId"] for item in body["items"]} == set(groups["good"])
+    assert {item["campaign"] for item in body["items"]} == {"Wave 1"}
+    assert body["counts"] == {"running": 1, "completed": 6, "failed": 2, "expired": 0}
+    human = cli.run("list", "--campaign", "wave 1")
+    assert human.code == 0 and "Campaign Wave 1" in human.stdout and "estimatedEndAt" in human.stdout
+    assert cli.run("list", "--campaign=-x").code == 2
+
+
+def test_campaign_report_in_headless_chromium_shows_summary_failures_and_requests_never_upgraded(
+    stored_app: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from tests.cli.helpers import png_ink
+
+    groups = wave_with_refusals(stored_app, tmp_path)
+    cli = Cli(tmp_path, stored_app.entra, stored_app.partner_center)
+    assert cli.run("list", "--campaign", "wave 1", "--html", "wave.html").code == 0
+    html = (tmp_path / "wave.html").read_text()
+    assert "<script" not in html and "<link" not in html and "https://" not in html  # it opens offline
+    route = stored_app.http("get_campaign_summary", "GET", "/api/campaigns/wave 1", route_params={"name": "wave 1"})
+    summary = json.loads(route.get_body())
+
+    driver = chromium()
+    try:
+        driver.get((tmp_path / "wave.html").as_uri())
+        heading = driver.find_element(By.TAG_NAME, "h1").text
+        cards = {
+            name: int(driver.find_element(By.ID, f"summary-{name}").text)
+            for name in ("upgrades", "running", "completed", "partial", "failed", "expired")
+        }
+        times = {key: driver.find_element(By.ID, f"summary-{key}").text for key in ("estimatedEndAt", "lastEndedAt")}
+        check = driver.find_element(By.ID, "summary-check").text
+        reasons = {
+            row.find_elements(By.TAG_NAME, "td")[0].text: int(row.find_elements(By.TAG_NAME, "td")[2].text)
+            for row in driver.find_elements(By.CSS_SELECTOR, "#never-upgraded-reasons tbody tr")
+        }
+        refused = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#never-upgraded tbody tr")
+        ]
+        failures = [
+            [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in driver.find_elements(By.CSS_SELECTOR, "#failures tbody tr")
+        ]
+        advice = {
+            item.get_attribute("data-code"): item.text for item in driver.find_elements(By.CSS_SELECTOR, "#advice li")
+        }
+        percentiles = [cell.get_attribute("id") for cell in driver.find_elements(By.CSS_SELECTOR, "#percentiles td")]
+        bars = driver.find_elements(By.CSS_SELECTOR, "#timeline-chart rect title")
+        screenshot = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+
+    (tmp_path / "wave.png").write_bytes(screenshot)
+    assert png_ink(screenshot) > 0.02, "the screenshot is blank"
+    assert heading == "Campaign Wave 1"
+    assert cards == {"upgrades": 9, "running": 1, "completed": 6, "partial": 0, "failed": 2, "expired": 0}
+    assert cards == {"upgrades": summary["upgrades"], **summary["counts"]}  # what the summary route answers
+    assert times["estimatedEndAt"] == summary["estimatedEndAt"] and times["lastEndedAt"] == summary["lastEndedAt"]
+    assert "checked against the 9 records listed below: equal" in check
+    assert reasons == {"not eligible": 2, "already upgraded": 1, "try later": 1, "invalid": 1}
+    never = {row[0]: row for row in refused}
+    assert set(never) == {c for name in ("ineligible", "already", "later", "invalid") for c in groups[name]}
+    assert never[groups["later"][0]][1:4] == ["try later", "try_again_later", "900130"]
+    assert never[groups["invalid"][0]][1:4] == ["invalid", "partner_center_rejected", "900101"]
+    assert len(failures) == 2 and all("could not be transitioned" in row[5] for row in failures)
+    assert set(advice) == {"not_eligible", "already_upgraded", "try_again_later", "partner_center_rejected", "failed"}
+    assert "already" in advice["already_upgraded"] and "again" in advice["try_again_later"]
+    assert percentiles == ["p50", "p90", "p95", "p99", "max"] and bars
