@@ -25,7 +25,7 @@ def test_quick_benchmark_runs_every_section(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:]
     document = json.loads(output.read_text())
     assert document["quick"] is True
-    assert set(document["results"]) == {"warm", "calls_and_memory", "cold_start", "drain"}
+    assert set(document["results"]) == {"warm", "calls_and_memory", "cold_start", "drain", "campaign_summary"}
     rows = {(row["section"], row["figure"]): row for row in document["targets"]}
     assert all(row["verdict"] in ("PASS", "MISS", "-") for row in rows.values())
     assert "PASS" in run.stdout or "MISS" in run.stdout
@@ -43,6 +43,10 @@ def test_quick_benchmark_runs_every_section(tmp_path):
     for drain in drains:
         assert drain["messages_without_result"] == 0 and drain["messages_with_two_results"] == 0
         assert drain["duplicate_upgrades"] == 0 and drain["customers_upgraded"] == drain["messages"]
+
+    campaign = document["results"]["campaign_summary"]
+    assert campaign["storage_requests_per_summary"] == 1  # one query, whatever the campaign's size
+    assert campaign["counts_equal_scan"] and campaign["records_scanned"] == campaign["upgrades"]
 
 
 def test_quick_discovery_benchmark_runs_and_asks_every_customer_once(tmp_path):

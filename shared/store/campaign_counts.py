@@ -4,8 +4,9 @@ Each campaign has a partition of its own in the ledger's table, ``campaign|{key}
 
 - ``counts|0`` .. ``counts|15``: the campaign's counts in sixteen shards: upgrades by state, the first and last
   ``acceptedAt``, the last ``endedAt``, and a histogram of minutes from accepted to ended. Only their sums mean
-  anything: a change is counted in any shard (one drawn at random, another on a conflict), so that workers
-  recording changes at the same moment seldom meet on one ETag; a summary reads the sixteen in one query.
+  anything: a change is counted in any shard (the worker thread's own, another drawn at random after a
+  conflict), so that workers counting at the same moment seldom meet on one ETag; a summary reads the sixteen
+  in one query.
 - ``counted|{ledger key}``: one row per upgrade of the campaign, saying which of its states is counted (and in
   which histogram bucket).
 
@@ -22,7 +23,9 @@ import json
 import logging
 import math
 import random
+import threading
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -190,8 +193,12 @@ def count(table: TableClient, upgrade: CountedUpgrade, **limits: Any) -> bool:
 
     partition = partition_of(upgrade.campaign_key)
     counted_row = COUNTED_PREFIX + upgrade.ledger_key
+    # A worker thread starts on a shard of its own (thread ids are aligned addresses: hashed), so that threads
+    # counting at once seldom meet; after a conflict it draws another at random.
+    index = zlib.crc32(threading.get_ident().to_bytes(8, "little")) % SHARDS
     for attempt in range(MAX_ATTEMPTS):
-        shard_row = f"{SHARD_PREFIX}{random.randrange(SHARDS)}"
+        shard_row = f"{SHARD_PREFIX}{index}"
+        index = random.randrange(SHARDS)
         entities = {
             entity["RowKey"]: entity
             for entity in table.query_entities(

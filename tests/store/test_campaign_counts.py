@@ -99,6 +99,12 @@ def test_counts_equal_a_full_scan_after_racing_workers(azurite):
         list(pool.map(worker, ended * 2))  # every end raced by two workers
 
     assert len(winners) == len(ended)  # of each pair one recorded the end, as the ETag rule says
+    rows = ledger._client().query_entities(
+        "PartitionKey eq @pk", parameters={"pk": campaign_counts.partition_of("wave-1")}
+    )
+    row_keys = {row["RowKey"] for row in rows}
+    shards = {f"counts|{n}" for n in range(campaign_counts.SHARDS)}
+    assert row_keys - shards == {f"counted|{record.ledger_key}" for record in records}  # nothing else written
     kept = assert_equal_to_a_scan(ledger, "wave-1")
     assert kept.counts == {"running": 20, "completed": 20, "partial": 0, "failed": 20, "expired": 20}
     assert kept.upgrades == 80 and sum(kept.minutes_to_end.values()) == 60
