@@ -38,7 +38,8 @@ ADVICE = {
     "refused rows are sent again, accepted ones are not.",
     "already_upgraded": "Nothing to do: the customer is on the Azure plan already. Leave it out of the next wave.",
     "try_again_later": "Subscriptions were bought recently and Partner Center asks to wait: run the same bulk "
-    "command again in a day or two (the queue retries by itself for PRODUCT_UPGRADE_MAX_DEFERRALS hours first).",
+    "command again in a day or two (the queue has tried again by itself first: PRODUCT_UPGRADE_MAX_DEFERRALS "
+    "times, PRODUCT_UPGRADE_DEFER_SECONDS apart).",
     "invalid_request": "The row or message itself was malformed: correct it in the CSV and run again.",
     "partner_center_rejected": "Partner Center refused the request as it was (400): its message says what to change.",
     "not_found": "Partner Center does not know this customer for your partner tenant: check the customer id.",
