@@ -14,6 +14,11 @@ storage round trip (two with an Idempotency-Key, whose insert-only reservation c
 are conditional on the record's ETag, so of two workers that see an upgrade end, one records it; each change
 carries a write id of its own, so a change the SDK sent again after losing its answer is still known as its own.
 
+An upgrade with a campaign is also counted in its campaign's counts, in a partition of the campaign's own
+(:mod:`shared.store.campaign_counts`), once its new state is written; the record says whether its present state
+is counted (``CountedState``, ``CountPending``), so a count storage refused is finished by the record's next
+write, or by :meth:`TableLedger.settle_counts`.
+
 Storage being down never blocks an upgrade: reads answer "nothing recorded", writes log a warning, and the
 table is left alone for a minute so an outage does not add its timeouts to every call.
 """
