@@ -1,32 +1,35 @@
-"""The "Run a campaign" walk of docs/campaigns.md, from the CSV on, against the loopback sandbox and Azurite, with
-1,000 customers: ``bulk --enqueue --campaign wave-1 --wait`` (the real command line, a child process) while the
-functions host's loop (tests/harness.py) runs the queue and tracking functions, and the summary route watched as
-the wave runs.
+"""The "Run a campaign" walk of docs/campaigns.md against the loopback sandbox and Azurite, with the sandbox's
+population of 1,000 customers: ``discover`` (in this process), a hand edit of its CSV that breaks a row, then
+``bulk --enqueue --campaign wave-1 --wait`` (the real command line, a child process) while the functions host's
+loop (tests/harness.py) runs the queue and tracking functions, and the summary route watched as the wave runs.
 
-Checked: every eligible customer upgraded exactly once; the summary route's counts equal the ledger's records,
-exactly, at the end; ``estimatedEndAt`` set while upgrades ran and ended; ``running`` ends at 0; every outcome
-message carries ``campaign: "wave-1"``; a hand-edited row that is broken is rejected and the rest go on; the
-refusals (not eligible, already upgraded, try later) are recorded under the campaign.
+Checked: discover keeps exactly the population's legacy customers; every eligible one is upgraded exactly once,
+nobody twice; the summary route's counts equal the ledger's records, exactly, at the end; ``estimatedEndAt`` is set
+while upgrades run and some have ended; ``running`` ends at 0; every outcome message carries ``campaign:
+"wave-1"``; the broken row is rejected and the rest go on; the refusals are recorded under the campaign.
 
-(Discovery, the walk's first step, is another branch's; this test starts from the CSV it writes.)
-Smaller: ``CAMPAIGN_WALK_CUSTOMERS=100 scripts/check test tests/test_campaign_walk.py -s``.
+Smaller: ``CAMPAIGN_WALK_CUSTOMERS=200 scripts/check test tests/test_campaign_walk.py -s``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
+from sandbox.customers import FAILING_UPGRADE, THROTTLED, TRY_LATER
+from sandbox.population import Population
 from shared.settings import Settings, StorageConnection
 from shared.store.ledger import TableLedger
 from shared.upgrades import runtime
 from shared.upgrades.campaigns import scanned_counts
-from tests.cli.helpers import Cli, created_per_customer, read_report, write_csv
+from tests.cli.helpers import Cli, created_per_customer, read_report
 from tests.harness import FAST_POLICY, Host
 
 CUSTOMERS = int(os.environ.get("CAMPAIGN_WALK_CUSTOMERS", "1000"))
@@ -38,29 +41,55 @@ def summary(app: Any, name: str) -> tuple[int, dict[str, Any]]:
     return response.status_code, json.loads(response.get_body())
 
 
-def test_a_thousand_customer_campaign_from_the_csv_to_its_summary(monkeypatch, stored_app, azurite, tmp_path, caplog):
+def discover_and_break_a_row(cli: Cli, population: Population) -> tuple[list[dict[str, str]], str]:
+    """``discover`` into candidates.csv, checked against the population; then the review: one customer id cut short
+    by hand. The rows, and the customer whose row was broken."""
+    ran = cli.run("discover", "--output", "candidates.csv", "--json")
+    assert ran.code == 1, ran.stderr  # unreadable customers are written, and the run says so
+    rows = read_report(cli.folder / "candidates.csv")
+    assert {row["customerId"] for row in rows} == population.kept | population.ids("unreadable")
+    assert ran.json()["counts"]["kept"] == len(population.kept)
+    broken = next(row for row in rows if row["customerId"] in population.eligible - {FAILING_UPGRADE})
+    customer = broken["customerId"]
+    broken["customerId"] = customer[:23]
+    with open(cli.folder / "candidates.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows, customer
+
+
+def test_a_campaign_from_discovery_to_its_summary(monkeypatch, stored_app, azurite, tmp_path, caplog):
     caplog.set_level(logging.WARNING)  # tens of thousands of INFO lines would only slow the run
     monkeypatch.setenv("PRODUCT_UPGRADE_DEFER_SECONDS", "1")  # "try later" comes back at once ...
     monkeypatch.setenv("PRODUCT_UPGRADE_MAX_DEFERRALS", "1")  # ... once, then ends rejected
     runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
     pc = stored_app.partner_center
     pc.complete_after_polls(2)
-    customers = [str(uuid.UUID(int=0x5A1E << 64 | n)) for n in range(CUSTOMERS)]
-    ineligible, already, later, failing = customers[:2], customers[2], customers[3], customers[4]
-    eligible = customers[4:]  # the failing one is accepted too: its upgrade fails at Partner Center
-    for customer in ineligible:
-        pc.set_ineligible(customer, "The customer has no Microsoft Azure (MS-AZR-0145P) subscription to upgrade.")
-    pc.set_customer_error(already, 400, 900110, "The customer's upgrade has already completed.")
-    pc.set_customer_error(later, 403, 900130, "Subscriptions were purchased recently; try again later.")
-    pc.set_outcome(failing, "Failed", error_details={"code": "900114", "description": "The upgrade failed."})
-    rows = [{"customerId": c, "companyName": f"Contoso {n}"} for n, c in enumerate(customers)]
-    rows.insert(CUSTOMERS // 2, {"customerId": "5a1e0000-0000-0000-0000-00000000", "companyName": "hand-edited"})
-    csv_path = write_csv(tmp_path / "candidates.csv", rows)
-
+    population = Population.build(CUSTOMERS)
+    population.install(pc)
     cli = Cli(tmp_path, stored_app.entra, pc)
+    rows, broken_customer = discover_and_break_a_row(cli, population)
+    # Who Partner Center upgrades: the eligible customers of the CSV (the broken row never reaches it), and the
+    # unreadable ones whose upgrade calls say yes; the throttled one never gets through.
+    upgraded = {c for c in population.eligible if c != broken_customer} | {
+        c.customer_id for c in population.customers if c.verdict == "unreadable" and c.kind == "legacy"
+    }
+    upgraded -= {THROTTLED}
+
     host = Host(azurite.connection_string)
     assert summary(stored_app, "wave-1")[0] == 404  # nothing of it in the ledger yet
-    proc = cli.spawn("bulk", str(csv_path), "--report", "report.csv", "--enqueue", "--campaign", "wave-1", "--wait")
+    # The real entry point in a child process; its output to files (a pipe nobody reads would fill and block it).
+    with open(tmp_path / "bulk.out", "w") as out, open(tmp_path / "bulk.err", "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "bulk", "candidates.csv", "--report", "report.csv"]
+            + ["--enqueue", "--campaign", "wave-1", "--wait"],
+            cwd=tmp_path,
+            env=cli.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+        )
     watched: list[dict[str, Any]] = []
     started = time.monotonic()
     try:
@@ -77,7 +106,8 @@ def test_a_thousand_customer_campaign_from_the_csv_to_its_summary(monkeypatch, s
     finally:
         if proc.poll() is None:
             proc.kill()
-    stdout, stderr = proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    stderr = (tmp_path / "bulk.err").read_text()
     for _ in range(3):  # outcomes sent in the last round
         host.run_once()
         time.sleep(0.3)
@@ -86,25 +116,18 @@ def test_a_thousand_customer_campaign_from_the_csv_to_its_summary(monkeypatch, s
     # The command: every row accounted for; the broken row rejected, the rest went on.
     assert proc.returncode == 1, stderr[-2000:]  # refusals and a failed upgrade: exit 1
     report = read_report(tmp_path / "report.csv")
-    assert len(report) == CUSTOMERS + 1
+    assert len(report) == len(rows)
     by_customer = {row["customerId"]: row for row in report}
-    broken = by_customer["5a1e0000-0000-0000-0000-00000000"]
-    assert (broken["status"], broken["errorCode"], broken["companyName"]) == (
-        "rejected",
-        "invalid_request",
-        "hand-edited",
-    )
-    assert Counter(row["status"] for row in report) == {"accepted": len(eligible), "rejected": 5}
-    assert [by_customer[c]["errorCode"] for c in (*ineligible, already, later)] == [
-        "not_eligible",
-        "not_eligible",
-        "already_upgraded",
-        "try_again_later",
-    ]
-    assert Counter(by_customer[c]["outcome"] for c in eligible) == {"completed": len(eligible) - 1, "failed": 1}
+    broken = by_customer[broken_customer[:23]]
+    assert (broken["status"], broken["errorCode"]) == ("rejected", "invalid_request")
+    accepted = {row["customerId"] for row in report if row["status"] == "accepted"}
+    assert accepted == upgraded
+    assert by_customer[TRY_LATER]["errorCode"] == "try_again_later"
+    assert Counter(by_customer[c]["outcome"] for c in upgraded) == {"completed": len(upgraded) - 1, "failed": 1}
+    assert by_customer[FAILING_UPGRADE]["outcome"] == "failed"
 
-    # Partner Center: each eligible customer upgraded once, nobody else.
-    assert created_per_customer(pc) == Counter(eligible)
+    # Partner Center: each of them upgraded once, nobody else.
+    assert created_per_customer(pc) == Counter(upgraded)
 
     # The summary route against the ledger's records themselves.
     status, final = summary(stored_app, "wave-1")
@@ -120,15 +143,9 @@ def test_a_thousand_customer_campaign_from_the_csv_to_its_summary(monkeypatch, s
             break
     scanned = scanned_counts(records)
     assert status == 200 and scanned is not None
-    assert final["counts"] == {
-        "running": 0,
-        "completed": len(eligible) - 1,
-        "partial": 0,
-        "failed": 1,
-        "expired": 0,
-    }
+    assert final["counts"] == {"running": 0, "completed": len(upgraded) - 1, "partial": 0, "failed": 1, "expired": 0}
     assert final["counts"] == {state: scanned.counts[state] for state in final["counts"]}
-    assert final["upgrades"] == len(records) == len(eligible)
+    assert final["upgrades"] == len(records) == len(upgraded)
     kept = ledger.campaign_counts("wave-1")
     assert kept is not None and kept.minutes_to_end == scanned.minutes_to_end
     assert (final["firstAcceptedAt"], final["lastAcceptedAt"], final["lastEndedAt"]) == (
@@ -151,13 +168,15 @@ def test_a_thousand_customer_campaign_from_the_csv_to_its_summary(monkeypatch, s
 
     # The refusals are the campaign's too: what the report's "never became upgrades" lists.
     refused = {r.customer_id: r.error_code for r in ledger.campaign_requests("wave-1") if r.status != "accepted"}
-    assert refused == {
-        ineligible[0]: "not_eligible",
-        ineligible[1]: "not_eligible",
-        already: "already_upgraded",
-        later: "try_again_later",
+    expected = {
+        row["customerId"]: row["errorCode"]
+        for row in report
+        if row["status"] in ("rejected", "failed") and row["errorCode"] != "invalid_request"
     }
+    assert refused == expected and refused[TRY_LATER] == "try_again_later"
+    # Every row of the CSV is accounted for: upgraded, refused under the campaign, or the broken one.
+    assert set(refused) | upgraded | {broken_customer[:23]} == {row["customerId"] for row in rows}
     print(
-        f"\ncampaign walk of {CUSTOMERS} customers: {elapsed:.1f} s, {len(watched)} summaries watched "
-        f"({len(with_ends)} with an estimate while running), final {final}"
+        f"\ncampaign walk of {CUSTOMERS} customers ({len(rows)} discovered): {elapsed:.1f} s, {len(watched)} summaries "
+        f"watched ({len(with_ends)} with an estimate while running), final {final}"
     )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import shlex
 import signal
 import threading
@@ -30,6 +29,7 @@ from rich.table import Table
 from shared.errors import ProductUpgradeError, ValidationError
 from shared.ids import OperationIds, correlation_guid
 from shared.models import Customer, ProductUpgradeRequest, parse_guid
+from shared.upgrades.campaigns import parse_campaign
 from shared.upgrades.discovery import KEPT, NOT_LEGACY, SUSPENDED_ONLY, candidacy
 
 from .candidates import UNREADABLE, CandidatesFile, CandidatesFileError, Finding, Previous
@@ -39,9 +39,6 @@ from .progress import CampaignProgress, print_tables
 
 #: Counters shown beside the bar.
 SHOWN = ("kept", "suspendedOnly", "unreadable", "throttled")
-
-#: The contract's campaign names: 1 to 64 letters, digits, space, ``.``, ``_``, ``-``, from a letter or digit.
-_CAMPAIGN = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 #: Seconds the main thread waits for a worker before it looks at the stop flag again.
 _TICK = 0.2
@@ -61,15 +58,17 @@ def run_discover(context: Context, args: argparse.Namespace) -> int:
 
 
 def campaign_name(value: str | None, output: Path) -> str | None:
-    """``--campaign`` checked against the contract's naming rules; without it, the output's name when it is one."""
+    """``--campaign`` checked against the naming rules (:mod:`shared.upgrades.campaigns`); without it, the output's
+    name when it is one."""
     if value is None:
-        return output.stem if _CAMPAIGN.fullmatch(output.stem) else None
-    name = value.strip()
-    if not _CAMPAIGN.fullmatch(name):
-        raise UsageError(
-            "--campaign must be 1 to 64 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit"
-        )
-    return name
+        try:
+            return parse_campaign(output.stem).name
+        except ValidationError:
+            return None
+    try:
+        return parse_campaign(value.strip(), "--campaign").name
+    except ValidationError as exc:
+        raise UsageError(exc.message) from None
 
 
 class Discovery:
