@@ -2,9 +2,8 @@
 // on a function the host has indexed, so this is a step after `azd up` / `azd deploy`, not part of main.bicep:
 //   az deployment group create -g "$AZURE_RESOURCE_GROUP" -f infra/keys.bicep \
 //     -p functionAppName="$AZURE_FUNCTION_APP_NAME" integrationKey="$INTEGRATION_KEY" operatorKey="$OPERATOR_KEY"
-// - integration: opens create, eligibility, status and a campaign's summary (counts and times, no id) only. For CRM
-//   webhooks, Logic Apps, the custom connector.
-// - operator: opens the ledger's routes (the list route, health details). For operators only.
+// - integration: opens create, eligibility and status only. For CRM webhooks, Logic Apps, the custom connector.
+// - operator: opens the ledger's routes (the list route, health details, the campaign summary). For operators only.
 // Neither is a host key: the host keys (default, _master) open every function-level route and are never handed out.
 // Run it again with new values to rotate a key; `az functionapp function keys list` shows the values again.
 

@@ -109,6 +109,7 @@ def call(client: Client, route: str, key: str) -> int:
         ),
         "list_product_upgrades": lambda: client.get("/api/productupgrades", headers={"x-functions-key": key}),
         "health_details": lambda: client.get("/api/health/details", query_string={"code": key}),
+        "get_campaign_summary": lambda: client.get("/api/campaigns/wave-1", headers={"x-functions-key": key}),
     }
     return int(calls[route]().status_code)
 
@@ -147,7 +148,12 @@ def test_the_logic_apps_example_gives_its_create_workflow_the_integration_key() 
     tree = parse(EXAMPLES / "main.bicep")
     parameter = tree["parameters"]["integrationKey"]
     assert {d["type"] for d in parameter["decorators"]} >= {"secure", "min_length"}
-    [workflow] = [
-        r for r in tree["resources"].values() if r["type"] == "Microsoft.Logic/workflows" and "functionKey" in str(r)
-    ]
-    assert workflow["config"]["properties"]["parameters"]["functionKey"] == {"value": "integrationKey"}
+    keyed = {
+        name: r["config"].get("config", r["config"])  # a conditional resource nests its body one level down
+        for name, r in tree["resources"].items()
+        if r["type"] == "Microsoft.Logic/workflows" and "functionKey" in str(r)
+    }
+    assert keyed["createAndWait"]["properties"]["parameters"]["functionKey"] == {"value": "integrationKey"}
+    # The campaign summary is a ledger route: that workflow, and only it, gets the operator key.
+    assert keyed["campaignSummaryToTeams"]["properties"]["parameters"]["functionKey"] == {"value": "operatorKey"}
+    assert "secure" in {d["type"] for d in tree["parameters"]["operatorKey"]["decorators"]}

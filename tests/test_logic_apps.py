@@ -571,8 +571,9 @@ def evaluate_campaign(value: Any, trigger: dict[str, Any], summary: dict[str, An
 
 
 def campaign_summary_schema() -> dict[str, Any]:
-    """The connector's CampaignSummary as JSON Schema: OpenAPI 2.0's ``x-nullable`` becomes ``null`` allowed."""
-    definition = json.loads((REPO / "connector" / "apiDefinition.swagger.json").read_text(encoding="utf-8"))
+    """The operators' connector's CampaignSummary as JSON Schema: OpenAPI 2.0's ``x-nullable`` becomes ``null``."""
+    path = REPO / "connector" / "operator" / "apiDefinition.swagger.json"
+    definition = json.loads(path.read_text(encoding="utf-8"))
 
     def nullable(node: Any) -> Any:
         if isinstance(node, list):

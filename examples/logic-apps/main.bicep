@@ -4,12 +4,12 @@
 //     -p functionAppName="$AZURE_FUNCTION_APP_NAME" storageAccountName="$AZURE_STORAGE_ACCOUNT_NAME" \
 //     -p notifyUrl='https://crm.example.com/hooks/upgrades' \
 //     -p integrationKey="$INTEGRATION_KEY" \
-//     -p teamsWebhookUrl='<your Teams channel webhook URL>'
-// The campaign-summary workflow is deployed only when teamsWebhookUrl is given.
+//     -p teamsWebhookUrl='<your Teams channel webhook URL>' operatorKey="$OPERATOR_KEY"
+// The campaign-summary workflow is deployed only when teamsWebhookUrl is given; it reads a campaign's summary, a
+// ledger route, with the operator key.
 // The workflows reach the storage queues with their own system-assigned identities (storage is identity-only),
 // and the function with the integration key (infra/keys.bicep, deployed first): a function key that opens create,
-// eligibility, status and a campaign's summary only, never a host key, which would open every route of the app
-// (docs/security.md).
+// eligibility and status only, never a host key, which would open every route of the app (docs/security.md).
 // The outcomes workflow remembers the outcomeId of each outcome the CRM was told in a table of its own (created
 // here), so a second copy of an outcome (queues deliver at least once) is not told twice.
 
@@ -31,6 +31,10 @@ param integrationKey string
 @description('Where the campaign-summary workflow posts each hour: a Teams channel\'s webhook URL (Workflows, "Post to a channel when a webhook request is received"); empty: that workflow is not deployed.')
 @secure()
 param teamsWebhookUrl string = ''
+
+@description('The operator key infra/keys.bicep set on the ledger\'s routes: the campaign-summary workflow reads the summary with it (needed with teamsWebhookUrl).')
+@secure()
+param operatorKey string = ''
 
 @description('PRODUCT_UPGRADE_REQUESTS_QUEUE of the app.')
 param requestsQueueName string = 'product-upgrade-requests'
@@ -167,7 +171,7 @@ resource campaignSummaryToTeams 'Microsoft.Logic/workflows@2019-05-01' = if (!em
         value: 'https://${functionApp.properties.defaultHostName}'
       }
       functionKey: {
-        value: integrationKey
+        value: operatorKey
       }
       teamsWebhookUrl: {
         value: teamsWebhookUrl

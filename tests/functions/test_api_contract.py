@@ -24,12 +24,11 @@ from tests.wsgi_host import FunctionsWsgiApp
 
 FUNCTION_KEY = "contract-test-key"
 #: In the operators' connector; the others are the integrations' (the served definition).
-OPERATOR_OPERATIONS = ["ListProductUpgrades"]
+OPERATOR_OPERATIONS = ["ListProductUpgrades", "GetCampaignSummary"]
 OPERATIONS = [
     "CreateProductUpgrade",
     "CheckProductUpgradeEligibility",
     "GetProductUpgradeStatus",
-    "GetCampaignSummary",
     *OPERATOR_OPERATIONS,
 ]
 REPO = Path(__file__).resolve().parents[2]

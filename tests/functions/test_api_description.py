@@ -51,10 +51,9 @@ OPERATION_IDS = {
     "CreateProductUpgrade",
     "CheckProductUpgradeEligibility",
     "GetProductUpgradeStatus",
-    "GetCampaignSummary",
 }
 #: The operators' connector (connector/operator/): the ledger's routes, opened by the operator key.
-OPERATOR_OPERATION_IDS = {"ListProductUpgrades"}
+OPERATOR_OPERATION_IDS = {"ListProductUpgrades", "GetCampaignSummary"}
 #: Which functions each key opens (infra/keys.bicep reads the same file).
 ACCESS = json.loads((REPO / "infra" / "app" / "function-access.json").read_text(encoding="utf-8"))
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch"}
@@ -216,7 +215,8 @@ def test_list_schema_carries_the_ledgers_item_and_limits(operator_definition):
     assert parameters["campaign"]["pattern"] == campaigns.NAME_PATTERN
 
 
-def test_campaign_summary_schema_carries_the_summarys_keys(definition):
+def test_campaign_summary_schema_carries_the_summarys_keys(operator_definition):
+    definition = operator_definition
     counts = CampaignCounts("wave-1")
     counts.add(CountedUpgrade("k", "wave-1", "wave-1", "completed", "2026-11-20T09:00:00.000Z", None, 12.0))
     document = campaigns.summary(counts, utc_now())
