@@ -79,6 +79,11 @@ def run_bulk(context: Context, args: argparse.Namespace) -> int:
         previous = read_previous_report(report_path)
     except CampaignFileError as exc:
         raise UsageError(str(exc)) from None
+    if campaign.recorded is None:
+        context.output.warn(
+            f"the CSV's name {campaign.name!r} is not a campaign name: no campaign is recorded "
+            "(name one with --campaign NAME)"
+        )
     return CampaignRun(context, campaign, report_path, plan(campaign, previous), args).execute()
 
 
@@ -93,7 +98,9 @@ class CampaignRun:
         self.stop = threading.Event()
         self.pool = RowPool(args.concurrency, self.stop)
         kind = QueueChannel if args.enqueue else DirectChannel
-        self.channel: Channel = kind(context, campaign.recorded, self.pool, check_eligibility=args.check_eligibility)
+        self.channel: Channel = kind(
+            context, campaign.name, campaign.recorded, self.pool, check_eligibility=args.check_eligibility
+        )
         # Rows kept from a report written with --wait keep their outcome columns, with or without --wait now.
         with_outcomes = self.wait or any(result.outcome for result in rows.kept.values())
         self.report = ReportWriter(report_path, campaign, wait=with_outcomes)

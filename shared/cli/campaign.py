@@ -4,9 +4,10 @@ Each row's request id (the ``MS-RequestId``) is fixed by the row itself: its ``r
 (campaign, customer id, product family). Running the same campaign again therefore sends the same ids, and
 Partner Center and the ledger answer a repeat with the upgrade already made.
 
-The campaign recorded in the ledger is ``--campaign``, else the CSV's file name without its extension; the
-request ids keep what they were derived from before campaigns were recorded (``--campaign``, else the file name
-with its extension), so a report written then resumes with the same ids.
+The campaign recorded in the ledger is ``--campaign``, else the CSV's file name without its extension (none when
+that is not a campaign name, as ``discover`` does with its output's name); the request ids keep what they were
+derived from before campaigns were recorded (``--campaign``, else the file name with its extension), so a report
+written then resumes with the same ids.
 """
 
 from __future__ import annotations
@@ -125,20 +126,23 @@ class Result:
 class Campaign:
     name: str
     columns: list[str]
-    #: The name recorded on the ledger's records and counted (``name`` as the rules allow it).
-    recorded: CampaignName
     rows: list[Row] = field(default_factory=list)
+    #: The campaign recorded on the ledger's records and counted; None when the CSV's name is not a campaign name.
+    recorded: CampaignName | None = None
 
 
-def campaign_name(path: Path, name: str | None) -> CampaignName:
-    """``--campaign``, else the CSV's file name without its extension, as the naming rules allow it."""
-    given = name if name is not None else path.stem
+def campaign_name(path: Path, name: str | None) -> CampaignName | None:
+    """``--campaign`` as the naming rules allow it (else :class:`CampaignFileError`); without it, the CSV's file
+    name without its extension when that is a campaign name, else None (nothing recorded)."""
+    if name is None:
+        try:
+            return parse_campaign(path.stem)
+        except ValidationError:
+            return None
     try:
-        return parse_campaign(given, "the campaign name")
+        return parse_campaign(name, "--campaign")
     except ValidationError as exc:
-        where = "--campaign" if name is not None else f"the CSV's file name ({path.name}), the default,"
-        hint = "" if name is not None else "; name it with --campaign NAME"
-        raise CampaignFileError(f"{where} is not a campaign name: {exc.message}{hint}") from None
+        raise CampaignFileError(exc.message) from None
 
 
 def read_campaign(path: Path, name: str | None) -> Campaign:
@@ -164,7 +168,8 @@ def read_campaign(path: Path, name: str | None) -> Campaign:
     request_column = lookup.get(REQUEST_ID_COLUMN.lower())
     recorded = campaign_name(path, name)
     key_prefix = name or path.name  # what request ids were derived from before campaigns were recorded
-    campaign = Campaign(name=recorded.name, columns=[c for c in columns if c], recorded=recorded)
+    display = recorded.name if recorded else path.stem
+    campaign = Campaign(name=display, columns=[c for c in columns if c], recorded=recorded)
     seen: dict[tuple[str, str], int] = {}
     for number, raw in enumerate(raw_rows, start=1):
         values = {column: (raw.get(column) or "") for column in campaign.columns}

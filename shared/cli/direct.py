@@ -27,10 +27,18 @@ from .progress import CampaignProgress
 
 
 class DirectChannel:
-    def __init__(self, context: Context, campaign: Campaign, pool: RowPool, *, check_eligibility: bool) -> None:
+    def __init__(
+        self,
+        context: Context,
+        campaign_name: str,
+        campaign: Campaign | None,
+        pool: RowPool,
+        *,
+        check_eligibility: bool,
+    ) -> None:
         self.context = context
         self.campaign = campaign
-        self.correlation_id = campaign.name
+        self.correlation_id = campaign_name
         self.pool = pool
         self.check_eligibility = check_eligibility
 

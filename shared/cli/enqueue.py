@@ -33,10 +33,18 @@ LEDGER_POLL_SECONDS = 1.0
 class QueueChannel:
     poll_seconds = LEDGER_POLL_SECONDS
 
-    def __init__(self, context: Context, campaign: Campaign, pool: RowPool, *, check_eligibility: bool) -> None:
+    def __init__(
+        self,
+        context: Context,
+        campaign_name: str,
+        campaign: Campaign | None,
+        pool: RowPool,
+        *,
+        check_eligibility: bool,
+    ) -> None:
         self.context = context
         self.campaign = campaign
-        self.correlation_id = campaign.name
+        self.correlation_id = campaign_name
         self.pool = pool
         self.check_eligibility = check_eligibility
 
@@ -86,7 +94,7 @@ class QueueChannel:
             "requestId": row.key,
             "correlationId": self.correlation_id,
             "checkEligibility": self.check_eligibility,
-            "campaign": self.campaign.name,
+            "campaign": self.campaign.name if self.campaign else None,
         }
         try:
             self.context.runtime.scheduler.send_request(message)
