@@ -17,7 +17,7 @@ from typing import Any
 
 from shared.store.ledger import RequestRecord, UpgradeRecord, iso
 
-from .html_report import count_cards, failure_section, page, percentile_section, timeline_section
+from .html_report import NEEDS_ATTENTION, count_cards, failure_section, page, percentile_section, timeline_section
 
 ENDED = ("completed", "partial", "failed", "expired")
 #: How the report groups the codes of requests that never became upgrades.
@@ -100,7 +100,7 @@ def render(
     parts += _summary(summary, scanned)
     parts += timeline_section(records, "Pace: upgrades accepted and ended per hour (UTC)")
     parts += percentile_section(records, ENDED, "Time to end", "ended")
-    parts += failure_section(records, ("failed", "partial", "expired"), "Failed, partial and expired upgrades")
+    parts += failure_section(records, NEEDS_ATTENTION, "Failed, partial and expired upgrades")
     parts += _never_upgraded(refused)
     parts += _advice(records, refused)
     return page(title, parts)
@@ -179,7 +179,7 @@ def _never_upgraded(refused: list[RequestRecord]) -> list[str]:
 
 def _advice(records: list[UpgradeRecord], refused: list[RequestRecord]) -> list[str]:
     codes = Counter(request.error_code or "unknown" for request in refused)
-    codes.update(record.state for record in records if record.state in ("failed", "partial", "expired"))
+    codes.update(record.state for record in records if record.state in NEEDS_ATTENTION)
     parts = ["<h2>What to do</h2>"]
     if not codes:
         return [*parts, '<p class="muted">Nothing: no request was refused and no upgrade failed.</p>']

@@ -282,7 +282,7 @@ def test_list_campaign_lists_only_its_upgrades_and_refuses_a_bad_name(stored_app
     body = listed.json()
     assert {item["customerId"] for item in body["items"]} == set(groups["good"])
     assert {item["campaign"] for item in body["items"]} == {"Wave 1"}
-    assert body["counts"] == {"running": 1, "completed": 6, "failed": 2, "expired": 0}
+    assert body["counts"] == {"running": 1, "completed": 6, "partial": 0, "failed": 2, "expired": 0}
     human = cli.run("list", "--campaign", "wave 1")
     assert human.code == 0 and "Campaign Wave 1" in human.stdout and "estimatedEndAt" in human.stdout
     assert cli.run("list", "--campaign=-x").code == 2
