@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,13 @@ def secrets_never_logged(request: pytest.FixtureRequest, caplog: pytest.LogCaptu
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Safety net: no fake server outlives the session, even one a test started by hand and forgot."""
     stop_all_servers()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def the_checkouts_own_settings_file_is_left_alone() -> Iterator[None]:
+    """No test may write the checkout's local.settings.json (a developer's own, holding a real refresh token)."""
+    path = Path(__file__).resolve().parents[1] / "local.settings.json"
+    before = path.read_bytes() if path.exists() else None
+    yield
+    after = path.read_bytes() if path.exists() else None
+    assert after == before, f"a test wrote {path}"

@@ -113,12 +113,11 @@ def test_entra_authorize_refuses_unregistered_redirects_and_spent_codes(entra: F
     assert again.status_code == 400 and again.json()["error_codes"] == [54005]
 
 
-# -- MFA (issue 22): the access token's amr claim --------------------------------------------------------------
+# -- MFA: the access token's amr claim --------------------------------------------------------------
 
 
 def test_consent_says_the_sign_in_used_mfa(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")
-    proc = cli.spawn("consent", "--no-browser", "--port", "0", "--json")
+    proc = spawn_consent(cli, monkeypatch, "--json")
     _sign_in(proc)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
@@ -127,9 +126,8 @@ def test_consent_says_the_sign_in_used_mfa(cli: Cli, monkeypatch: pytest.MonkeyP
 
 
 def test_consent_warns_when_the_sign_in_did_not_use_mfa(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")
     cli.entra.sign_in_methods = ("pwd",)
-    proc = cli.spawn("consent", "--no-browser", "--port", "0")
+    proc = spawn_consent(cli, monkeypatch)
     _sign_in(proc)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr  # stored all the same: it works until Partner Center enforces MFA
@@ -149,10 +147,12 @@ def sign_in_url(proc: subprocess.Popen[str]) -> str:
     raise AssertionError("the command printed no sign-in URL")
 
 
-def spawn_consent(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> subprocess.Popen[str]:
+def spawn_consent(cli: Cli, monkeypatch: pytest.MonkeyPatch, *options: str) -> subprocess.Popen[str]:
+    """``consent`` as a child process, storing into a settings file of the test's own (never the checkout's)."""
     monkeypatch.delenv("PARTNER_CENTER_REFRESH_TOKEN")  # the first consent: there is none yet
     (cli.folder / "local.settings.json").write_text('{"IsEncrypted": false, "Values": {}}')
-    return cli.spawn("--settings", str(cli.folder / "local.settings.json"), "consent", "--no-browser", "--port", "0")
+    settings = str(cli.folder / "local.settings.json")
+    return cli.spawn("--settings", settings, "consent", "--no-browser", "--port", "0", *options)
 
 
 def test_consent_ignores_a_redirect_that_is_not_its_own_sign_in(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
