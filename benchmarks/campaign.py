@@ -34,7 +34,7 @@ ENDS = ("completed", "failed", "expired")
 
 def populate(ledger: Any, n: int) -> dict[str, Any]:
     from shared.models import Campaign, ProductUpgradeCreated
-    from shared.store.ledger import utc_now
+    from shared.store.records import utc_now
 
     campaign = Campaign(CAMPAIGN, CAMPAIGN)
     rng = random.Random(20)
@@ -61,7 +61,7 @@ def populate(ledger: Any, n: int) -> dict[str, Any]:
 
 def counted_summaries(ledger: Any, n_rounds: int) -> None:
     """ROUNDS summaries as the route makes them, through the counting proxy (the parent counts the requests)."""
-    from shared.store.ledger import utc_now
+    from shared.store.records import utc_now
     from shared.upgrades.campaigns import summary
 
     ledger.campaign_counts(CAMPAIGN)  # the process's first call makes sure the table exists: not a summary's cost
@@ -78,7 +78,7 @@ def timed_rounds(ledger: Any, table_name: str, n_rounds: int) -> dict[str, Any]:
     from azure.data.tables import TableServiceClient
 
     from shared.store import campaign_counts
-    from shared.store.ledger import utc_now
+    from shared.store.records import utc_now
     from shared.upgrades.campaigns import summary
 
     bare = TableServiceClient.from_connection_string(os.environ["BENCH_FLOOR_STORAGE"]).get_table_client(table_name)
@@ -153,7 +153,7 @@ def wait_for_go(signal: str) -> None:
 def main() -> None:
     from benchmarks.app import host_logging
     from shared.settings import Settings, StorageConnection
-    from shared.store.ledger import TableLedger
+    from shared.store.table_ledger import TableLedger
 
     n, n_rounds = int(sys.argv[1]), int(sys.argv[2])
     host_logging()

@@ -26,7 +26,7 @@ from typing import Any
 from sandbox.customers import CANCELLED_UPGRADE, FAILING_UPGRADE, PARTIAL_UPGRADE, THROTTLED, TRY_LATER
 from sandbox.population import Population
 from shared.settings import Settings, StorageConnection
-from shared.store.ledger import TableLedger
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 from shared.upgrades.campaigns import scanned_counts
 from tests.cli.helpers import Cli, created_per_customer, read_report

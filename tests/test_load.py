@@ -27,7 +27,7 @@ from sandbox import Response
 from sandbox.storage_proxy import SeenRequest
 from shared.ids import outcome_id_for
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger
+from shared.store.table_ledger import TableLedger
 from tests.harness import Host, run_queue_function
 
 MESSAGES = 1000

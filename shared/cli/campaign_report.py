@@ -15,7 +15,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from shared.store.ledger import RequestRecord, UpgradeRecord, iso
+from shared.store.records import RequestRecord, UpgradeRecord, iso
 
 from .html_report import NEEDS_ATTENTION, count_cards, failure_section, page, percentile_section, timeline_section
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
-from shared.store.ledger import UpgradeRecord, UpgradeState
+from shared.store.records import UpgradeRecord, UpgradeState
 from shared.upgrades.runtime import Runtime
 from shared.upgrades.tracking import TrackingCheck, ended_state
 from shared.upgrades.workflow import OperationIds

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.models import UpgradesLineItem
-from shared.store.ledger import UPGRADE_STATES, UpgradeRecord, iso
+from shared.store.records import UPGRADE_STATES, UpgradeRecord, iso
 
 #: Percentiles of time-to-complete shown, nearest-rank.
 PERCENTILES = (50, 90, 95, 99)

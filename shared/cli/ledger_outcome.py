@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from shared.errors import StorageUnavailableError
-from shared.store.ledger import Ledger, RequestRecord, UpgradeRecord
+from shared.store.ledger import Ledger
+from shared.store.records import RequestRecord, UpgradeRecord
 
 from .campaign import Result
 from .html_report import not_upgraded

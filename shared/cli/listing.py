@@ -18,7 +18,8 @@ from rich.table import Table
 from shared.errors import MissingSettingError, ValidationError
 from shared.models import Campaign
 from shared.settings import STORAGE_SETTING
-from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, NoLedger, UpgradeRecord, utc_now
+from shared.store.ledger import MAX_PAGE_SIZE, NoLedger
+from shared.store.records import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.upgrades import campaigns
 from shared.upgrades.campaigns import parse_campaign
 

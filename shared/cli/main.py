@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from shared import __version__, logs
 from shared.errors import ProductUpgradeError, SettingError
-from shared.store.ledger import UPGRADE_STATES
+from shared.store.records import UPGRADE_STATES
 
 from .context import (
     EXIT_CONFIGURATION,

@@ -27,7 +27,8 @@ from shared.models import (
 )
 from shared.retry import time_budget
 from shared.settings import PUBLIC_URL_SETTING, read_public_url
-from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, utc_now
+from shared.store.ledger import MAX_PAGE_SIZE
+from shared.store.records import UPGRADE_STATES, utc_now
 from shared.upgrades import campaigns
 from shared.upgrades.runtime import get_runtime
 from shared.upgrades.workflow import OperationIds, request_id_for

@@ -17,7 +17,7 @@ import azure.functions as func
 from shared import logs
 from shared.errors import ProductUpgradeError
 from shared.retry import time_budget
-from shared.store.ledger import utc_now
+from shared.store.records import utc_now
 from shared.upgrades.runtime import get_runtime
 
 log = logging.getLogger(__name__)

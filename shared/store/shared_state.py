@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import StorageUnavailableError
-from shared.store.ledger import TABLE_DEADLINE_SECONDS, iso, parse_iso
+from shared.store.records import iso, parse_iso
 from shared.store.storage import call_limits, ensure_exists, table_service
+from shared.store.table_ledger import TABLE_DEADLINE_SECONDS
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

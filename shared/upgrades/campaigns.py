@@ -16,7 +16,7 @@ from typing import Any
 from shared.errors import ValidationError
 from shared.models import Campaign
 from shared.store.campaign_counts import COUNTED_STATES, CampaignCounts, bucket_bounds
-from shared.store.ledger import UpgradeRecord, iso, parse_iso
+from shared.store.records import UpgradeRecord, iso, parse_iso
 
 MAX_NAME = 64
 #: 1 to 64 characters: letters, digits, space, ".", "_", "-"; a letter or digit first. ASCII letters and digits:

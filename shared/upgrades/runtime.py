@@ -70,8 +70,8 @@ class Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         from shared.partner_center.client import PartnerCenterClient
         from shared.partner_center.tokens import TokenProvider
-        from shared.store.ledger import TableLedger
         from shared.store.scheduler import QueueScheduler
+        from shared.store.table_ledger import TableLedger
         from shared.upgrades.tracking import UpgradeTracker
         from shared.upgrades.workflow import ProductUpgradeWorkflow
 
@@ -153,7 +153,8 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:
-    from shared.store.ledger import NoLedger, TableLedger
+    from shared.store.ledger import NoLedger
+    from shared.store.table_ledger import TableLedger
 
     storage = settings.storage
     if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):

@@ -47,7 +47,8 @@ from shared import signals
 from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.ids import correlation_guid, outcome_id_for
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
-from shared.store.ledger import Ledger, UpgradeRecord, UpgradeState, iso, utc_now
+from shared.store.ledger import Ledger
+from shared.store.records import UpgradeRecord, UpgradeState, iso, utc_now
 from shared.store.scheduler import NoTimeToSendError, Scheduler
 
 if TYPE_CHECKING:  # the client imports requests; the tracker adapter imports this module at indexing

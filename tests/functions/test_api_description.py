@@ -37,7 +37,8 @@ from shared.models import (
 )
 from shared.settings import PUBLIC_URL_SETTING
 from shared.store.campaign_counts import COUNTED_STATES, CampaignCounts, CountedUpgrade
-from shared.store.ledger import MAX_PAGE_SIZE, UPGRADE_STATES, UpgradeRecord, utc_now
+from shared.store.ledger import MAX_PAGE_SIZE
+from shared.store.records import UPGRADE_STATES, UpgradeRecord, utc_now
 from shared.upgrades import campaigns
 from tests.harness import indexed_functions
 

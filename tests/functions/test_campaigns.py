@@ -11,7 +11,7 @@ import pytest
 
 from sandbox import CUSTOMER_ID
 from shared.settings import Settings
-from shared.store.ledger import parse_iso
+from shared.store.records import parse_iso
 from shared.upgrades import runtime
 from tests.harness import FAST_POLICY, Host, use_unreachable_storage
 

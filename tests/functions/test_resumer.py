@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from sandbox import CUSTOMER_ID
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger, UpgradeRecord, utc_now
+from shared.store.records import UpgradeRecord, utc_now
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 from shared.upgrades.tracking import MIN_STALL_SECONDS
 from tests.harness import Host, run_resume_function, use_unreachable_storage

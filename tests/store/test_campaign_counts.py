@@ -19,7 +19,8 @@ from shared.models import Campaign, ProductUpgradeCreated
 from shared.settings import StorageConnection
 from shared.store import campaign_counts
 from shared.store.campaign_counts import CampaignCounts
-from shared.store.ledger import TableLedger, UpgradeRecord, utc_now
+from shared.store.records import UpgradeRecord, utc_now
+from shared.store.table_ledger import TableLedger
 from shared.upgrades.campaigns import scanned_counts
 
 WAVE = Campaign("Wave-1", "wave-1")

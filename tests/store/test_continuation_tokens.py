@@ -13,7 +13,8 @@ import pytest
 from sandbox import CUSTOMER_ID
 from shared.models import ProductUpgradeCreated
 from shared.settings import Settings, StorageConnection
-from shared.store.ledger import TableLedger, encode_continuation_token
+from shared.store.continuation import encode_continuation_token
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 from tests.harness import FAST_POLICY
 

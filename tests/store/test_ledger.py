@@ -11,7 +11,7 @@ from azure.data.tables import TableServiceClient
 from sandbox import CUSTOMER_ID
 from shared.models import ProductUpgradeCreated
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger
+from shared.store.table_ledger import TableLedger
 from tests.harness import use_unreachable_storage
 
 

@@ -9,8 +9,8 @@ import pytest
 from sandbox import CUSTOMER_ID
 from shared.retry import time_budget
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger
 from shared.store.storage import ANSWER_MARGIN_SECONDS, ATTEMPTS, call_limits, full_wait_limits
+from shared.store.table_ledger import TableLedger
 from tests.harness import Host
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import ValidationError
 from shared.store.campaign_counts import CampaignCounts, CountedUpgrade
-from shared.store.ledger import iso
+from shared.store.records import iso
 from shared.upgrades import campaigns
 
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)

@@ -21,9 +21,10 @@ from sandbox import CUSTOMER_ID
 from shared.ids import outcome_id_for, request_id_for
 from shared.retry import time_budget
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger, UpgradeRecord, utc_now
+from shared.store.records import UpgradeRecord, utc_now
 from shared.store.scheduler import QUEUE_DEADLINE_SECONDS
 from shared.store.storage import ANSWER_MARGIN_SECONDS
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 from shared.upgrades.tracking import OUTCOME_LEASE_SECONDS
 from tests.harness import Host, run_tracking_function

@@ -20,7 +20,8 @@ from sandbox import CUSTOMER_ID
 from shared.models import ProductUpgradeCreated
 from shared.retry import RetryPolicy
 from shared.settings import Settings, StorageConnection
-from shared.store.ledger import TableLedger, utc_now
+from shared.store.records import utc_now
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 from shared.upgrades.tracking import MAX_WRITES, TrackingCheck
 from tests.harness import FAST_POLICY, Host, run_tracking_function, use_unreachable_storage
@@ -511,7 +512,7 @@ def test_an_outcome_claimed_by_a_worker_that_died_is_sent_once_the_claim_lapses(
     from dataclasses import replace
     from datetime import timedelta
 
-    from shared.store.ledger import utc_now
+    from shared.store.records import utc_now
 
     host, message = _one_check(stored_app, azurite)
     ledger = ledger_of(azurite)
@@ -531,7 +532,7 @@ def test_an_outcome_claimed_by_a_worker_that_died_is_sent_once_the_claim_lapses(
 def test_a_fresh_claim_is_left_to_its_worker(stored_app, azurite):
     from dataclasses import replace
 
-    from shared.store.ledger import utc_now
+    from shared.store.records import utc_now
 
     host, message = _one_check(stored_app, azurite)
     ledger = ledger_of(azurite)

@@ -7,7 +7,7 @@ import json
 from sandbox import CUSTOMER_ID
 from shared.ids import OperationIds, request_id_for
 from shared.settings import StorageConnection
-from shared.store.ledger import TableLedger
+from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
 
 PROBLEM_BASE = "urn:partner-center-product-upgrades:problem:"
