@@ -41,6 +41,9 @@ class OperationIds:
     correlation_id: str
     #: Business answers (a refusal, a recorded failure, a "try again later") the request has had so far.
     business_answers: int = 0
+    #: The request id is the caller's (an Idempotency-Key, a queue message, a CSV row): the same on every retry
+    #: of the caller's request, so the ledger reserves it before Partner Center is asked.
+    keyed: bool = False
 
     @property
     def partner_center_correlation_id(self) -> str:
@@ -61,6 +64,11 @@ class OperationIds:
         if business_answers is None or business_answers <= self.business_answers:
             return self
         return replace(self, business_answers=business_answers)
+
+    @classmethod
+    def of_caller(cls, request_id: str, correlation_id: str, business_answers: int = 0) -> OperationIds:
+        """Ids whose request id the caller fixed (see ``keyed``)."""
+        return cls(request_id, correlation_id, business_answers, keyed=True)
 
     @classmethod
     def new(cls, correlation_id: str) -> OperationIds:

@@ -15,7 +15,7 @@ import requests
 
 from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.models import Campaign
-from shared.upgrades.workflow import OperationIds
+from shared.upgrades.workflow import OperationIds, UpgradeOrder
 
 from . import ledger_outcome
 from .campaign import Result, Row
@@ -60,14 +60,16 @@ class DirectChannel:
             return None
         assert row.request is not None
         try:
-            created = self.context.runtime.workflow.create(
+            # The row's key: a request already accepted is answered from the ledger.
+            ids = OperationIds.of_caller(row.request_id, self.correlation_id)
+            order = UpgradeOrder(
                 row.request,
-                OperationIds(row.request_id, self.correlation_id),
-                check_eligibility=self.check_eligibility,
-                keyed=True,  # the row's key: a request already accepted is answered from the ledger
+                ids,
                 caller_request_id=row.key,
                 campaign=self.campaign,
+                check_eligibility=self.check_eligibility,
             )
+            created = self.context.runtime.workflow.create(order)
         except ProductUpgradeError as exc:
             if stops_the_run(exc):
                 raise Fatal(exc) from None

@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from shared.models import DEFAULT_PRODUCT_FAMILY, ProductUpgradeRequest
-from shared.upgrades.workflow import OperationIds, request_id_for
+from shared.upgrades.workflow import OperationIds, UpgradeOrder, request_id_for
 
 from .context import EXIT_OK, EXIT_REFUSED, PROG, Context, UsageError, request_from
 from .follow import Ended, follow_upgrade
@@ -19,9 +19,16 @@ def cmd_upgrade(context: Context, args: argparse.Namespace) -> int:
     request = request_from(args.customer_id, args.product_family)
     key = (args.idempotency_key or "").strip()
     # The same mapping as the HTTP route's Idempotency-Key: one key is one upgrade, whichever door it came in.
-    ids = OperationIds(request_id_for("idempotency-key", key) if key else str(uuid.uuid4()), str(uuid.uuid4()))
+    correlation_id = str(uuid.uuid4())
+    ids = (
+        OperationIds.of_caller(request_id_for("idempotency-key", key), correlation_id)
+        if key
+        else OperationIds.new(correlation_id)
+    )
     runtime = context.runtime
-    created = runtime.workflow.create(request, ids, check_eligibility=args.check_eligibility)
+    created = runtime.workflow.create(
+        UpgradeOrder(request, ids, caller_request_id=key or None, check_eligibility=args.check_eligibility)
+    )
     body: dict[str, Any] = {
         "upgradeId": created.upgrade_id,
         "customerId": created.customer_id,

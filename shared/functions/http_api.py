@@ -31,7 +31,7 @@ from shared.store.ledger import MAX_PAGE_SIZE
 from shared.store.records import UPGRADE_STATES, utc_now
 from shared.upgrades import campaigns
 from shared.upgrades.runtime import get_runtime
-from shared.upgrades.workflow import OperationIds, request_id_for
+from shared.upgrades.workflow import OperationIds, UpgradeOrder, request_id_for
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,15 @@ def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
         assert isinstance(body, dict)  # from_json refuses anything else
         campaign = campaigns.optional_campaign(body)
         key = _header(req, "Idempotency-Key")
-        ids = OperationIds(request_id_for("idempotency-key", key) if key else str(uuid.uuid4()), correlation_id)
+        ids = (
+            OperationIds.of_caller(request_id_for("idempotency-key", key), correlation_id)
+            if key
+            else OperationIds.new(correlation_id)
+        )
         logs.bind(requestId=ids.request_id)
         # Validation comes first: a bad request never needs settings, secrets or Partner Center.
-        created = get_runtime().workflow.create(
-            request, ids, keyed=key is not None, caller_request_id=key, campaign=campaign
-        )
+        order = UpgradeOrder(request, ids, caller_request_id=key, campaign=campaign)
+        created = get_runtime().workflow.create(order)
         body = {
             "upgradeId": created.upgrade_id,
             "customerId": created.customer_id,

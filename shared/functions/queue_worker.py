@@ -26,7 +26,7 @@ from shared.retry import remaining_budget, time_budget
 from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, MAX_DEQUEUE_COUNT, get_settings
 from shared.upgrades.campaigns import optional_campaign
 from shared.upgrades.runtime import Runtime, get_runtime
-from shared.upgrades.workflow import OperationIds, request_id_for
+from shared.upgrades.workflow import OperationIds, UpgradeOrder, request_id_for
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ class QueueRequest:
     #: Business answers the request has had (a deferral for "try again later" is one): its next MS-RequestId.
     business_answers: int = 0
     campaign: Campaign | None = None
+
+    def order(self, ids: OperationIds) -> UpgradeOrder:
+        """This request as the workflow takes it, with the ids of this attempt."""
+        return UpgradeOrder(
+            self.request,
+            ids,
+            caller_request_id=self.request_id,
+            campaign=self.campaign,
+            check_eligibility=self.check_eligibility,
+        )
 
     def deferred(self, message_id: str, business_answers: int = 0) -> dict[str, Any]:
         """The message that puts this request back on the queue once more, keeping its identity (and counting the
@@ -88,12 +98,12 @@ def _handle(msg: func.QueueMessage) -> str | None:
     # A deferred request answers for the message it first came in: same MS-RequestId, same messageId.
     message_id = parsed.original_message_id or msg.id or ""
     request = parsed.request
-    ids = OperationIds(
-        request_id=request_id_for("queue-request", parsed.request_id)
+    ids = OperationIds.of_caller(
+        request_id_for("queue-request", parsed.request_id)
         if parsed.request_id
         else request_id_for("queue-message", message_id),
-        correlation_id=parsed.correlation_id or request_id_for("queue-correlation", message_id),
-        business_answers=parsed.business_answers,
+        parsed.correlation_id or request_id_for("queue-correlation", message_id),
+        parsed.business_answers,
     )
     logs.bind(requestId=ids.request_id, correlationId=ids.correlation_id)
     fields: dict[str, Any] = {
@@ -105,16 +115,8 @@ def _handle(msg: func.QueueMessage) -> str | None:
     }
     try:
         runtime = get_runtime()
-        created = runtime.workflow.create(
-            request,
-            ids,
-            check_eligibility=parsed.check_eligibility,
-            keyed=True,
-            caller_request_id=parsed.request_id,
-            # The result is decided here (deferral, the host's retries): failures are recorded below.
-            record_failure=False,
-            campaign=parsed.campaign,
-        )
+        # The result is decided here (deferral, the host's retries): a failure is recorded once it is final.
+        created = runtime.workflow.attempt(parsed.order(ids))
     except ProductUpgradeError as exc:
         return _failed(msg, parsed, ids, exc, fields)
     except Exception as exc:
@@ -206,9 +208,7 @@ def _record(parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError) -
         runtime = get_runtime()
     except SettingError:
         return
-    runtime.workflow.record_failure(
-        parsed.request, ids, exc, caller_request_id=parsed.request_id, campaign=parsed.campaign
-    )
+    runtime.workflow.record_failure(parsed.order(ids), exc)
 
 
 def parse_message(raw: bytes) -> QueueRequest:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shared import signals
@@ -28,7 +29,14 @@ if TYPE_CHECKING:  # the client imports requests; the adapters import this modul
     from shared.partner_center.client import PartnerCenterClient
     from shared.upgrades.tracking import UpgradeTracker
 
-__all__ = ["ID_NAMESPACE", "OperationIds", "ProductUpgradeWorkflow", "correlation_guid", "request_id_for"]
+__all__ = [
+    "ID_NAMESPACE",
+    "OperationIds",
+    "ProductUpgradeWorkflow",
+    "UpgradeOrder",
+    "correlation_guid",
+    "request_id_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,21 @@ def upgrade_id_in(description: str, customer_id: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class UpgradeOrder:
+    """One create as an adapter hands it to the workflow."""
+
+    request: ProductUpgradeRequest
+    #: Keyed ids (:meth:`OperationIds.of_caller`) say the request id is the caller's own: reserved first.
+    ids: OperationIds
+    #: The caller's own request id (Idempotency-Key, a queue message's or a CSV row's requestId), recorded.
+    caller_request_id: str | None = None
+    #: The wave it belongs to, recorded on the request and the upgrade (and counted).
+    campaign: Campaign | None = None
+    #: The caller asked: eligibility first, refusing with Partner Center's reason instead of creating.
+    check_eligibility: bool = False
+
+
 class ProductUpgradeWorkflow:
     """Create, check and track product upgrades for one partner."""
 
@@ -59,90 +82,86 @@ class ProductUpgradeWorkflow:
         self.ledger = ledger or NoLedger()
         self.tracker = tracker
 
-    def create(
-        self,
-        request: ProductUpgradeRequest,
-        ids: OperationIds,
-        *,
-        check_eligibility: bool = False,
-        keyed: bool = False,
-        caller_request_id: str | None = None,
-        record_failure: bool = True,
-        campaign: Campaign | None = None,
-    ) -> ProductUpgradeCreated:
-        """Create the upgrade once per ``ids.request_id``, record it in the ledger and start following it.
-
-        ``keyed``: the request id comes from the caller (an Idempotency-Key, a queue message), so it is reserved
-        first: a request id recorded ``accepted`` returns the recorded upgrade without calling Partner Center,
-        one held for another customer raises :class:`IdempotencyKeyReusedError`. When Partner Center says an
-        upgrade is already in progress (409 900109), the running one is returned. ``check_eligibility`` asks
-        first and raises :class:`NotEligibleError` with Partner Center's reason instead of creating.
-        ``record_failure``: record a failure as the request's result (False when the caller will try again).
-        ``campaign``: the wave it belongs to, recorded on the request and the upgrade (and counted).
-        """
-        if keyed:
-            existing = self.ledger.reserve(ids.request_id, request, ids.correlation_id, campaign=campaign)
-            if existing is not None:
-                if not existing.same_request(request):
-                    raise IdempotencyKeyReusedError(
-                        f"request id {ids.request_id} was already used for another customer or product family; "
-                        "use a new Idempotency-Key (or requestId) for each upgrade"
-                    )
-                if existing.status == "accepted" and existing.upgrade_id:
-                    log.info(
-                        "Request %s was already accepted as upgrade %s; not sending it again",
-                        ids.request_id,
-                        existing.upgrade_id,
-                    )
-                    return ProductUpgradeCreated(existing.upgrade_id, request.customer_id, request.product_family)
-                # Refused or failed before: this attempt sends the next MS-RequestId of the request.
-                ids = ids.counting(existing.business_answers)
+    def create(self, order: UpgradeOrder) -> ProductUpgradeCreated:
+        """:meth:`attempt`, with a failure recorded as the request's result: for a caller whose attempt is its last
+        (an HTTP call, a row of the command line)."""
         try:
-            created, new_upgrade = self._create(request, ids, check_eligibility)
+            return self.attempt(order)
+        except ProductUpgradeError as exc:
+            self.record_failure(order, exc)
+            raise
+
+    def attempt(self, order: UpgradeOrder) -> ProductUpgradeCreated:
+        """Create the upgrade once per request id, record it in the ledger and start following it; a failure is
+        left for the caller to record (:meth:`record_failure`) once it knows the request has ended.
+
+        A keyed order's request id is reserved first: recorded ``accepted``, the recorded upgrade is returned
+        without calling Partner Center; held for another customer, :class:`IdempotencyKeyReusedError`. When
+        Partner Center says an upgrade is already in progress (409 900109), the running one is returned.
+        """
+        ids = order.ids
+        if ids.keyed:
+            replayed = self._reserve(order)
+            if isinstance(replayed, ProductUpgradeCreated):
+                return replayed
+            ids = replayed
+        try:
+            created, new_upgrade = self._create(order.request, ids, order.check_eligibility)
         except ProductUpgradeError as exc:
             exc.business_answers = ids.business_answers
-            if record_failure:
-                self.record_failure(request, ids, exc, caller_request_id=caller_request_id, campaign=campaign)
             raise
         log.info(
             "Product upgrade %s accepted for customer %s (%s)",
             created.upgrade_id,
-            request.customer_id,
-            request.product_family,
+            order.request.customer_id,
+            order.request.product_family,
         )
-        signals.upgrade_accepted(created, request)
+        signals.upgrade_accepted(created, order.request)
         record = self.ledger.record_accepted(
             ids.request_id,
             created,
-            caller_request_id=caller_request_id,
+            caller_request_id=order.caller_request_id,
             correlation_id=ids.correlation_id,
             with_upgrade=new_upgrade,
-            campaign=campaign,
+            campaign=order.campaign,
         )
         if record is not None and self.tracker is not None:
             self.tracker.start(record)
         return created
 
-    def record_failure(
-        self,
-        request: ProductUpgradeRequest,
-        ids: OperationIds,
-        error: ProductUpgradeError,
-        *,
-        caller_request_id: str | None = None,
-        campaign: Campaign | None = None,
-    ) -> None:
+    def _reserve(self, order: UpgradeOrder) -> ProductUpgradeCreated | OperationIds:
+        """The caller's request id reserved: the upgrade it was accepted as, or the ids this attempt sends (the
+        next MS-RequestId after an earlier refusal or failure)."""
+        ids, request = order.ids, order.request
+        existing = self.ledger.reserve(ids.request_id, request, ids.correlation_id, campaign=order.campaign)
+        if existing is None:
+            return ids
+        if not existing.same_request(request):
+            raise IdempotencyKeyReusedError(
+                f"request id {ids.request_id} was already used for another customer or product family; "
+                "use a new Idempotency-Key (or requestId) for each upgrade"
+            )
+        if existing.status == "accepted" and existing.upgrade_id:
+            log.info(
+                "Request %s was already accepted as upgrade %s; not sending it again",
+                ids.request_id,
+                existing.upgrade_id,
+            )
+            return ProductUpgradeCreated(existing.upgrade_id, request.customer_id, request.product_family)
+        return ids.counting(existing.business_answers)
+
+    def record_failure(self, order: UpgradeOrder, error: ProductUpgradeError) -> None:
         """Record ``error`` as the request's final result (``rejected``, or ``failed`` when transient): one more
-        business answer of the request, counted from ``ids`` or from what the failed attempt had counted."""
-        answers = ids.counting(error.business_answers).business_answers + 1
+        business answer of the request, counted from the order's ids or from what the failed attempt had counted."""
+        answers = order.ids.counting(error.business_answers).business_answers + 1
         self.ledger.record_refused(
-            ids.request_id,
-            request,
+            order.ids.request_id,
+            order.request,
             error,
-            caller_request_id=caller_request_id,
-            correlation_id=ids.correlation_id,
+            caller_request_id=order.caller_request_id,
+            correlation_id=order.ids.correlation_id,
             business_answers=answers,
-            campaign=campaign,
+            campaign=order.campaign,
         )
 
     def check_eligibility(self, request: ProductUpgradeRequest, ids: OperationIds) -> ProductUpgradesEligibility:
