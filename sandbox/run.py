@@ -313,60 +313,72 @@ def start(no_func: bool) -> int:
     sample = load_json(SAMPLE_SETTINGS)
     existing = load_json(LOCAL_SETTINGS) if LOCAL_SETTINGS.exists() else None
     real_partner = existing is not None and points_at_real_partner(existing.get("Values", {}))
-    if real_partner:
-        azurite = Azurite(location=AZURITE_DATA, log=STATE / "azurite.log", default_ports=True, own_session=True)
-    else:
+    if not real_partner:
         shutil.rmtree(SANDBOX_AZURITE, ignore_errors=True)
-        azurite = Azurite(location=SANDBOX_AZURITE, log=STATE / "azurite.log", default_ports=True, own_session=True)
+    location = AZURITE_DATA if real_partner else SANDBOX_AZURITE
+    azurite = Azurite(location=location, log=STATE / "azurite.log", default_ports=True, own_session=True)
     with terminate_raises_interrupt(), contextlib.ExitStack() as stack:
         try:
             write_json(RUN_FILE, {})
             record_process("runner", os.getpid())
             stack.callback(RUN_FILE.unlink, missing_ok=True)
             stack.callback(azurite.stop)
-            try:
-                azurite.start()
-            except AzuriteError as exc:
-                raise RunError(str(exc)) from None
-            if azurite.proc is not None:
-                record_process("azurite", azurite.proc.pid)  # it is node by now (its ports answer)
-            say(
-                f"Azurite: blob {azurite.ports['blob']}, queue {azurite.ports['queue']}, table {azurite.ports['table']}"
-            )
-            sandbox_values = None
-            if real_partner:
-                base_url = existing["Values"]["PARTNER_CENTER_BASE_URL"] if existing else ""
-                say(f"local.settings.json points at {base_url}: not starting the sandbox")
-                if existing and existing["Values"].get("REQUESTS_CA_BUNDLE"):
-                    say("warning: REQUESTS_CA_BUNDLE is set; remove it to trust the usual CAs of a real Partner Center")
-            else:
-                sandbox = stack.enter_context(
-                    running_sandbox(
-                        STATE,
-                        entra_port=sandbox_port(DEFAULT_ENTRA_PORT),
-                        partner_center_port=sandbox_port(DEFAULT_PARTNER_CENTER_PORT),
-                    )
-                )
-                sandbox_values = sandbox.settings()
-                say(f"sandbox: Entra ID {sandbox.entra.url}, Partner Center {sandbox.partner_center.url}")
-                print(customers_table(sandbox.population), flush=True)
+            start_azurite(azurite)
+            sandbox_values = None if real_partner else start_sandbox(stack)
+            if real_partner and existing is not None:
+                say_real_partner(existing["Values"])
             document = local_settings(sample, existing, sandbox_values, azurite.connection_string)
             write_json(LOCAL_SETTINGS, document)
             say(f"wrote {LOCAL_SETTINGS.name}")
             queues = create_queues(azurite.connection_string, document["Values"])
             say(f"queues: {', '.join(queues)}")
-            func = None if no_func else shutil.which("func")
-            if func is not None:
-                say("func start (Ctrl+C stops it, then Azurite and the sandbox)")
-                return run_func(func, document["Values"])
-            if not no_func:
-                print(CORE_TOOLS_HELP.format(cli=CLI_EQUIVALENT.format(customer=ELIGIBLE)), flush=True)
-            say("ready; Ctrl+C to stop")
-            while True:
-                time.sleep(3600)
+            return serve(document["Values"], no_func=no_func)
         except KeyboardInterrupt:
             say("stopping")
             return 130
+
+
+def start_azurite(azurite: Azurite) -> None:
+    try:
+        azurite.start()
+    except AzuriteError as exc:
+        raise RunError(str(exc)) from None
+    if azurite.proc is not None:
+        record_process("azurite", azurite.proc.pid)  # it is node by now (its ports answer)
+    say(f"Azurite: blob {azurite.ports['blob']}, queue {azurite.ports['queue']}, table {azurite.ports['table']}")
+
+
+def start_sandbox(stack: contextlib.ExitStack) -> dict[str, str]:
+    """The local Entra ID and Partner Center, until ``stack`` closes; the settings that point at them."""
+    sandbox = stack.enter_context(
+        running_sandbox(
+            STATE,
+            entra_port=sandbox_port(DEFAULT_ENTRA_PORT),
+            partner_center_port=sandbox_port(DEFAULT_PARTNER_CENTER_PORT),
+        )
+    )
+    say(f"sandbox: Entra ID {sandbox.entra.url}, Partner Center {sandbox.partner_center.url}")
+    print(customers_table(sandbox.population), flush=True)
+    return sandbox.settings()
+
+
+def say_real_partner(values: Mapping[str, Any]) -> None:
+    say(f"local.settings.json points at {values['PARTNER_CENTER_BASE_URL']}: not starting the sandbox")
+    if values.get("REQUESTS_CA_BUNDLE"):
+        say("warning: REQUESTS_CA_BUNDLE is set; remove it to trust the usual CAs of a real Partner Center")
+
+
+def serve(values: Mapping[str, Any], *, no_func: bool) -> int:
+    """``func start`` when Core Tools are here (until it ends), else keep Azurite and the sandbox up until Ctrl+C."""
+    func = None if no_func else shutil.which("func")
+    if func is not None:
+        say("func start (Ctrl+C stops it, then Azurite and the sandbox)")
+        return run_func(func, values)
+    if not no_func:
+        print(CORE_TOOLS_HELP.format(cli=CLI_EQUIVALENT.format(customer=ELIGIBLE)), flush=True)
+    say("ready; Ctrl+C to stop")
+    while True:
+        time.sleep(3600)
 
 
 def stop() -> int:

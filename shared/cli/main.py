@@ -51,7 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--settings", type=Path, metavar="PATH", default=None, help=SETTINGS_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _one_customer_commands(commands, common)
+    _campaign_commands(commands, common)
+    _operator_commands(commands, common)
+    return parser
 
+
+def _one_customer_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     upgrade = commands.add_parser("upgrade", parents=[common], help="upgrade one customer")
     upgrade.add_argument("customer_id", metavar="CUSTOMER_ID")
     upgrade.add_argument("--product-family", default=None)
@@ -69,24 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--product-family", default=None)
     status.add_argument("--wait", action="store_true", help="follow the upgrade until it has ended")
 
-    bulk = commands.add_parser("bulk", parents=[common], help="a campaign: every customer of a CSV")
-    bulk.add_argument("file", metavar="FILE.csv")
-    bulk.add_argument("--report", required=True, metavar="OUT.csv", help="written as rows finish; resumable")
-    bulk.add_argument("--enqueue", action="store_true", help="through the requests queue and the queue function")
-    bulk.add_argument("--concurrency", type=positive_int, default=8, help="calls at a time (default 8)")
-    bulk.add_argument("--check-eligibility", action="store_true")
-    bulk.add_argument(
-        "--campaign", default=None, help="the campaign recorded and counted (default: the CSV's name without extension)"
-    )
-    bulk.add_argument("--wait", action="store_true", help="follow every accepted upgrade until it has ended")
 
-    listing = commands.add_parser("list", parents=[common], help="counts by state, then the ledger's upgrades")
-    listing.add_argument("--state", choices=UPGRADE_STATES)
-    listing.add_argument("--customer", metavar="CUSTOMER_ID")
-    listing.add_argument("--campaign", metavar="NAME", help="one campaign: its summary, its upgrades, its report")
-    listing.add_argument("--output", metavar="OUT.csv", help="write the upgrades as CSV")
-    listing.add_argument("--html", metavar="REPORT.html", help="write a self-contained campaign report")
-
+def _campaign_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
     discover = commands.add_parser(
         "discover", parents=[common], help="the customers still on legacy Azure, as a CSV for bulk"
     )
@@ -98,10 +92,31 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument("--campaign", default=None, help="the wave the CSV is for (default: the output's name)")
     discover.add_argument("--concurrency", type=positive_int, default=8, help="customers at a time (default 8)")
 
+    bulk = commands.add_parser("bulk", parents=[common], help="a campaign: every customer of a CSV")
+    bulk.add_argument("file", metavar="FILE.csv")
+    bulk.add_argument("--report", required=True, metavar="OUT.csv", help="written as rows finish; resumable")
+    bulk.add_argument("--enqueue", action="store_true", help="through the requests queue and the queue function")
+    bulk.add_argument("--concurrency", type=positive_int, default=8, help="calls at a time (default 8)")
+    bulk.add_argument("--check-eligibility", action="store_true")
+    bulk.add_argument(
+        "--campaign", default=None, help="the campaign recorded and counted (default: the CSV's name without extension)"
+    )
+    bulk.add_argument("--wait", action="store_true", help="follow every accepted upgrade until it has ended")
+
+
+def _operator_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    listing = commands.add_parser("list", parents=[common], help="counts by state, then the ledger's upgrades")
+    listing.add_argument("--state", choices=UPGRADE_STATES)
+    listing.add_argument("--customer", metavar="CUSTOMER_ID")
+    listing.add_argument("--campaign", metavar="NAME", help="one campaign: its summary, its upgrades, its report")
+    listing.add_argument("--output", metavar="OUT.csv", help="write the upgrades as CSV")
+    listing.add_argument("--html", metavar="REPORT.html", help="write a self-contained campaign report")
+
     consent = commands.add_parser("consent", parents=[common], help="the secure app model's one-time MFA consent")
     consent.add_argument("--port", type=int, default=8400, help="localhost port of the redirect (0: any free port)")
     consent.add_argument("--no-browser", action="store_true", help="print the sign-in URL instead of opening it")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, *, folder: Path | None = None, project: Path | None = None) -> int:
