@@ -137,19 +137,17 @@ def _count(value: object, low: int, high: int) -> bool:
 
 
 def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
-    """The outcome message of an ended upgrade: every key present, ``null`` where it does not apply."""
+    """The outcome message of an ended upgrade: every key present, ``null`` where it does not apply.
+
+    One shape of a record: the listing's item (:meth:`UpgradeRecord.to_json`) less what only tracking reads
+    (``state``, which is the ``outcome``, and ``updatedAt``), with Partner Center's last line items and details.
+    """
+    item = record.to_json()
+    del item["state"], item["updatedAt"]
     return {
         "outcome": record.state,
         "outcomeId": outcome_id_for(record.upgrade_id),
-        "upgradeId": record.upgrade_id,
-        "customerId": record.customer_id,
-        "productFamily": record.product_family,
-        "campaign": record.campaign.name if record.campaign else None,
-        "requestId": record.request_id,
-        "correlationId": record.correlation_id,
-        "partnerCenterStatus": record.partner_center_status,
-        "acceptedAt": iso(record.accepted_at),
-        "endedAt": iso(record.ended_at),
+        **item,
         "lineItems": record.line_items,
         "errorDetails": record.error_details,
     }
