@@ -39,7 +39,7 @@ def environment_scans(op: Callable[[], object], n: int) -> float:
 def run(config: dict[str, Any]) -> dict[str, Any]:
     from shared.ids import request_id_for
     from shared.upgrades import runtime
-    from shared.upgrades.tracking import TrackingCheck
+    from shared.upgrades.checks import TrackingCheck
 
     handler = host_logging()
     functions = Functions()

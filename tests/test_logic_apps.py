@@ -45,7 +45,7 @@ from sandbox import CUSTOMER_ID
 from sandbox.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from shared.settings import DEFAULTS, OUTCOMES_QUEUE_SETTING, REQUESTS_QUEUE_SETTING
 from shared.store.records import UPGRADE_STATES, UpgradeRecord, utc_now
-from shared.upgrades.tracking import outcome_message
+from shared.upgrades.outcomes import outcome_message
 from tests.harness import Host, follow_async_pattern
 from tests.wsgi_host import FunctionsWsgiApp, http_routes
 

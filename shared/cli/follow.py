@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from shared.errors import PartnerCenterError, ProductUpgradeError
 from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
 from shared.store.records import UpgradeRecord, UpgradeState
+from shared.upgrades.checks import TrackingCheck
 from shared.upgrades.runtime import Runtime
-from shared.upgrades.tracking import TrackingCheck, ended_state
+from shared.upgrades.tracking import ended_state
 from shared.upgrades.workflow import OperationIds
 
 from . import ledger_outcome

@@ -14,8 +14,8 @@ from shared import logs
 from shared.errors import ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.functions.messages import decode_json_message
 from shared.retry import time_budget
+from shared.upgrades.checks import TrackingCheck
 from shared.upgrades.runtime import get_runtime
-from shared.upgrades.tracking import TrackingCheck
 
 log = logging.getLogger(__name__)
 

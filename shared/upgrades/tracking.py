@@ -18,14 +18,8 @@ tracking queue. A check asks Partner Center's status:
 
 Exactly one outcome per upgrade: every state change is conditional on the record's ETag; a check whose
 number the record has already passed is stale and dropped, so a message delivered twice does nothing twice
-(a write that lost only to an earlier check's late write is made again);
-the worker that wins the change to an ended state claims the outcome, sends it, then marks it sent. Should it
-die in between, a later delivery sends it once the claim is older than :data:`OUTCOME_LEASE_SECONDS`; so does
-one that finds the claim released by a worker with too little time left to wait for storage's answer.
-
-At least once, each copy identical: an outcome message carries ``outcomeId``, fixed per upgrade. A send whose
-answer storage lost may have landed, and is sent again (by the SDK, or by the lease path): each such resend is
-logged as a warning naming the ``outcomeId`` and flags the ledger row (``outcome_resent``).
+(a write that lost only to an earlier check's late write is made again); the worker that wins the change to an
+ended state claims the outcome and sends it (:mod:`shared.upgrades.outcomes`: at least once, each copy identical).
 
 Nothing left behind: every 15 minutes :meth:`UpgradeTracker.resume_stopped` checks again any upgrade whose
 outcome has not gone out and whose record has not changed for a while, whatever broke its chain of checks.
@@ -36,28 +30,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from shared import signals
-from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError, ValidationError
-from shared.ids import correlation_guid, outcome_id_for
-from shared.models import ProductUpgradeRequest, ProductUpgradesStatus, parse_guid
+from shared.errors import PartnerCenterError, ProductUpgradeError, StorageUnavailableError
+from shared.ids import correlation_guid
+from shared.models import ProductUpgradeRequest, ProductUpgradesStatus
 from shared.store.ledger import Ledger
 from shared.store.records import UpgradeRecord, UpgradeState, iso, utc_now
-from shared.store.scheduler import NoTimeToSendError, Scheduler
+from shared.store.scheduler import Scheduler
+from shared.upgrades.checks import CheckResult, TrackingCheck
+from shared.upgrades.outcomes import OutcomeSender
 
 if TYPE_CHECKING:  # the client imports requests; the tracker adapter imports this module at indexing
     from shared.partner_center.client import PartnerCenterClient
 
 log = logging.getLogger(__name__)
 
-#: How long a worker that claimed an outcome has to send it before another delivery may send it instead.
-OUTCOME_LEASE_SECONDS = 300.0
 #: Transient failures back off from the poll interval up to this many times it.
 MAX_BACKOFF_FACTOR = 4
 #: Tracking counts as stopped when an upgrade's record, outcome not sent, has not changed for this many poll
@@ -71,86 +64,6 @@ MAX_WRITES = 3
 STEADY_POLL_SECONDS = 3600.0
 #: The longest gap between two checks when the tracker is built without one (``PRODUCT_UPGRADE_MAX_POLL_SECONDS``).
 DEFAULT_MAX_POLL_SECONDS = 3600.0
-
-#: Bounds of a tracking message's counts. The check number is stored in the ledger (a 32-bit integer in the
-#: table); the failures only choose a backoff that stops growing after two, and 2 ** failures must stay cheap.
-MAX_CHECKS = 2**31 - 1
-MAX_FAILURES = 10_000
-#: The ledger key of an upgrade: the request id (MS-RequestId) that started it, always a GUID.
-_LEDGER_KEY = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-CheckResult = Literal["running", "ended", "retry", "stale", "done", "missing", "pending"]
-
-
-@dataclass(frozen=True)
-class TrackingCheck:
-    """A status check of one upgrade: the message on the tracking queue."""
-
-    upgrade_id: str
-    customer_id: str
-    product_family: str
-    #: The ledger partition of the upgrade's record (the request id that started it).
-    ledger_key: str
-    #: Which check this is (1 for the first): the record counts the checks done, so a stale one is dropped.
-    check: int = 1
-    #: Transient failures in a row, for the backoff.
-    failures: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "upgradeId": self.upgrade_id,
-            "customerId": self.customer_id,
-            "productFamily": self.product_family,
-            "ledgerKey": self.ledger_key,
-            "check": self.check,
-            "failures": self.failures,
-        }
-
-    @classmethod
-    def from_json(cls, data: object) -> TrackingCheck:
-        if not isinstance(data, dict):
-            raise ValidationError("a tracking message must be a JSON object")
-        upgrade_id, ledger_key, family = data.get("upgradeId"), data.get("ledgerKey"), data.get("productFamily")
-        check, failures = data.get("check", 1), data.get("failures", 0)
-        if not all(isinstance(value, str) and 0 < len(value) <= 128 for value in (upgrade_id, ledger_key, family)):
-            raise ValidationError("a tracking message needs upgradeId, ledgerKey and productFamily")
-        if not (_count(check, 1, MAX_CHECKS) and _count(failures, 0, MAX_FAILURES)):
-            raise ValidationError(
-                f"a tracking message's check (1 to {MAX_CHECKS}) and failures (0 to {MAX_FAILURES}) must be counts"
-            )
-        assert isinstance(upgrade_id, str) and isinstance(ledger_key, str) and isinstance(family, str)
-        if not _LEDGER_KEY.fullmatch(ledger_key):
-            raise ValidationError("a tracking message's ledgerKey must be a ledger key (a request id, a GUID)")
-        return cls(upgrade_id, parse_guid(data.get("customerId"), "customerId"), family, ledger_key, check, failures)
-
-    def failed_again(self) -> TrackingCheck:
-        """The same check after one more transient failure (the count stops at :data:`MAX_FAILURES`)."""
-        return replace(self, failures=min(self.failures + 1, MAX_FAILURES))
-
-    @classmethod
-    def first(cls, record: UpgradeRecord) -> TrackingCheck:
-        return cls(record.upgrade_id, record.customer_id, record.product_family, record.ledger_key, record.checks + 1)
-
-
-def _count(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def outcome_message(record: UpgradeRecord) -> dict[str, Any]:
-    """The outcome message of an ended upgrade: every key present, ``null`` where it does not apply.
-
-    One shape of a record: the listing's item (:meth:`UpgradeRecord.to_json`) less what only tracking reads
-    (``state``, which is the ``outcome``, and ``updatedAt``), with Partner Center's last line items and details.
-    """
-    item = record.to_json()
-    del item["state"], item["updatedAt"]
-    return {
-        "outcome": record.state,
-        "outcomeId": outcome_id_for(record.upgrade_id),
-        **item,
-        "lineItems": record.line_items,
-        "errorDetails": record.error_details,
-    }
 
 
 def poll_gap(elapsed_seconds: float, poll_seconds: float, max_poll_seconds: float) -> float:
@@ -194,6 +107,7 @@ class UpgradeTracker:
         self.poll_seconds = poll_seconds
         self.max_poll_seconds = max_poll_seconds
         self._window = timedelta(hours=tracking_hours)
+        self._outcomes = OutcomeSender(ledger, scheduler)
 
     def start(self, record: UpgradeRecord) -> None:
         """Schedule the first status check of a newly recorded upgrade; a failure is logged, never raised."""
@@ -249,7 +163,7 @@ class UpgradeTracker:
             log.warning("Upgrade %s is not in the ledger; dropping its status check", check.upgrade_id)
             return "missing"
         if record.ended:
-            return "done" if record.outcome_sent else self._recover_outcome(record, check)
+            return "done" if record.outcome_sent else self._outcomes.recover(record, check)
         if check.check <= record.checks:
             log.info("Status check %d of upgrade %s was done already", check.check, check.upgrade_id)
             return "stale"
@@ -358,29 +272,7 @@ class UpgradeTracker:
             return "stale"
         log.info("Upgrade %s ended: %s (%s)", record.upgrade_id, state, claimed.partner_center_status)
         signals.upgrade_ended(claimed)
-        self._send_outcome(claimed)
-        return "ended"
-
-    def _recover_outcome(self, record: UpgradeRecord, check: TrackingCheck) -> CheckResult:
-        """The upgrade ended but its outcome was not marked sent: send it once the claim has lapsed. A claim that
-        its worker released unsent (None) lapses 5 minutes after the end, and sending it then makes no copy."""
-        again = record.outcome_claimed_at is not None
-        now = utc_now()
-        claimed_at = record.outcome_claimed_at or record.ended_at or now
-        age = (now - claimed_at).total_seconds()
-        if age < OUTCOME_LEASE_SECONDS:
-            self._scheduler.schedule_check(check.to_json(), OUTCOME_LEASE_SECONDS - age + 1)
-            return "pending"
-        claimed = self._ledger.update_upgrade(replace(record, outcome_claimed_at=now))
-        if claimed is None:
-            return "stale"
-        if again:
-            log.warning(
-                "Outcome %s of upgrade %s: sending it again, its first sender did not confirm it; it may arrive twice",
-                outcome_id_for(record.upgrade_id),
-                record.upgrade_id,
-            )
-        self._send_outcome(claimed, again=again)
+        self._outcomes.send(claimed)
         return "ended"
 
     def _write(
@@ -404,48 +296,6 @@ class UpgradeTracker:
             )
             record = current
         raise StorageUnavailableError(f"the ledger record of upgrade {record.upgrade_id} kept changing")
-
-    def _send_outcome(self, record: UpgradeRecord, *, again: bool = False) -> None:
-        """Send the outcome of ``record`` (claimed by this worker), then mark it sent with its ``outcomeId``, and
-        flagged when this or an earlier send may have left a second copy (``again``: the lease path's resend)."""
-        message = outcome_message(record)
-        try:
-            resends = self._scheduler.send_outcome(message)
-        except NoTimeToSendError:
-            self._leave_outcome_for_later(record)
-            return
-        # Sent: from here on nothing may raise, or the check would be retried and the outcome sent again.
-        sent = replace(
-            record,
-            outcome_sent=True,
-            outcome_id=message["outcomeId"],
-            outcome_resent=record.outcome_resent or again or resends > 0,
-        )
-        try:
-            marked = self._ledger.update_upgrade(sent) is not None
-        except ProductUpgradeError:
-            marked = False
-        if not marked:
-            log.warning(
-                "Outcome %s of upgrade %s sent, but not marked sent in the ledger: it goes out again once its claim "
-                "lapses",
-                message["outcomeId"],
-                record.upgrade_id,
-            )
-
-    def _leave_outcome_for_later(self, record: UpgradeRecord) -> None:
-        """Too little of the budget is left to wait for storage's whole answer, and a shorter wait could make a
-        copy: release the claim unsent (so its later send is not taken for a resend) and check again once it would
-        have lapsed. Should the release fail, the claim lapses all the same."""
-        log.warning(
-            "Outcome %s of upgrade %s: too little time left to wait for storage's answer; it is sent in %d s",
-            outcome_id_for(record.upgrade_id),
-            record.upgrade_id,
-            OUTCOME_LEASE_SECONDS,
-        )
-        with contextlib.suppress(ProductUpgradeError):
-            self._ledger.update_upgrade(replace(record, outcome_claimed_at=None))
-        self._scheduler.schedule_check(TrackingCheck.first(record).to_json(), OUTCOME_LEASE_SECONDS + 1)
 
     def _expired(self, record: UpgradeRecord, now: datetime | None = None) -> bool:
         return (now or utc_now()) - record.accepted_at >= self._window

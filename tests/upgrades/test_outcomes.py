@@ -26,7 +26,7 @@ from shared.store.scheduler import QUEUE_DEADLINE_SECONDS
 from shared.store.storage import ANSWER_MARGIN_SECONDS
 from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
-from shared.upgrades.tracking import OUTCOME_LEASE_SECONDS
+from shared.upgrades.outcomes import OUTCOME_LEASE_SECONDS
 from tests.harness import Host, run_tracking_function
 
 #: The read timeout of an outcome send: storage's deadline and the margin past it.

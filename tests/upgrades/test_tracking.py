@@ -23,7 +23,8 @@ from shared.settings import Settings, StorageConnection
 from shared.store.records import utc_now
 from shared.store.table_ledger import TableLedger
 from shared.upgrades import runtime
-from shared.upgrades.tracking import MAX_WRITES, TrackingCheck
+from shared.upgrades.checks import TrackingCheck
+from shared.upgrades.tracking import MAX_WRITES
 from tests.harness import FAST_POLICY, Host, run_tracking_function, use_unreachable_storage
 
 OTHER_CUSTOMER = "00000000-0000-0000-0000-0000000000d2"

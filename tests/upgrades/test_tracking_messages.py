@@ -11,7 +11,7 @@ from azure.functions.queue import QueueMessage
 from sandbox import CUSTOMER_ID
 from shared.errors import ValidationError
 from shared.functions import tracking_worker
-from shared.upgrades.tracking import MAX_CHECKS, MAX_FAILURES, TrackingCheck
+from shared.upgrades.checks import MAX_CHECKS, MAX_FAILURES, TrackingCheck
 
 LEDGER_KEY = str(uuid.uuid4())
 
