@@ -188,6 +188,42 @@ class Settings:
         )
 
 
+#: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
+WEBSITE_HOSTNAME_VARIABLE = "WEBSITE_HOSTNAME"
+#: ``Development`` under Core Tools (``func start``); ``Production`` (or unset) when hosted.
+FUNCTIONS_ENVIRONMENT_VARIABLE = "AZURE_FUNCTIONS_ENVIRONMENT"
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """Where the app is reached: what ``Location`` and the served API description are built on."""
+
+    #: ``PRODUCT_UPGRADE_PUBLIC_URL``, validated: the public URL standing for the app's ``/api``.
+    public_url: str | None
+    #: ``WEBSITE_HOSTNAME`` as App Service and Flex Consumption set it; None when unset or a local host.
+    platform_host: str | None
+    #: Under Core Tools (``func start``): ``AZURE_FUNCTIONS_ENVIRONMENT`` is ``Development``, or
+    #: ``WEBSITE_HOSTNAME`` names a local host.
+    local_run: bool
+
+
+def hosting(environ: Mapping[str, str] | None = None) -> Hosting:
+    """:class:`Hosting` from the environment, read at each call: the routes that build public URLs need no other
+    setting, and the platform's own values are no app setting an operator sets. Raises :class:`SettingError` for a
+    malformed ``PRODUCT_UPGRADE_PUBLIC_URL``."""
+    env = os.environ if environ is None else environ
+    host = (env.get(WEBSITE_HOSTNAME_VARIABLE) or "").strip()
+    local_host = bool(host) and host.rsplit(":", 1)[0].lower() in _LOCAL_HOSTS
+    development = (env.get(FUNCTIONS_ENVIRONMENT_VARIABLE) or "").strip().lower() == "development"
+    return Hosting(
+        public_url=read_public_url(env),
+        platform_host=host if _HOST.fullmatch(host) and not local_host else None,
+        local_run=development or local_host,
+    )
+
+
 def read_public_url(env: Mapping[str, str]) -> str | None:
     """``PRODUCT_UPGRADE_PUBLIC_URL``, validated (an https URL standing for the app's ``/api``); None when unset.
     Read on its own too: the routes that build public URLs need no other setting."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import uuid
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from shared.models import (
     parse_product_family,
 )
 from shared.retry import time_budget
-from shared.settings import PUBLIC_URL_SETTING, read_public_url
+from shared.settings import PUBLIC_URL_SETTING, WEBSITE_HOSTNAME_VARIABLE, hosting
 from shared.store.ledger import MAX_PAGE_SIZE
 from shared.store.records import UPGRADE_STATES, utc_now
 from shared.upgrades import campaigns
@@ -44,13 +43,7 @@ DEFAULT_RETRY_AFTER_SECONDS = 30
 PROBLEM_TYPE_BASE = "urn:partner-center-product-upgrades:problem:"
 #: host.json's ``extensions.http.routePrefix``: what ``PRODUCT_UPGRADE_PUBLIC_URL`` stands for.
 ROUTE_PREFIX = "api"
-#: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
-WEBSITE_HOSTNAME = "WEBSITE_HOSTNAME"
-#: ``Development`` under Core Tools (``func start``); ``Production`` (or unset) when hosted.
-FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?")
 _ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "0.0.0.0"})
 
 
 def create_upgrade(req: func.HttpRequest) -> func.HttpResponse:
@@ -199,7 +192,7 @@ def status_url(req: func.HttpRequest, upgrade_id: str, request: ProductUpgradeRe
     code = req.params.get("code")
     # The key goes only to a host the app chose (or a local run's): outside local runs, a base taken from the
     # request's own Host could be a forged one, and a poller would carry the key there.
-    if code and (chosen_by_the_app or local_run()):
+    if code and (chosen_by_the_app or hosting().local_run):
         query["code"] = code
     return f"{base}/productupgrades/{upgrade_id}?{urlencode(query)}"
 
@@ -216,32 +209,13 @@ def api_base_url(req: func.HttpRequest) -> str:
 
 def _api_base(req: func.HttpRequest) -> tuple[str, bool]:
     """:func:`api_base_url`, and whether the app chose it (a setting, the platform) rather than the request."""
-    public_url = read_public_url(os.environ)
-    if public_url:
-        return public_url, True
-    host = _platform_host()
-    if host is not None:
-        return f"https://{host}/{ROUTE_PREFIX}", True
+    place = hosting()
+    if place.public_url:
+        return place.public_url, True
+    if place.platform_host is not None:
+        return f"https://{place.platform_host}/{ROUTE_PREFIX}", True
     own = urlsplit(str(req.url))
     return f"{own.scheme}://{own.netloc}/{ROUTE_PREFIX}", False
-
-
-def _platform_host() -> str | None:
-    """``WEBSITE_HOSTNAME`` as App Service and Flex Consumption set it; None when unset or a local host (Core
-    Tools sets it to localhost:<port> too: that is a local run, served over http)."""
-    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
-    if _HOST.fullmatch(host) and host.rsplit(":", 1)[0].lower() not in _LOCAL_HOSTS:
-        return host
-    return None
-
-
-def local_run() -> bool:
-    """Running under Core Tools (``func start``): ``AZURE_FUNCTIONS_ENVIRONMENT`` is ``Development``, or
-    ``WEBSITE_HOSTNAME`` names a local host."""
-    if (os.environ.get(FUNCTIONS_ENVIRONMENT) or "").strip().lower() == "development":
-        return True
-    host = (os.environ.get(WEBSITE_HOSTNAME) or "").strip()
-    return bool(host) and host.rsplit(":", 1)[0].lower() in _LOCAL_HOSTS
 
 
 def check_location_base() -> None:
@@ -249,15 +223,15 @@ def check_location_base() -> None:
     (container hosting), ``Location`` comes from the request's own host and so carries no ``code`` key. Reads
     only the environment and never raises: importing the function app needs no settings."""
     try:
-        chosen = read_public_url(os.environ) is not None or _platform_host() is not None
+        place = hosting()
     except ProductUpgradeError:
         return  # a malformed PRODUCT_UPGRADE_PUBLIC_URL is named by the first call that needs it
-    if not chosen and not local_run():
+    if place.public_url is None and place.platform_host is None and not place.local_run:
         log.warning(
             "Neither %s nor %s is set: Location headers are built from each request's own host and carry no "
             "code key, so a poller must send its key itself; set %s to the app's public URL",
             PUBLIC_URL_SETTING,
-            WEBSITE_HOSTNAME,
+            WEBSITE_HOSTNAME_VARIABLE,
             PUBLIC_URL_SETTING,
         )
 
