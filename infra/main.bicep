@@ -99,6 +99,9 @@ var tags = {
 @description('Public base URL standing for the app\'s /api (API Management, custom domain) in Location headers; empty: https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
 
+@description('The partner\'s known limit on Partner Center calls per minute, all instances together; empty: learned from Partner Center\'s 429s.')
+param maxCallsPerMinute string = ''
+
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
@@ -279,6 +282,7 @@ module api 'app/api.bicep' = {
     deferSeconds: deferSeconds
     maxDeferrals: maxDeferrals
     publicUrl: publicUrl
+    maxCallsPerMinute: maxCallsPerMinute
   }
 }
 

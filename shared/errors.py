@@ -185,6 +185,7 @@ class PartnerCenterError(ProductUpgradeError):
         retry_after: int | None = None,
         correlation_id: str | None = None,
         request_id: str | None = None,
+        customer_throttled: bool = False,
     ) -> None:
         detail = f"Partner Center answered {status}"
         if error_code:
@@ -198,6 +199,9 @@ class PartnerCenterError(ProductUpgradeError):
         self._retry_after = retry_after
         self.correlation_id = correlation_id
         self.request_id = request_id
+        #: A 429 Partner Center keeps giving for this one customer (its per-partner-and-customer limit) while
+        #: other customers go through: the customer is held until Retry-After, the rest of a campaign goes on.
+        self.customer_throttled = customer_throttled
 
     @property
     def partner_center_error_code(self) -> str | None:

@@ -37,6 +37,7 @@ TRACKING_HOURS_SETTING = "PRODUCT_UPGRADE_TRACKING_HOURS"
 DEFER_SECONDS_SETTING = "PRODUCT_UPGRADE_DEFER_SECONDS"
 MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
+MAX_CALLS_PER_MINUTE_SETTING = "PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
@@ -85,6 +86,7 @@ ALL_SETTINGS: tuple[str, ...] = (
     DEFER_SECONDS_SETTING,
     MAX_DEFERRALS_SETTING,
     PUBLIC_URL_SETTING,
+    MAX_CALLS_PER_MINUTE_SETTING,
     STORAGE_SETTING,
 )
 
@@ -135,6 +137,8 @@ class Settings:
     max_deferrals: int = int(DEFAULTS[MAX_DEFERRALS_SETTING])
     #: Base URL standing for the app's ``/api`` in ``Location`` (API Management, a custom domain), or None.
     public_url: str | None = None
+    #: The partner's known limit on Partner Center calls, all instances together; None: learned from 429s alone.
+    max_calls_per_minute: float | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -162,6 +166,7 @@ class Settings:
             defer_seconds=reader.positive_float(DEFER_SECONDS_SETTING),
             max_deferrals=reader.positive_int(MAX_DEFERRALS_SETTING),
             public_url=read_public_url(env),
+            max_calls_per_minute=reader.optional_positive_float(MAX_CALLS_PER_MINUTE_SETTING),
         )
 
 
@@ -228,6 +233,9 @@ class _Reader:
         if value < 1 or (maximum is not None and value > maximum):
             raise InvalidSettingError(name, expected)
         return value
+
+    def optional_positive_float(self, name: str) -> float | None:
+        return self.positive_float(name) if self.optional(name) is not None else None
 
     def positive_float(self, name: str) -> float:
         raw = self.required(name)

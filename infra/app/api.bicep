@@ -49,6 +49,8 @@ param deferSeconds string
 param maxDeferrals string
 @description('PRODUCT_UPGRADE_PUBLIC_URL: public base URL for Location; empty for https://{WEBSITE_HOSTNAME}.')
 param publicUrl string = ''
+@description('PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE: the partner\'s known limit on Partner Center calls (all instances); empty to learn it from 429s.')
+param maxCallsPerMinute string = ''
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -226,6 +228,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_PUBLIC_URL'
           value: publicUrl
+        }
+        {
+          name: 'PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE'
+          value: maxCallsPerMinute
         }
       ]
     }

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from shared.partner_center.client import PartnerCenterClient
+    from shared.partner_center.pace import PaceLimiter
     from shared.partner_center.secrets import SecretStore
     from shared.partner_center.tokens import TokenProvider
     from shared.store.ledger import Ledger
@@ -45,6 +46,8 @@ class Runtime:
     ledger: Ledger
     scheduler: Scheduler
     tracker: UpgradeTracker | None
+    #: The pace of every Partner Center call of this process, shared with the other instances through storage.
+    pace: PaceLimiter
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
 
     @classmethod
@@ -74,7 +77,10 @@ class Runtime:
             session=session,
             policy=policy,
         )
-        client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
+        pace = _pace(settings, credential)
+        client = PartnerCenterClient(
+            base_url=settings.base_url, session=session, tokens=tokens, policy=policy, pace=pace
+        )
         ledger = _ledger(settings, credential)
         scheduler = _scheduler(settings, credential)
         tracker = (
@@ -99,6 +105,7 @@ class Runtime:
             ledger=ledger,
             scheduler=scheduler,
             tracker=tracker,
+            pace=pace,
             poll_interval_seconds=poll_interval_seconds,
         )
 
@@ -132,6 +139,22 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
     if client_id:
         options["managed_identity_client_id"] = client_id
     return DefaultAzureCredential(**options)
+
+
+def _pace(settings: Settings, credential: TokenCredential | None) -> PaceLimiter:
+    """The pace limiter, its rate shared with the other instances through the ledger's table when there is one
+    (store and partner_center never import each other: this is where they meet)."""
+    from shared.partner_center.pace import PaceLimiter
+    from shared.partner_center.pace_rules import PaceRules
+    from shared.partner_center.pace_sharing import PaceSharing
+    from shared.store.pace_state import TablePaceState
+
+    rules = PaceRules.with_ceiling(settings.max_calls_per_minute)
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
+        return PaceLimiter(rules)
+    state = TablePaceState(storage, settings.table_name, credential)
+    return PaceLimiter(rules, sharing=PaceSharing(state, rules))
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:

@@ -1,0 +1,397 @@
+"""The pace of Partner Center calls: every call passes :class:`PaceLimiter`, in the client's one send path.
+
+Partner Center throttles a rate of calls per partner, or per partner and customer. The limiter:
+
+- spaces this process's calls at a rate (a token bucket), learned by AIMD from Partner Center's 429s
+  (:class:`~shared.partner_center.pace_rules.PaceRules`), under ``PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE`` when set;
+- shares that rate with every other instance of the app when the store keeps the shared state
+  (:mod:`shared.partner_center.pace_sharing`): this process takes its share of the partner's one rate;
+- holds a customer whose calls Partner Center throttles on their own until its Retry-After, while the calls
+  about other customers go on; a partner-wide 429 holds every call until its Retry-After;
+- never waits past the caller's time budget (:func:`shared.retry.time_budget`): a call that cannot start in time
+  fails as Partner Center's own throttling, with the seconds left as ``retry_after``; inside
+  :func:`customer_hold_patience` a held customer's call fails at once (the queue function defers it).
+
+Storage slow or down: the exchange runs on a thread of its own, so calls never wait for it; after
+:data:`STALE_AFTER_SECONDS` without an answer this process paces alone from what it last knew, and goes back
+to the shared pace when storage answers again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from shared.errors import PartnerCenterError
+from shared.partner_center.pace_rules import (
+    DEFAULT_RETRY_AFTER_SECONDS,
+    Pace,
+    PaceRules,
+    ThrottleEvidence,
+    ThrottleKind,
+    TokenBucket,
+)
+from shared.partner_center.pace_sharing import CutEvent, PaceSharing, PartnerView
+from shared.retry import parse_retry_after, remaining_budget
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two exchanges with the shared state while this process calls Partner Center.
+SYNC_INTERVAL_SECONDS = 1.0
+#: Without an answer from the shared state for this long, this process paces alone.
+STALE_AFTER_SECONDS = 5.0
+#: After the shared state failed, wait this long before asking again.
+RETRY_SHARED_AFTER_SECONDS = 5.0
+#: Cuts kept for the shared record while storage does not answer (older ones are moot by then).
+MAX_PENDING_CUTS = 16
+
+_patience: contextvars.ContextVar[float | None] = contextvars.ContextVar("customer_hold_patience", default=None)
+
+
+@contextlib.contextmanager
+def customer_hold_patience(seconds: float) -> Iterator[None]:
+    """Within this block, a call about a customer Partner Center holds for longer than ``seconds`` is not waited
+    for: it fails at once as throttled (``customer_throttled``), so a queue function can defer it."""
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
+
+
+class _Response(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+R = TypeVar("R", bound=_Response)
+
+
+@dataclass(frozen=True)
+class PaceWait:
+    """Why calls wait now, for a progress bar: a partner-wide pause, customers held."""
+
+    paused_for: float
+    customers_held: int
+    held_for: float
+
+
+@dataclass(frozen=True)
+class _Ticket:
+    customer: str | None
+    #: Cuts known when the call was sent: its 429 cuts again only if no cut came since.
+    known_cuts: int
+
+
+class PaceLimiter:
+    """Spaces Partner Center calls at a learned rate, shared across instances when ``sharing`` is given."""
+
+    def __init__(
+        self,
+        rules: PaceRules | None = None,
+        *,
+        sharing: PaceSharing | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[threading.Condition, float], object] | None = None,
+        background: bool = True,
+        reserve_seconds: float = 0.5,
+    ) -> None:
+        self.rules = rules or PaceRules()
+        self._sharing = sharing
+        self._clock = clock
+        self._wall = wall
+        # Waiting is a wait on the condition (woken early by a cut or a pause); tests pass a fake that moves time.
+        self._sleep = sleep or (lambda condition, seconds: condition.wait(seconds))
+        self._background = background
+        #: A call that could not start with this many seconds of its budget left would not finish either.
+        self._reserve = reserve_seconds
+        self._cond = threading.Condition()
+        now = clock()
+        self._pace = self.rules.start(now)
+        self._share = 1.0
+        self._bucket = TokenBucket(self._pace.rate, now)
+        #: Bumped by every cut or pause: callers sleeping on a slot handed out before ask again.
+        self._epoch = 0
+        self._evidence = ThrottleEvidence()
+        self._callers = 0
+        self._peak = 0
+        #: Calls waited for the rate since the last increase (local) or the last exchange (shared).
+        self._limited = False
+        self._shared_limited = False
+        self._pending: list[CutEvent] = []
+        #: True while this process paces on its own (no shared state, or it stopped answering).
+        self._alone = sharing is None
+        self._syncing = False
+        self._sync_started = -math.inf
+        self._next_sync = -math.inf
+        self._answered_at = -math.inf
+        self._failing = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._counts = {"calls": 0, "throttled": 0, "partner": 0, "alone": 0, "customer": 0, "syncs": 0, "failures": 0}
+
+    # -- the send path ----------------------------------------------------------------------------------
+    def call(self, customer: str | None, send: Callable[[], R]) -> R:
+        """Run ``send`` (one HTTP attempt about ``customer``, None for a call about no customer) at this
+        process's pace, and learn from its answer."""
+        ticket = self._acquire(customer)
+        response: R | None = None
+        try:
+            response = send()
+            return response
+        finally:
+            self._release(ticket, response)
+
+    def hold_left(self, customer: str | None) -> float:
+        """Seconds until calls about ``customer`` may go again (0: not held)."""
+        with self._cond:
+            now = self._clock()
+            return max(0.0, self._evidence.held_until(customer, now) - now)
+
+    def surfaces(self, customer: str | None) -> bool:
+        """True when a 429 about ``customer`` should reach the caller now rather than be retried after its
+        Retry-After: the customer is held longer than the :func:`customer_hold_patience` of this context."""
+        patience = _patience.get()
+        return patience is not None and customer is not None and self.hold_left(customer) > patience
+
+    # -- what it knows ----------------------------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Calls per second this process allows itself now."""
+        with self._cond:
+            return self._bucket.rate
+
+    def waiting(self) -> PaceWait:
+        with self._cond:
+            now = self._clock()
+            held, held_for = self._evidence.held(now)
+            return PaceWait(max(0.0, self._pace.paused_until - now), held, held_for)
+
+    def figures(self) -> dict[str, Any]:
+        """Counters and the current pace (benchmarks, health details)."""
+        with self._cond:
+            figures: dict[str, Any] = dict(self._counts)
+            figures.update(
+                rate=self._bucket.rate,
+                share=self._share,
+                partner_rate=self._pace.rate if not self._alone else None,
+                alone=self._alone,
+                cuts=self._pace.cuts,
+            )
+        if self._sharing is not None:
+            figures["storage_requests"] = self._sharing.requests
+        return figures
+
+    # -- acquiring a slot -------------------------------------------------------------------------------
+    def _acquire(self, customer: str | None) -> _Ticket:
+        budget = remaining_budget()
+        patience = _patience.get()
+        with self._cond:
+            deadline = None if budget is None else self._clock() + budget - self._reserve
+            self._callers += 1
+            self._peak = max(self._peak, self._callers)
+            try:
+                return self._wait_for_slot(customer, deadline, patience)
+            except BaseException:
+                self._callers -= 1
+                raise
+
+    def _wait_for_slot(self, customer: str | None, deadline: float | None, patience: float | None) -> _Ticket:
+        while True:
+            now = self._clock()
+            self._refresh(now)
+            hold = self._evidence.held_until(customer, now) - now
+            if hold > 0:
+                if (patience is not None and hold > patience) or (deadline is not None and now + hold > deadline):
+                    raise _throttled_here(hold, customer=True)
+                self._sleep(self._cond, hold)
+                continue
+            start = max(now, self._pace.paused_until)
+            if deadline is not None and self._bucket.next_slot(start) > deadline:
+                raise _throttled_here(self._bucket.next_slot(start) - now, customer=False)
+            slot = self._bucket.reserve(start)
+            epoch = self._epoch
+            if slot > now:
+                self._limited = self._shared_limited = True
+            while self._epoch == epoch and (left := slot - self._clock()) > 0:
+                self._sleep(self._cond, left)
+            if self._epoch == epoch:
+                return _Ticket(customer, self._pace.cuts)
+            # A cut or a pause came while this call waited for its slot: ask again under the new pace.
+
+    def _refresh(self, now: float) -> None:
+        """Under the lock, on every call: grow the pace when calls waited for it; keep the shared view fresh."""
+        if self._alone:
+            if self._limited:
+                grown = self.rules.grow(self._pace, now)
+                if grown is not self._pace:
+                    self._limited = False
+                    self._set(grown, now)
+        elif self._syncing and now - self._sync_started > STALE_AFTER_SECONDS:
+            self._go_alone(now, "the shared pace has not answered for a while")
+        if self._sharing is not None and not self._syncing and now >= self._next_sync:
+            self._want_sync()
+
+    # -- learning from the answer -----------------------------------------------------------------------
+    def _release(self, ticket: _Ticket, response: _Response | None) -> None:
+        with self._cond:
+            self._callers -= 1
+            if response is None:
+                return  # no answer (a timeout, a reset): nothing learned about the pace
+            self._counts["calls"] += 1
+            if response.status_code != 429:
+                return
+            now = self._clock()
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = DEFAULT_RETRY_AFTER_SECONDS if retry_after is None else max(retry_after, 0.0)
+            kind = self._evidence.throttled(ticket.customer, now, retry_after)
+            self._counts["throttled"] += 1
+            self._counts[kind.value] += 1
+            if kind is ThrottleKind.CUSTOMER:
+                log.info("Partner Center throttled customer %s again; holding it %.0f s", ticket.customer, retry_after)
+                return
+            pause = kind is ThrottleKind.PARTNER
+            before = self._pace
+            self._set(
+                self.rules.cut(before, now, retry_after=retry_after, pause=pause, known_cuts=ticket.known_cuts), now
+            )
+            if self._sharing is not None:
+                self._pending = [*self._pending, CutEvent(now, retry_after, pause, ticket.known_cuts)][
+                    -MAX_PENDING_CUTS:
+                ]
+                self._want_sync()
+        if pause:
+            log.warning(
+                "Partner Center's partner-wide limit: every call waits %.0f s; rate %.2f -> %.2f calls/s",
+                retry_after,
+                before.rate,
+                self._pace.rate,
+            )
+        else:
+            log.info(
+                "Partner Center throttled customer %s; holding it %.0f s, rate %.2f -> %.2f calls/s",
+                ticket.customer,
+                retry_after,
+                before.rate,
+                self._pace.rate,
+            )
+
+    def _set(self, pace: Pace, now: float) -> None:
+        """Under the lock: adopt ``pace`` (this process's own, or the partner's at this process's share)."""
+        disturbed = pace.cuts != self._pace.cuts or pace.paused_until > self._pace.paused_until + 1e-3
+        self._pace = pace
+        self._bucket.rate = max(pace.rate * self._share, 1e-6)
+        if disturbed:
+            self._epoch += 1
+            self._bucket.restart(max(now, pace.paused_until))
+            self._cond.notify_all()
+
+    def _go_alone(self, now: float, why: str) -> None:
+        if not self._alone:
+            log.warning("Pacing Partner Center calls on this instance alone: %s", why)
+            self._alone = True
+            # What this process last had of the partner's rate becomes its own to learn from.
+            self._pace, self._share = self._pace.scaled(self._share), 1.0
+            self._set(self._pace, now)
+
+    # -- the shared pace ---------------------------------------------------------------------------------
+    def sync_now(self) -> None:
+        """One exchange with the shared state, in this thread (the background thread calls it; tests too)."""
+        sharing = self._sharing
+        if sharing is None:
+            return
+        with self._cond:
+            if self._syncing:
+                return
+            now = self._clock()
+            self._syncing, self._sync_started = True, now
+            self._next_sync = now + SYNC_INTERVAL_SECONDS
+            demand = float(max(self._peak, self._callers, 1 if self._pending else 0))
+            self._peak = self._callers
+            limited, self._shared_limited = self._shared_limited, False
+            offset = self._wall() - now
+            cuts, self._pending = self._pending, []
+        if demand <= 0:
+            with self._cond:
+                self._syncing = False  # idle: nothing to share, and this instance's record ages out
+            return
+        try:
+            view = sharing.sync(demand, limited=limited, cuts=[cut.shifted(offset) for cut in cuts])
+        except Exception as exc:  # storage in any state: pace alone, never stop upgrading
+            self._failed(exc, cuts)
+            return
+        self._adopt(view, offset, [] if view.written else cuts)
+
+    def _failed(self, exc: Exception, cuts: list[CutEvent]) -> None:
+        with self._cond:
+            now = self._clock()
+            self._syncing = False
+            self._counts["failures"] += 1
+            self._pending = [*cuts, *self._pending][-MAX_PENDING_CUTS:]
+            self._next_sync = now + RETRY_SHARED_AFTER_SECONDS
+            first = not self._failing
+            self._failing = True
+            self._go_alone(now, f"the shared pace could not be read ({type(exc).__name__})")
+        if first:
+            log.warning("The shared pace of Partner Center calls is unavailable (%s); pacing alone", type(exc).__name__)
+
+    def _adopt(self, view: PartnerView, offset: float, unwritten: list[CutEvent]) -> None:
+        with self._cond:
+            now = self._clock()
+            self._syncing = False
+            self._counts["syncs"] += 1
+            self._answered_at = now
+            self._pending = [*unwritten, *self._pending][-MAX_PENDING_CUTS:]
+            if self._failing or self._alone:
+                log.info("Pacing Partner Center calls with the other instances again (%d)", view.instances)
+            self._failing = self._alone = False
+            self._share = view.share
+            self._set(view.pace.shifted(-offset), now)
+
+    def _want_sync(self) -> None:
+        """Under the lock: have the background thread exchange with the shared state now."""
+        if not self._background:
+            return
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=_sync_loop, args=(weakref.ref(self), self._wake), name="pace-sync", daemon=True
+            )
+            self._thread.start()
+        self._wake.set()
+
+
+def _sync_loop(limiter: weakref.ref[PaceLimiter], wake: threading.Event) -> None:
+    """The exchange thread: wakes when asked, ends when its limiter is gone."""
+    while True:
+        asked = wake.wait(60.0)
+        current = limiter()
+        if current is None:
+            return
+        if asked:
+            wake.clear()
+            current.sync_now()
+        del current
+
+
+def _throttled_here(wait: float, *, customer: bool) -> PartnerCenterError:
+    """What a caller sees when it may not call Partner Center before its budget (or patience) ends."""
+    what = "calls about this customer" if customer else "this app"
+    return PartnerCenterError(
+        429,
+        None,
+        f"Partner Center is still throttling {what}; this call was held back rather than sent",
+        retry_after=max(1, math.ceil(wait)),
+        customer_throttled=customer,
+    )
