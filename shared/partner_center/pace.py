@@ -127,20 +127,20 @@ class PaceLimiter:
         self._evidence = ThrottleEvidence()
         self._callers = 0
         self._peak = 0
-        #: Calls waited for the rate since the last increase (local) or the last exchange (shared).
-        self._limited = False
-        self._shared_limited = False
+        #: When a call last waited for the rate: the rate grows only while calls wait for it.
+        self._limited_at = -math.inf
         self._pending: list[CutEvent] = []
         #: True while this process paces on its own (no shared state, or it stopped answering).
         self._alone = sharing is None
         self._syncing = False
         self._sync_started = -math.inf
         self._next_sync = -math.inf
-        self._answered_at = -math.inf
         self._failing = False
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._counts = {"calls": 0, "throttled": 0, "partner": 0, "alone": 0, "customer": 0, "syncs": 0, "failures": 0}
+        self._counts = dict.fromkeys(
+            ("calls", "throttled", "partner", "alone", "customer", "syncs", "pushes", "failures"), 0
+        )
 
     # -- the send path ----------------------------------------------------------------------------------
     def call(self, customer: str | None, send: Callable[[], R]) -> R:
@@ -224,7 +224,7 @@ class PaceLimiter:
             slot = self._bucket.reserve(start)
             epoch = self._epoch
             if slot > now:
-                self._limited = self._shared_limited = True
+                self._limited_at = now
             while self._epoch == epoch and (left := slot - self._clock()) > 0:
                 self._sleep(self._cond, left)
             if self._epoch == epoch:
@@ -234,14 +234,11 @@ class PaceLimiter:
     def _refresh(self, now: float) -> None:
         """Under the lock, on every call: grow the pace when calls waited for it; keep the shared view fresh."""
         if self._alone:
-            if self._limited:
-                grown = self.rules.grow(self._pace, now)
-                if grown is not self._pace:
-                    self._limited = False
-                    self._set(grown, now)
+            if self._limited(now):
+                self._set(self.rules.grow(self._pace, now), now)
         elif self._syncing and now - self._sync_started > STALE_AFTER_SECONDS:
             self._go_alone(now, "the shared pace has not answered for a while")
-        if self._sharing is not None and not self._syncing and now >= self._next_sync:
+        if self._sharing is not None and not self._syncing and (now >= self._next_sync or self._pending):
             self._want_sync()
 
     # -- learning from the answer -----------------------------------------------------------------------
@@ -288,6 +285,10 @@ class PaceLimiter:
                 self._pace.rate,
             )
 
+    def _limited(self, now: float) -> bool:
+        """Under the lock: whether calls waited for the rate within the last interval."""
+        return now - self._limited_at <= self.rules.interval
+
     def _set(self, pace: Pace, now: float) -> None:
         """Under the lock: adopt ``pace`` (this process's own, or the partner's at this process's share)."""
         disturbed = pace.cuts != self._pace.cuts or pace.paused_until > self._pace.paused_until + 1e-3
@@ -308,31 +309,41 @@ class PaceLimiter:
 
     # -- the shared pace ---------------------------------------------------------------------------------
     def sync_now(self) -> None:
-        """One exchange with the shared state, in this thread (the background thread calls it; tests too)."""
+        """Share what this process learnt (the background thread calls it; tests too): an exchange with the shared
+        state when one is due (at most one a second), else only a write of the cuts it made since."""
         sharing = self._sharing
         if sharing is None:
             return
         with self._cond:
-            if self._syncing:
-                return
             now = self._clock()
+            exchange = now >= self._next_sync
+            if self._syncing or not (exchange or self._pending):
+                return
             self._syncing, self._sync_started = True, now
-            self._next_sync = now + SYNC_INTERVAL_SECONDS
             demand = float(max(self._peak, self._callers, 1 if self._pending else 0))
-            self._peak = self._callers
-            limited, self._shared_limited = self._shared_limited, False
+            if exchange:
+                self._next_sync = now + SYNC_INTERVAL_SECONDS
+                self._peak = self._callers
+            limited = self._limited(now)
             offset = self._wall() - now
             cuts, self._pending = self._pending, []
         if demand <= 0:
             with self._cond:
                 self._syncing = False  # idle: nothing to share, and this instance's record ages out
             return
+        shifted = [cut.shifted(offset) for cut in cuts]
+        view: PartnerView | None
         try:
-            view = sharing.sync(demand, limited=limited, cuts=[cut.shifted(offset) for cut in cuts])
+            view = sharing.sync(demand, limited=limited, cuts=shifted) if exchange else sharing.push(shifted)
         except Exception as exc:  # storage in any state: pace alone, never stop upgrading
             self._failed(exc, cuts)
             return
-        self._adopt(view, offset, [] if view.written else cuts)
+        if view is None:  # a push that lost to another instance's write: the next exchange folds the cuts in
+            with self._cond:
+                self._syncing = False
+                self._pending = [*cuts, *self._pending][-MAX_PENDING_CUTS:]
+            return
+        self._adopt(view, offset, [] if view.written else cuts, exchanged=exchange)
 
     def _failed(self, exc: Exception, cuts: list[CutEvent]) -> None:
         with self._cond:
@@ -347,12 +358,11 @@ class PaceLimiter:
         if first:
             log.warning("The shared pace of Partner Center calls is unavailable (%s); pacing alone", type(exc).__name__)
 
-    def _adopt(self, view: PartnerView, offset: float, unwritten: list[CutEvent]) -> None:
+    def _adopt(self, view: PartnerView, offset: float, unwritten: list[CutEvent], *, exchanged: bool) -> None:
         with self._cond:
             now = self._clock()
             self._syncing = False
-            self._counts["syncs"] += 1
-            self._answered_at = now
+            self._counts["syncs" if exchanged else "pushes"] += 1
             self._pending = [*unwritten, *self._pending][-MAX_PENDING_CUTS:]
             if self._failing or self._alone:
                 log.info("Pacing Partner Center calls with the other instances again (%d)", view.instances)

@@ -126,11 +126,11 @@ class PaceRules:
         """The rules under a partner's known limit (``PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE``), or the defaults."""
         if calls_per_minute is None:
             return cls()
-        ceiling = max(calls_per_minute / 60.0, cls.minimum)
+        ceiling = calls_per_minute / 60.0
         return cls(initial=min(cls.initial, ceiling), minimum=min(cls.minimum, ceiling), maximum=ceiling)
 
     def start(self, now: float) -> Pace:
-        return Pace(rate=self.initial, base=self.initial, slow_start=True, changed_at=now)
+        return Pace(rate=self.initial, base=self.initial, slow_start=self.initial < self.maximum, changed_at=now)
 
     def step(self, pace: Pace) -> float:
         """Calls per second added each second of the current probe."""
@@ -152,8 +152,9 @@ class PaceRules:
         """The pace after a 429 for a call sent when ``known_cuts`` cuts had been made. ``pause``: the 429 is
         Partner Center's partner-wide limit, so no call starts before its Retry-After has passed."""
         paused_until = max(pace.paused_until, now + retry_after) if pause else pace.paused_until
-        if known_cuts < pace.cuts:
-            # Sent before the latest cut: this 429 is of the same round, already answered.
+        if known_cuts < pace.cuts or (pace.slow_start and not pause):
+            # Sent before the latest cut: this 429 is of the same round, already answered. Or one customer's 429 in
+            # slow start: not yet a sign of the partner's limit, which would show as 429s for several customers.
             return replace(pace, paused_until=paused_until)
         if pace.slow_start:
             factor = 0.5  # slow start overshoots by up to twice the limit

@@ -106,6 +106,9 @@ class PaceSharing:
         self.attempts = attempts
         #: Storage requests made: two per exchange (an upsert and a query), one per write of the partner's record.
         self.requests = 0
+        #: The partner's pace as last read or written, its ETag, and this instance's share then.
+        self._last: PartnerView | None = None
+        self._etag: str | None = None
 
     def sync(self, demand: float, *, limited: bool, cuts: Sequence[CutEvent] = ()) -> PartnerView:
         """Record ``demand``, read the partner's pace, fold in this instance's 429s (``cuts``) and, when its calls
@@ -117,28 +120,41 @@ class PaceSharing:
             self.requests += 2
             now = self.wall()
             current = Pace.from_record(snapshot.record) if snapshot.record is not None else None
-            pace = current or self.rules.start(now)
-            for cut in cuts:
-                pace = self.rules.cut(
-                    pace, cut.at, retry_after=cut.retry_after, pause=cut.pause, known_cuts=cut.known_cuts
-                )
+            pace = self._folded(current or self.rules.start(now), cuts)
             if limited:
                 pace = self.rules.grow(pace, now)
-            view = PartnerView(
-                current or pace,
-                _share(self.instance_id, demand, snapshot.demands),
-                max(1, len(snapshot.demands)),
-                written=False,
-            )
+            share = _share(self.instance_id, demand, snapshot.demands)
+            view = PartnerView(current or pace, share, max(1, len(snapshot.demands)), written=False)
+            self._last, self._etag = view, snapshot.etag
             if pace == current:
                 return replace(view, written=True)
-            self.requests += 1
             # A record this app cannot read is replaced under its ETag; a missing one is inserted.
-            etag = self.state.replace(pace.to_record(), snapshot.etag if snapshot.record is not None else None)
-            if etag is not None:
-                return replace(view, pace=pace, written=True)
+            written = self._write(pace, view, snapshot.etag if snapshot.record is not None else None)
+            if written is not None:
+                return written
         assert view is not None
         return view
+
+    def push(self, cuts: Sequence[CutEvent]) -> PartnerView | None:
+        """Fold ``cuts`` into the partner's pace as last read and write it under that ETag (one request, no read:
+        the other instances hear of a 429 without waiting for this one's next exchange). None when there is
+        nothing to fold into yet or another instance wrote first: the next exchange folds them in."""
+        if self._last is None or self._etag is None:
+            return None
+        return self._write(self._folded(self._last.pace, cuts), self._last, self._etag)
+
+    def _folded(self, pace: Pace, cuts: Sequence[CutEvent]) -> Pace:
+        for cut in cuts:
+            pace = self.rules.cut(pace, cut.at, retry_after=cut.retry_after, pause=cut.pause, known_cuts=cut.known_cuts)
+        return pace
+
+    def _write(self, pace: Pace, view: PartnerView, etag: str | None) -> PartnerView | None:
+        self.requests += 1
+        new_etag = self.state.replace(pace.to_record(), etag)
+        if new_etag is None:
+            return None
+        self._last, self._etag = replace(view, pace=pace, written=True), new_etag
+        return self._last
 
 
 def _share(instance_id: str, demand: float, demands: Mapping[str, float]) -> float:
