@@ -26,6 +26,12 @@ def test_defaults_are_the_contracts():
     assert settings.storage is None
 
 
+def test_the_ceiling_on_partner_center_calls_is_unset_by_default_and_read_when_set():
+    assert s.Settings.from_env(MINIMAL).max_calls_per_minute is None
+    assert s.Settings.from_env({**MINIMAL, s.MAX_CALLS_PER_MINUTE_SETTING: ""}).max_calls_per_minute is None
+    assert s.Settings.from_env({**MINIMAL, s.MAX_CALLS_PER_MINUTE_SETTING: "300"}).max_calls_per_minute == 300.0
+
+
 def test_missing_tenant_is_named():
     with pytest.raises(MissingSettingError) as info:
         s.Settings.from_env({})
@@ -49,6 +55,8 @@ def test_blank_value_counts_as_missing_and_falls_back_to_default():
         (s.MAX_ATTEMPTS_SETTING, "0"),
         (s.TENANT_ID_SETTING, "contoso/../x"),
         (s.TENANT_ID_SETTING, "a b"),
+        (s.MAX_CALLS_PER_MINUTE_SETTING, "lots"),
+        (s.MAX_CALLS_PER_MINUTE_SETTING, "-60"),
     ],
 )
 def test_malformed_values_are_named_without_echoing_the_value(name, value):

@@ -142,3 +142,9 @@ def test_storage_down_never_stops_upgrading(monkeypatch, app_env, azurite):
     figures = rt.pace.figures()
     assert figures["failures"] >= 1 and figures["alone"] is True
     assert len(creates(rt, 4, threads=2)) == 4
+
+
+def test_the_ceiling_setting_bounds_the_pace_of_every_instance(monkeypatch, stored_app):
+    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE", "120")
+    rt = runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY)
+    assert rt.pace.rules.maximum == 2.0 and rt.pace.rate <= 2.0
