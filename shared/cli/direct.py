@@ -21,7 +21,7 @@ from .campaign import Result, Row
 from .context import Context
 from .follow import check_through_tracker, outcome_of, tracked
 from .pool import Done, Fatal, RowPool, stops_the_run
-from .progress import CampaignProgress
+from .progress import CampaignProgress, pace_waits
 
 
 class DirectChannel:
@@ -101,8 +101,10 @@ class DirectChannel:
 
     @contextlib.contextmanager
     def watching(self, progress: CampaignProgress) -> Iterator[None]:
-        """Count Partner Center's 429 answers on the shared session (the retry policy honours them)."""
+        """Count Partner Center's 429 answers on the shared session (the retry policy honours them), and say when
+        and why calls wait for Partner Center."""
         session = self.context.runtime.session
+        progress.show_waiting(pace_waits(self.context.runtime.pace))
 
         def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             if response.status_code == 429:
