@@ -92,6 +92,7 @@ class _Ticket:
     customer: str | None
     #: Cuts known when the call was sent: its 429 cuts again only if no cut came since.
     known_cuts: int
+    sent_at: float
 
 
 class PaceLimiter:
@@ -228,7 +229,7 @@ class PaceLimiter:
             while self._epoch == epoch and (left := slot - self._clock()) > 0:
                 self._sleep(self._cond, left)
             if self._epoch == epoch:
-                return _Ticket(customer, self._pace.cuts)
+                return _Ticket(customer, self._pace.cuts, max(slot, self._clock()))
             # A cut or a pause came while this call waited for its slot: ask again under the new pace.
 
     def _refresh(self, now: float) -> None:
@@ -262,10 +263,18 @@ class PaceLimiter:
             pause = kind is ThrottleKind.PARTNER
             before = self._pace
             self._set(
-                self.rules.cut(before, now, retry_after=retry_after, pause=pause, known_cuts=ticket.known_cuts), now
+                self.rules.cut(
+                    before,
+                    now,
+                    retry_after=retry_after,
+                    pause=pause,
+                    known_cuts=ticket.known_cuts,
+                    sent_at=ticket.sent_at,
+                ),
+                now,
             )
             if self._sharing is not None:
-                self._pending = [*self._pending, CutEvent(now, retry_after, pause, ticket.known_cuts)][
+                self._pending = [*self._pending, CutEvent(now, retry_after, pause, ticket.known_cuts, ticket.sent_at)][
                     -MAX_PENDING_CUTS:
                 ]
                 self._want_sync()

@@ -43,6 +43,8 @@ class Pace:
     cuts: int = 0
     #: No call before this (Retry-After of a partner-wide 429).
     paused_until: float = 0.0
+    #: Seconds of probing (calls waiting for the rate, no 429) since the last cut: the step widens with it.
+    probed: float = 0.0
 
     def shifted(self, offset: float) -> Pace:
         """The same pace on a clock ``offset`` seconds ahead (a time 0 stays 0: "never")."""
@@ -70,6 +72,7 @@ class Pace:
             "CutAt": self.cut_at,
             "Cuts": float(self.cuts),
             "PausedUntil": self.paused_until,
+            "Probed": self.probed,
         }
 
     @classmethod
@@ -89,9 +92,10 @@ class Pace:
             cut_at=figures["CutAt"],
             cuts=int(figures["Cuts"]),
             paused_until=figures["PausedUntil"],
+            probed=max(0.0, figures["Probed"]),
         )
 
-    _FIELDS = ("Rate", "Base", "SlowStart", "ChangedAt", "CutAt", "Cuts", "PausedUntil")
+    _FIELDS = ("Rate", "Base", "SlowStart", "ChangedAt", "CutAt", "Cuts", "PausedUntil", "Probed")
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,11 @@ class PaceRules:
     #: Additive step per second: this share of the rate the last cut left...
     increase: float = 0.05
     #: ...but never more than ``base * base / calls_per_probe``: each probe past Partner Center's limit costs about
-    #: one 429 per instance, so at low rates the probe is slowed until it spans a few hundred calls.
+    #: one 429 per instance, so at low rates the probe is slowed until it spans a few hundred calls...
     calls_per_probe: float = 300.0
+    #: ...and twice that step for every this many seconds of probing without a 429: a rate cut far below the limit
+    #: (a burst of 429s from elsewhere, Partner Center easing) comes back within a minute or two, not hours.
+    quiet_doubling: float = 15.0
     #: Multiplicative decrease on a 429; harder when the previous cut, ``repeat_within`` seconds ago, was not enough.
     decrease: float = 0.85
     repeated_decrease: float = 0.7
@@ -134,7 +141,8 @@ class PaceRules:
 
     def step(self, pace: Pace) -> float:
         """Calls per second added each second of the current probe."""
-        return pace.base * min(self.increase, pace.base / self.calls_per_probe)
+        widening = math.pow(2.0, min(pace.probed / self.quiet_doubling, 16.0))
+        return pace.base * min(self.increase, pace.base / self.calls_per_probe) * widening
 
     def grow(self, pace: Pace, now: float) -> Pace:
         """The pace after calls waited for the rate (no 429 came): at most one increase per :attr:`interval`, and
@@ -145,16 +153,25 @@ class PaceRules:
         if pace.slow_start:
             rate = min(self.maximum, pace.rate * 2.0)
             return replace(pace, rate=rate, base=rate, slow_start=rate < self.maximum, changed_at=now)
-        rate = min(self.maximum, pace.rate + self.step(pace) * min(elapsed, 2 * self.interval))
-        return replace(pace, rate=rate, changed_at=now)
+        probed = min(elapsed, 2 * self.interval)
+        rate = min(self.maximum, pace.rate + self.step(pace) * probed)
+        return replace(pace, rate=rate, changed_at=now, probed=pace.probed + probed)
 
-    def cut(self, pace: Pace, now: float, *, retry_after: float, pause: bool, known_cuts: int) -> Pace:
-        """The pace after a 429 for a call sent when ``known_cuts`` cuts had been made. ``pause``: the 429 is
-        Partner Center's partner-wide limit, so no call starts before its Retry-After has passed."""
+    def cut(
+        self, pace: Pace, now: float, *, retry_after: float, pause: bool, known_cuts: int, sent_at: float | None = None
+    ) -> Pace:
+        """The pace after a 429 for a call sent (at ``sent_at``) when ``known_cuts`` cuts had been made. ``pause``:
+        the 429 is Partner Center's partner-wide limit, so no call starts before its Retry-After has passed."""
         paused_until = max(pace.paused_until, now + retry_after) if pause else pace.paused_until
-        if known_cuts < pace.cuts or (pace.slow_start and not pause):
-            # Sent before the latest cut: this 429 is of the same round, already answered. Or one customer's 429 in
-            # slow start: not yet a sign of the partner's limit, which would show as 429s for several customers.
+        after_pause = (
+            sent_at is not None
+            and pace.paused_until > 0
+            and 0 <= sent_at - pace.paused_until < max(1.0 / pace.rate, self.interval)
+        )
+        if known_cuts < pace.cuts or (pace.slow_start and not pause) or after_pause:
+            # Sent before the latest cut: this 429 is of the same round, already answered. One customer's 429 in slow
+            # start: not yet a sign of the partner's limit, which shows as 429s for several customers. The first
+            # call after a pause, refused: the pause was too short, not the rate too high; wait its Retry-After.
             return replace(pace, paused_until=paused_until)
         if pace.slow_start:
             factor = 0.5  # slow start overshoots by up to twice the limit

@@ -68,9 +68,11 @@ class CutEvent:
     retry_after: float
     pause: bool
     known_cuts: int
+    #: When the throttled call was sent.
+    sent_at: float | None = None
 
     def shifted(self, offset: float) -> CutEvent:
-        return replace(self, at=self.at + offset)
+        return replace(self, at=self.at + offset, sent_at=None if self.sent_at is None else self.sent_at + offset)
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,14 @@ class PaceSharing:
 
     def _folded(self, pace: Pace, cuts: Sequence[CutEvent]) -> Pace:
         for cut in cuts:
-            pace = self.rules.cut(pace, cut.at, retry_after=cut.retry_after, pause=cut.pause, known_cuts=cut.known_cuts)
+            pace = self.rules.cut(
+                pace,
+                cut.at,
+                retry_after=cut.retry_after,
+                pause=cut.pause,
+                known_cuts=cut.known_cuts,
+                sent_at=cut.sent_at,
+            )
         return pace
 
     def _write(self, pace: Pace, view: PartnerView, etag: str | None) -> PartnerView | None:

@@ -11,8 +11,8 @@ RULES = PaceRules()
 
 
 def probing(rate=20.0, at=100.0):
-    """A pace past slow start, its last cut long ago."""
-    return Pace(rate=rate, base=rate, slow_start=False, changed_at=at, cut_at=1.0, cuts=3)
+    """A pace past slow start, just cut (at ``at``) to ``rate``."""
+    return Pace(rate=rate, base=rate, slow_start=False, changed_at=at, cut_at=at, cuts=3)
 
 
 def test_slow_start_doubles_the_rate_each_second_calls_wait_for_it():
@@ -33,14 +33,28 @@ def test_slow_start_ends_at_the_ceiling():
     assert rules.grow(pace, 1.0).rate == 10.0 and not rules.grow(pace, 1.0).slow_start
 
 
-def test_additive_increase_is_a_fixed_step_per_second_of_the_probe():
+def test_additive_increase_is_a_step_per_second_of_the_probe():
     pace = probing(rate=40.0)
     step = RULES.step(pace)
     assert step == pytest.approx(40.0 * 0.05)  # 5 % of the rate the last cut left
     grown = RULES.grow(pace, 101.0)
     again = RULES.grow(grown, 102.0)
-    assert grown.rate == pytest.approx(40.0 + step) and again.rate == pytest.approx(40.0 + 2 * step)
-    assert again.base == 40.0  # the step stays that of the probe: additive, not compounding
+    assert grown.rate == pytest.approx(40.0 + step) and again.rate == pytest.approx(grown.rate + RULES.step(grown))
+    assert again.base == 40.0 and RULES.step(grown) < 1.1 * step  # additive, not compounding
+
+
+def test_the_step_doubles_for_every_quiet_spell_of_probing():
+    pace = probing(rate=40.0)
+    first = RULES.step(pace)
+    for second in range(int(RULES.quiet_doubling)):
+        pace = RULES.grow(pace, 101.0 + second)
+    assert RULES.step(pace) == pytest.approx(2 * first)
+    # A rate cut far below the limit (a burst of 429s from elsewhere) is made up within a minute.
+    low = probing(rate=5.0, at=0.0)
+    while low.changed_at < 60.0:
+        low = RULES.grow(low, low.changed_at + 1.0)
+    assert low.rate > 15.0
+    assert RULES.cut(low, 61.0, retry_after=1.0, pause=False, known_cuts=low.cuts).probed == 0.0  # a 429 ends it
 
 
 def test_at_low_rates_the_probe_is_slower_so_a_probe_spans_a_few_hundred_calls():
@@ -49,9 +63,10 @@ def test_at_low_rates_the_probe_is_slower_so_a_probe_spans_a_few_hundred_calls()
     assert RULES.step(pace) < 5.0 * RULES.increase
 
 
-def test_an_idle_spell_earns_at_most_two_steps():
+def test_an_idle_spell_earns_at_most_two_steps_and_no_widening():
     pace = probing(rate=40.0)
-    assert RULES.grow(pace, 100.0 + 3600).rate == pytest.approx(40.0 + 2 * RULES.step(pace))
+    grown = RULES.grow(pace, 100.0 + 3600)
+    assert grown.rate == pytest.approx(40.0 + 2 * RULES.step(pace)) and grown.probed == 2.0
 
 
 def test_no_increase_while_paused_and_never_above_the_maximum():
@@ -90,6 +105,16 @@ def test_one_customer_s_429_in_slow_start_neither_cuts_nor_ends_it():
     assert RULES.cut(pace, 3.0, retry_after=30.0, pause=False, known_cuts=0) == pace
 
 
+def test_a_429_for_the_first_call_after_a_pause_waits_again_without_a_cut():
+    pace = probing(rate=10.0)
+    paused = RULES.cut(pace, 200.0, retry_after=1.0, pause=True, known_cuts=pace.cuts)
+    again = RULES.cut(paused, 201.05, retry_after=1.0, pause=True, known_cuts=paused.cuts, sent_at=201.0)
+    assert again.rate == paused.rate and again.cuts == paused.cuts and again.paused_until == 202.05
+    # Calls well after the pause, at the rate, refused: that is the rate's doing, and it is cut.
+    later = RULES.cut(paused, 205.0, retry_after=1.0, pause=True, known_cuts=paused.cuts, sent_at=204.9)
+    assert later.rate < paused.rate
+
+
 def test_a_partner_wide_429_pauses_until_retry_after_and_the_probe_restarts_after_it():
     pace = probing(rate=20.0)
     cut = RULES.cut(pace, 200.0, retry_after=30.0, pause=True, known_cuts=pace.cuts)
@@ -122,7 +147,9 @@ def test_rules_are_checked(bad):
 
 
 def test_the_shared_record_round_trips_and_nonsense_is_refused():
-    pace = Pace(rate=12.5, base=10.0, slow_start=False, changed_at=5.0, cut_at=4.0, cuts=7, paused_until=6.0)
+    pace = Pace(
+        rate=12.5, base=10.0, slow_start=False, changed_at=5.0, cut_at=4.0, cuts=7, paused_until=6.0, probed=3.0
+    )
     assert Pace.from_record(pace.to_record()) == pace
     assert Pace.from_record({"Rate": 1.0}) is None
     assert Pace.from_record({**pace.to_record(), "Rate": 0.0}) is None
