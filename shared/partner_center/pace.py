@@ -123,8 +123,10 @@ class PaceLimiter:
         self._pace = self.rules.start(now)
         self._share = 1.0
         self._bucket = TokenBucket(self._pace.rate, now)
-        #: Bumped by every cut or pause: callers sleeping on a slot handed out before ask again.
+        #: Bumped by every change of the pace: callers sleeping on a slot handed out before ask again.
         self._epoch = 0
+        #: When the last call was let go: a new plan keeps its spacing from it.
+        self._last_start = -math.inf
         self._evidence = ThrottleEvidence()
         self._callers = 0
         self._peak = 0
@@ -193,6 +195,8 @@ class PaceLimiter:
             )
         if self._sharing is not None:
             figures["storage_requests"] = self._sharing.requests
+            figures["storage_seconds"] = self._sharing.seconds
+            figures["storage_longest_seconds"] = self._sharing.longest
         return figures
 
     # -- acquiring a slot -------------------------------------------------------------------------------
@@ -229,8 +233,16 @@ class PaceLimiter:
             while self._epoch == epoch and (left := slot - self._clock()) > 0:
                 self._sleep(self._cond, left)
             if self._epoch == epoch:
+                self._last_start = slot
                 return _Ticket(customer, self._pace.cuts, max(slot, self._clock()))
-            # A cut or a pause came while this call waited for its slot: ask again under the new pace.
+            # The pace changed (a cut, a pause, an increase) while this call waited for its slot: ask again.
+
+    def tick(self) -> None:
+        """Once a second, from the background thread: what :meth:`_refresh` does on a call, for callers already
+        waiting on their slots (a queue worker's invocations all wait at once, and start no call for a while)."""
+        with self._cond:
+            if self._callers or self._pending:
+                self._refresh(self._clock())
 
     def _refresh(self, now: float) -> None:
         """Under the lock, on every call: grow the pace when calls waited for it; keep the shared view fresh."""
@@ -241,6 +253,8 @@ class PaceLimiter:
             self._go_alone(now, "the shared pace has not answered for a while")
         if self._sharing is not None and not self._syncing and (now >= self._next_sync or self._pending):
             self._want_sync()
+        else:
+            self._ensure_thread()
 
     # -- learning from the answer -----------------------------------------------------------------------
     def _release(self, ticket: _Ticket, response: _Response | None) -> None:
@@ -299,13 +313,19 @@ class PaceLimiter:
         return now - self._limited_at <= self.rules.interval
 
     def _set(self, pace: Pace, now: float) -> None:
-        """Under the lock: adopt ``pace`` (this process's own, or the partner's at this process's share)."""
-        disturbed = pace.cuts != self._pace.cuts or pace.paused_until > self._pace.paused_until + 1e-3
+        """Under the lock: adopt ``pace`` (this process's own, or the partner's at this process's share). Callers
+        waiting on a slot planned at another pace plan again, spaced at the new rate from the last call let go."""
+        rate = max(pace.rate * self._share, 1e-6)
+        changed = (
+            pace.cuts != self._pace.cuts
+            or pace.paused_until > self._pace.paused_until + 1e-3
+            or abs(rate - self._bucket.rate) > 1e-6 * self._bucket.rate
+        )
         self._pace = pace
-        self._bucket.rate = max(pace.rate * self._share, 1e-6)
-        if disturbed:
+        self._bucket.rate = rate
+        if changed:
             self._epoch += 1
-            self._bucket.restart(max(now, pace.paused_until))
+            self._bucket.restart(max(now, pace.paused_until, self._last_start + 1.0 / rate))
             self._cond.notify_all()
 
     def _go_alone(self, now: float, why: str) -> None:
@@ -381,26 +401,32 @@ class PaceLimiter:
 
     def _want_sync(self) -> None:
         """Under the lock: have the background thread exchange with the shared state now."""
+        if self._ensure_thread():
+            self._wake.set()
+
+    def _ensure_thread(self) -> bool:
+        """Under the lock: the background thread running (started on first use); False without one (tests)."""
         if not self._background:
-            return
+            return False
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
-                target=_sync_loop, args=(weakref.ref(self), self._wake), name="pace-sync", daemon=True
+                target=_sync_loop, args=(weakref.ref(self), self._wake), name="pace", daemon=True
             )
             self._thread.start()
-        self._wake.set()
+        return True
 
 
 def _sync_loop(limiter: weakref.ref[PaceLimiter], wake: threading.Event) -> None:
-    """The exchange thread: wakes when asked, ends when its limiter is gone."""
+    """The limiter's thread: once a second (or when asked) its tick, and the exchange with the shared state when
+    due; it ends when its limiter is gone."""
     while True:
-        asked = wake.wait(60.0)
+        wake.wait(SYNC_INTERVAL_SECONDS)
         current = limiter()
         if current is None:
             return
-        if asked:
-            wake.clear()
-            current.sync_now()
+        wake.clear()
+        current.tick()
+        current.sync_now()
         del current
 
 

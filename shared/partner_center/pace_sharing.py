@@ -108,6 +108,9 @@ class PaceSharing:
         self.attempts = attempts
         #: Storage requests made: two per exchange (an upsert and a query), one per write of the partner's record.
         self.requests = 0
+        #: Seconds spent in exchanges and writes, and the longest one (how slow storage is, seen from here).
+        self.seconds = 0.0
+        self.longest = 0.0
         #: The partner's pace as last read or written, its ETag, and this instance's share then.
         self._last: PartnerView | None = None
         self._etag: str | None = None
@@ -118,7 +121,9 @@ class PaceSharing:
         (another instance wrote first) read and fold again, up to :attr:`attempts` times."""
         view: PartnerView | None = None
         for _ in range(self.attempts):
+            started = time.monotonic()
             snapshot = self.state.exchange(self.instance_id, demand, active_within=self.active_within)
+            self._took(time.monotonic() - started)
             self.requests += 2
             now = self.wall()
             current = Pace.from_record(snapshot.record) if snapshot.record is not None else None
@@ -157,9 +162,15 @@ class PaceSharing:
             )
         return pace
 
+    def _took(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.longest = max(self.longest, seconds)
+
     def _write(self, pace: Pace, view: PartnerView, etag: str | None) -> PartnerView | None:
         self.requests += 1
+        started = time.monotonic()
         new_etag = self.state.replace(pace.to_record(), etag)
+        self._took(time.monotonic() - started)
         if new_etag is None:
             return None
         self._last, self._etag = replace(view, pace=pace, written=True), new_etag
