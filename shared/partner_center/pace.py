@@ -121,6 +121,9 @@ class PaceLimiter:
         self._cond = threading.Condition()
         now = clock()
         self._pace = self.rules.start(now)
+        #: The partner's cuts as last heard: with a shared pace, a call's round is the partner's, so that this
+        #: instance's own cut, made before it heard of another's in the same round, does not start a new one.
+        self._partner_cuts = 0
         self._share = 1.0
         self._bucket = TokenBucket(self._pace.rate, now)
         #: Bumped by every change of the pace: callers sleeping on a slot handed out before ask again.
@@ -234,7 +237,8 @@ class PaceLimiter:
                 self._sleep(self._cond, left)
             if self._epoch == epoch:
                 self._last_start = slot
-                return _Ticket(customer, self._pace.cuts, max(slot, self._clock()))
+                known = self._pace.cuts if self._alone else self._partner_cuts
+                return _Ticket(customer, known, max(slot, self._clock()))
             # The pace changed (a cut, a pause, an increase) while this call waited for its slot: ask again.
 
     def tick(self) -> None:
@@ -397,6 +401,7 @@ class PaceLimiter:
                 log.info("Pacing Partner Center calls with the other instances again (%d)", view.instances)
             self._failing = self._alone = False
             self._share = view.share
+            self._partner_cuts = view.pace.cuts
             self._set(view.pace.shifted(-offset), now)
 
     def _want_sync(self) -> None:

@@ -168,7 +168,10 @@ class PaceRules:
             and pace.paused_until > 0
             and 0 <= sent_at - pace.paused_until < max(1.0 / pace.rate, self.interval)
         )
-        if known_cuts < pace.cuts or (pace.slow_start and not pause) or after_pause:
+        # Sent within an interval of the latest cut: other instances hear of a cut at their next exchange, a second
+        # later, and the limit has not refilled yet; their 429s then are of the cut's own round.
+        just_cut = sent_at is not None and pace.cut_at > 0 and sent_at < pace.cut_at + self.interval
+        if known_cuts < pace.cuts or just_cut or (pace.slow_start and not pause) or after_pause:
             # Sent before the latest cut: this 429 is of the same round, already answered. One customer's 429 in slow
             # start: not yet a sign of the partner's limit, which shows as 429s for several customers. The first
             # call after a pause, refused: the pause was too short, not the rate too high; wait its Retry-After.

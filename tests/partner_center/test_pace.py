@@ -299,6 +299,26 @@ def test_a_cut_by_one_instance_reaches_the_other_at_its_next_exchange():
     assert second.rate == pytest.approx(after.rate / 2)
 
 
+def test_one_round_of_429s_across_instances_cuts_the_partner_s_rate_once():
+    clock = Clock()
+    state = MemoryPaceState(clock)
+    first, second = shared_limiter(clock, state, instance="one"), shared_limiter(clock, state, instance="two")
+    for pace in (first, second, first):
+        busy(pace, clock, calls=1)
+        exchange(pace, clock)
+    before = Pace.from_record(state.record)
+    first.call(A, Sent(clock)(429, retry_after=1))
+    first.call(B, Sent(clock)(429, retry_after=1))
+    first.sync_now()  # the partner's cut, written at once
+    # The second has not heard of it: its own 429s, before its next exchange, are of the same round...
+    second.call(C, Sent(clock)(429, retry_after=1))
+    second.call("customer-d", Sent(clock)(429, retry_after=1))
+    clock.now += 2.0
+    second.call("customer-e", Sent(clock)(429, retry_after=1))  # ...even this one: sent before it heard
+    exchange(second, clock)
+    assert Pace.from_record(state.record).cuts == before.cuts + 1
+
+
 def test_the_partner_s_rate_grows_at_most_once_a_second_in_all():
     clock = Clock()
     state = MemoryPaceState(clock)

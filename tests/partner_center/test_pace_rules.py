@@ -85,6 +85,16 @@ def test_a_429_cuts_the_rate_once_per_round():
     assert same_round.rate == cut.rate and same_round.cuts == cut.cuts
 
 
+def test_a_429_for_a_call_sent_within_a_second_of_the_cut_is_of_its_round():
+    # The other instances hear of a cut at their next exchange, and the limit has not refilled yet.
+    pace = probing(rate=20.0)
+    cut = RULES.cut(pace, 200.0, retry_after=1.0, pause=False, known_cuts=pace.cuts)
+    late = RULES.cut(cut, 200.9, retry_after=1.0, pause=False, known_cuts=cut.cuts, sent_at=200.8)
+    assert late.rate == cut.rate and late.cuts == cut.cuts
+    later = RULES.cut(cut, 201.6, retry_after=1.0, pause=False, known_cuts=cut.cuts, sent_at=201.5)
+    assert later.cuts == cut.cuts + 1
+
+
 def test_a_cut_that_was_not_enough_is_followed_by_a_harder_one():
     pace = probing(rate=20.0)
     first = RULES.cut(pace, 200.0, retry_after=1.0, pause=False, known_cuts=pace.cuts)
