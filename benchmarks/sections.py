@@ -337,6 +337,8 @@ class _Drain:
             "calls_after_10s": settled_calls,
             "throttled_fraction_after_10s": counts["partner_center_rate_limited_after_10s"] / max(1, settled_calls),
             "customer_throttled_calls": counts["partner_center_customer_throttled"],
+            # Each second since the start: [second, Partner Center calls, answered 429 by the partner's limit].
+            "timeline": counts["partner_center_timeline"],
             "results": len(results),
             "statuses": dict(statuses),
             "messages_without_result": self.messages - len(per_message),

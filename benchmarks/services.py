@@ -71,7 +71,16 @@ def serve(args: argparse.Namespace) -> int:
         with storage_proxy._lock:
             storage = {f"{service} {method}": n for (service, method), n in storage_proxy.counts.items()}
         settled = marked["at"] + 10.0  # past the first 10 s, when the pace is still being learnt
+        timeline: dict[int, list[int]] = {}
+        if marked["at"]:  # calls and 429s in each second since the mark
+            for r in list(partner_center.requests):
+                if r.received_at >= marked["at"]:
+                    timeline.setdefault(int(r.received_at - marked["at"]), [0, 0])[0] += 1
+            for t in list(partner_center.rate_limited_at):
+                if t >= marked["at"]:
+                    timeline.setdefault(int(t - marked["at"]), [0, 0])[1] += 1
         return {
+            "partner_center_timeline": [[second, *timeline[second]] for second in sorted(timeline)],
             "partner_center_calls_after_10s": sum(1 for r in list(partner_center.requests) if r.received_at >= settled),
             "partner_center_rate_limited_after_10s": sum(
                 1 for t in list(partner_center.rate_limited_at) if t >= settled

@@ -136,6 +136,8 @@ class PaceLimiter:
         #: When a call last waited for the rate: the rate grows only while calls wait for it.
         self._limited_at = -math.inf
         self._pending: list[CutEvent] = []
+        #: A write of cuts lost to another instance's write: the next exchange (which reads again) folds them in.
+        self._push_lost = False
         #: True while this process paces on its own (no shared state, or it stopped answering).
         self._alone = sharing is None
         self._syncing = False
@@ -255,7 +257,8 @@ class PaceLimiter:
                 self._set(self.rules.grow(self._pace, now), now)
         elif self._syncing and now - self._sync_started > STALE_AFTER_SECONDS:
             self._go_alone(now, "the shared pace has not answered for a while")
-        if self._sharing is not None and not self._syncing and (now >= self._next_sync or self._pending):
+        pushing = self._pending and not self._push_lost
+        if self._sharing is not None and not self._syncing and (now >= self._next_sync or pushing):
             self._want_sync()
         else:
             self._ensure_thread()
@@ -350,7 +353,7 @@ class PaceLimiter:
         with self._cond:
             now = self._clock()
             exchange = now >= self._next_sync
-            if self._syncing or not (exchange or self._pending):
+            if self._syncing or not (exchange or (self._pending and not self._push_lost)):
                 return
             self._syncing, self._sync_started = True, now
             demand = float(max(self._peak, self._callers, 1 if self._pending else 0))
@@ -374,6 +377,7 @@ class PaceLimiter:
         if view is None:  # a push that lost to another instance's write: the next exchange folds the cuts in
             with self._cond:
                 self._syncing = False
+                self._push_lost = True
                 self._pending = [*cuts, *self._pending][-MAX_PENDING_CUTS:]
             return
         self._adopt(view, offset, [] if view.written else cuts, exchanged=exchange)
@@ -383,6 +387,7 @@ class PaceLimiter:
             now = self._clock()
             self._syncing = False
             self._counts["failures"] += 1
+            self._push_lost = True  # nothing more is tried before the next exchange, after a pause
             self._pending = [*cuts, *self._pending][-MAX_PENDING_CUTS:]
             self._next_sync = now + RETRY_SHARED_AFTER_SECONDS
             first = not self._failing
@@ -396,6 +401,8 @@ class PaceLimiter:
             now = self._clock()
             self._syncing = False
             self._counts["syncs" if exchanged else "pushes"] += 1
+            if exchanged:
+                self._push_lost = False
             self._pending = [*unwritten, *self._pending][-MAX_PENDING_CUTS:]
             if self._failing or self._alone:
                 log.info("Pacing Partner Center calls with the other instances again (%d)", view.instances)

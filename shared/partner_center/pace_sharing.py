@@ -172,6 +172,7 @@ class PaceSharing:
         new_etag = self.state.replace(pace.to_record(), etag)
         self._took(time.monotonic() - started)
         if new_etag is None:
+            self._etag = None  # another instance wrote first: nothing more is written before the next read
             return None
         self._last, self._etag = replace(view, pace=pace, written=True), new_etag
         return self._last

@@ -319,6 +319,24 @@ def test_one_round_of_429s_across_instances_cuts_the_partner_s_rate_once():
     assert Pace.from_record(state.record).cuts == before.cuts + 1
 
 
+def test_a_write_lost_to_another_instance_waits_for_the_next_exchange():
+    clock = Clock()
+    state = MemoryPaceState(clock)
+    first, second = shared_limiter(clock, state, instance="one"), shared_limiter(clock, state, instance="two")
+    for pace in (second, first):
+        busy(pace, clock, calls=1)
+        exchange(pace, clock)
+    second.call(None, Sent(clock)(429, retry_after=1))  # the partner's limit: the record changes
+    second.sync_now()
+    first.call(None, Sent(clock)(429, retry_after=1))
+    writes, exchanges = state.writes, state.exchanges
+    for _ in range(5):
+        first.sync_now()  # its write meets the other's: lost, and not tried again and again
+    assert (state.writes, state.exchanges) == (writes, exchanges) and first.figures()["storage_requests"] <= 5
+    exchange(first, clock)  # the next exchange reads the record again and folds the cut in
+    assert state.exchanges == exchanges + 1 and first._pending == []
+
+
 def test_the_partner_s_rate_grows_at_most_once_a_second_in_all():
     clock = Clock()
     state = MemoryPaceState(clock)
