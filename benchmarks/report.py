@@ -123,6 +123,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{calls['storage_requests_per_keyed_create']:.2f}",
             )
         )
+        if "pace_storage_requests_at_large_n" in calls:
+            rows.append(
+                _figure(
+                    "outbound calls",
+                    f"shared pace: storage requests during the N={large} creates (counted apart from the above)",
+                    calls["pace_storage_requests_at_large_n"],
+                    str(calls["pace_storage_requests_at_large_n"]),
+                )
+            )
         rss = calls["peak_rss_kib"]
         rows.append(
             _row(

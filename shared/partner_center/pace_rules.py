@@ -110,14 +110,14 @@ class PaceRules:
     #: Additive step per second: this share of the rate the last cut left...
     increase: float = 0.05
     #: ...but never more than ``base * base / calls_per_probe``: each probe past Partner Center's limit costs about
-    #: one 429 per instance, so at low rates the probe is slowed until it spans a few hundred calls...
-    calls_per_probe: float = 300.0
+    #: a few 429s (one per instance, about), so at low rates the probe is slowed until it spans a few hundred calls...
+    calls_per_probe: float = 500.0
     #: ...and twice that step for every this many seconds of probing without a 429: a rate cut far below the limit
     #: (a burst of 429s from elsewhere, Partner Center easing) comes back within a minute or two, not hours.
     quiet_doubling: float = 15.0
     #: Multiplicative decrease on a 429; harder when the previous cut, ``repeat_within`` seconds ago, was not enough.
     decrease: float = 0.85
-    repeated_decrease: float = 0.7
+    repeated_decrease: float = 0.6
     repeat_within: float = 3.0
     #: Seconds between two increases.
     interval: float = 1.0

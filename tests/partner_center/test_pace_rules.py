@@ -59,7 +59,7 @@ def test_the_step_doubles_for_every_quiet_spell_of_probing():
 
 def test_at_low_rates_the_probe_is_slower_so_a_probe_spans_a_few_hundred_calls():
     pace = probing(rate=5.0)
-    assert RULES.step(pace) == pytest.approx(5.0 * 5.0 / 300.0)
+    assert RULES.step(pace) == pytest.approx(5.0 * 5.0 / RULES.calls_per_probe)
     assert RULES.step(pace) < 5.0 * RULES.increase
 
 
