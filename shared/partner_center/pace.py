@@ -275,7 +275,7 @@ class PaceLimiter:
             now = self._clock()
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             retry_after = DEFAULT_RETRY_AFTER_SECONDS if retry_after is None else max(retry_after, 0.0)
-            kind = self._evidence.throttled(ticket.customer, now, retry_after)
+            kind, wait = self._evidence.throttled(ticket.customer, now, retry_after)
             self._counts["throttled"] += 1
             self._counts[kind.value] += 1
             if kind is ThrottleKind.CUSTOMER:
@@ -287,7 +287,7 @@ class PaceLimiter:
                 self.rules.cut(
                     before,
                     now,
-                    retry_after=retry_after,
+                    retry_after=wait if pause else retry_after,
                     pause=pause,
                     known_cuts=ticket.known_cuts,
                     sent_at=ticket.sent_at,
@@ -295,14 +295,14 @@ class PaceLimiter:
                 now,
             )
             if self._sharing is not None:
-                self._pending = [*self._pending, CutEvent(now, retry_after, pause, ticket.known_cuts, ticket.sent_at)][
+                self._pending = [*self._pending, CutEvent(now, wait, pause, ticket.known_cuts, ticket.sent_at)][
                     -MAX_PENDING_CUTS:
                 ]
                 self._want_sync()
         if pause:
             log.warning(
                 "Partner Center's partner-wide limit: every call waits %.0f s; rate %.2f -> %.2f calls/s",
-                retry_after,
+                wait,
                 before.rate,
                 self._pace.rate,
             )

@@ -253,25 +253,28 @@ class ThrottleEvidence:
         self.memory = memory
         #: customer -> (last 429 at, held until)
         self._customers: dict[str, tuple[float, float]] = {}
-        #: The last 429 that was not a held customer's: (when, lower-cased customer or None).
-        self._last: tuple[float, str | None] | None = None
+        #: The last 429 that was not a held customer's: (when, lower-cased customer or None, its Retry-After).
+        self._last: tuple[float, str | None, float] | None = None
 
-    def throttled(self, customer: str | None, now: float, retry_after: float) -> ThrottleKind:
-        """Record a 429 answered at ``now`` for a call about ``customer`` (None: about no customer)."""
+    def throttled(self, customer: str | None, now: float, retry_after: float) -> tuple[ThrottleKind, float]:
+        """Record a 429 answered at ``now`` for a call about ``customer`` (None: about no customer): what it is, and
+        for the partner's limit, how long every call waits. Concluded from two customers' 429s, that is the shorter
+        of their Retry-Afters: a customer held for longer (30 s, where the partner's window says 1) is the likelier
+        to be that customer's own limit, met by chance at the same time."""
         if customer is None:
-            self._last = (now, None)
-            return ThrottleKind.PARTNER
+            self._last = (now, None, retry_after)
+            return ThrottleKind.PARTNER, retry_after
         key = customer.lower()
         previous = self._customers.pop(key, None)
         self._customers[key] = (now, now + retry_after)  # re-inserted: the dict stays in order of last 429
         self._forget(now)
         if previous is not None and now - previous[0] < max(self.memory, 2 * (previous[1] - previous[0])):
             # A held customer's 429 says nothing of the partner's limit: it is not evidence for the window either.
-            return ThrottleKind.CUSTOMER
-        last, self._last = self._last, (now, key)
+            return ThrottleKind.CUSTOMER, 0.0
+        last, self._last = self._last, (now, key, retry_after)
         if last is not None and now - last[0] < self.window and last[1] != key:
-            return ThrottleKind.PARTNER
-        return ThrottleKind.ALONE
+            return ThrottleKind.PARTNER, min(retry_after, last[2])
+        return ThrottleKind.ALONE, 0.0
 
     def held_until(self, customer: str | None, now: float) -> float:
         """When calls about ``customer`` may go again (``now`` or earlier: not held)."""

@@ -100,7 +100,7 @@ def test_429s_for_several_customers_pause_every_call_until_retry_after():
     clock = Clock()
     pace = limiter(clock, PaceRules(initial=10.0, maximum=10.0))
     sent = Sent(clock)
-    pace.call(A, sent(429, retry_after=1))
+    pace.call(A, sent(429, retry_after=20))
     pace.call(B, sent(429, retry_after=20))
     assert pace.waiting().paused_for == pytest.approx(20.0)
     pace.call(C, sent())
@@ -285,7 +285,7 @@ def test_a_cut_by_one_instance_reaches_the_other_at_its_next_exchange():
         exchange(pace, clock)
     before = Pace.from_record(state.record)
     writes = state.writes
-    first.call(A, Sent(clock)(429, retry_after=1))
+    first.call(A, Sent(clock)(429, retry_after=4))
     first.call(B, Sent(clock)(429, retry_after=4))  # two customers: the partner's limit
     first.sync_now()  # within the second: no exchange, the cut alone is written
     assert state.writes == writes + 1 and first.figures()["pushes"] == 1

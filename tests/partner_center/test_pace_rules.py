@@ -198,7 +198,7 @@ A, B, C = "customer-a", "customer-b", "customer-c"
 
 def test_a_lone_429_holds_its_customer_until_retry_after():
     evidence = ThrottleEvidence()
-    assert evidence.throttled(A, 100.0, 30.0) is ThrottleKind.ALONE
+    assert evidence.throttled(A, 100.0, 30.0)[0] is ThrottleKind.ALONE
     assert evidence.held_until(A, 101.0) == 130.0 and evidence.held_until(A.upper(), 101.0) == 130.0
     assert evidence.held_until(B, 101.0) == 101.0
     assert evidence.held(101.0) == (1, 29.0)
@@ -207,27 +207,36 @@ def test_a_lone_429_holds_its_customer_until_retry_after():
 def test_a_held_customer_throttled_again_is_that_customer_s_limit_only():
     evidence = ThrottleEvidence()
     evidence.throttled(A, 100.0, 30.0)
-    assert evidence.throttled(A, 130.5, 30.0) is ThrottleKind.CUSTOMER
+    assert evidence.throttled(A, 130.5, 30.0)[0] is ThrottleKind.CUSTOMER
     # ...and it is no evidence of the partner's limit: another customer's first 429 just after stays alone.
-    assert evidence.throttled(B, 131.0, 1.0) is ThrottleKind.ALONE
+    assert evidence.throttled(B, 131.0, 1.0)[0] is ThrottleKind.ALONE
 
 
 def test_429s_for_different_customers_close_together_are_the_partner_s_limit():
     evidence = ThrottleEvidence(window=2.0)
-    assert evidence.throttled(A, 100.0, 1.0) is ThrottleKind.ALONE
-    assert evidence.throttled(B, 101.0, 1.0) is ThrottleKind.PARTNER
-    assert evidence.throttled(C, 104.0, 1.0) is ThrottleKind.ALONE  # outside the window: alone again
+    assert evidence.throttled(A, 100.0, 1.0)[0] is ThrottleKind.ALONE
+    assert evidence.throttled(B, 101.0, 2.0) == (ThrottleKind.PARTNER, 1.0)
+    assert evidence.throttled(C, 104.0, 1.0)[0] is ThrottleKind.ALONE  # outside the window: alone again
+
+
+def test_a_customer_s_long_retry_after_met_by_chance_does_not_pause_the_partner_for_it():
+    # The sandbox's ...0005 (Retry-After 30) throttled just after an ordinary 429 of the partner's limit (1 s):
+    # every call waits the partner's second, and only that customer its 30.
+    evidence = ThrottleEvidence(window=2.0)
+    evidence.throttled(A, 100.0, 1.0)
+    assert evidence.throttled(B, 100.5, 30.0) == (ThrottleKind.PARTNER, 1.0)
+    assert evidence.held_until(B, 100.5) == 130.5
 
 
 def test_a_429_about_no_customer_is_the_partner_s_limit():
-    assert ThrottleEvidence().throttled(None, 1.0, 5.0) is ThrottleKind.PARTNER
+    assert ThrottleEvidence().throttled(None, 1.0, 5.0) == (ThrottleKind.PARTNER, 5.0)
 
 
 def test_customers_are_forgotten_long_after_their_hold():
     evidence = ThrottleEvidence(memory=120.0)
     evidence.throttled(A, 0.0, 30.0)
     evidence.throttled(B, 500.0, 1.0)
-    assert evidence.throttled(A, 501.0, 30.0) is ThrottleKind.PARTNER  # A's 429 is new again, B's was just now
+    assert evidence.throttled(A, 501.0, 30.0)[0] is ThrottleKind.PARTNER  # A's 429 is new again, B's was just now
     assert evidence.held(502.0)[0] == 1  # only A is still held; B's hold is over
 
 
