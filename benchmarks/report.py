@@ -123,6 +123,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{calls['storage_requests_per_keyed_create']:.2f}",
             )
         )
+        if "pace_storage_requests_at_large_n" in calls:
+            rows.append(
+                _figure(
+                    "outbound calls",
+                    f"shared pace: storage requests during the N={large} creates (counted apart from the above)",
+                    calls["pace_storage_requests_at_large_n"],
+                    str(calls["pace_storage_requests_at_large_n"]),
+                )
+            )
         rss = calls["peak_rss_kib"]
         rows.append(
             _row(
@@ -167,44 +176,96 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "verdict": "-",
             }
         )
-    drains = dict(results.get("drain") or {})
-    capacity = drains.pop("capacity", None)
-    drains.pop("load_average", None)
-    if capacity:
-        rows.append(
-            {
-                "section": f"drain, no throttle, {capacity['messages']} msgs, {capacity['workers']} workers",
-                "figure": "harness capacity (Azurite, fakes, workers on this machine)",
-                "value": capacity["messages_per_second"],
-                "shown": f"{capacity['messages_per_second']:.1f} msgs/s",
-                "target": "(figure)",
-                "verdict": "-",
-            }
-        )
-    for label, run in drains.items():
-        section = f"drain {label}/s, {run['messages']} msgs, {run['workers']} workers"
-        rows.append(
-            _row(
-                section,
-                "drain time vs ideal messages/R",
-                run["drain_ratio"],
-                1.25,
-                f"{run['drain_ratio']:.2f}x ({run['drain_seconds']:.1f} s vs {run['ideal_seconds']:.0f} s)",
-            )
-        )
-        rows.append(
-            _row(
-                section,
-                "throttled calls / all calls",
-                run["throttled_fraction"],
-                0.10,
-                f"{run['throttled_fraction']:.1%} ({run['throttled_calls']} of {run['partner_center_calls']})",
-            )
-        )
-        lost = run["messages_without_result"]
-        duplicated = run["messages_with_two_results"] + run["duplicate_upgrades"]
-        rows.append(_row(section, "messages lost / duplicated", lost + duplicated, 0, f"{lost} / {duplicated}"))
+    rows += drain_targets(results.get("drain") or {})
     rows += _campaign_rows(results.get("campaign_summary"))
+    return rows
+
+
+def _figure(section: str, figure: str, value: float, shown: str) -> dict[str, Any]:
+    return {"section": section, "figure": figure, "value": value, "shown": shown, "target": "(figure)", "verdict": "-"}
+
+
+def drain_targets(drains: dict[str, Any]) -> list[dict[str, Any]]:
+    """The drain's targets. Drain time is held to 1.15x N/R only where the harness, with as many messages held
+    and no limit at all, runs at least twice as fast as R: below that the harness, not the app, sets the pace."""
+    runs = {label: run for label, run in drains.items() if isinstance(run, dict)}
+    capacities = {run["messages"]: run for run in runs.values() if run["rate_per_second"] is None}
+    rows: list[dict[str, Any]] = []
+    for messages, capacity in sorted(capacities.items()):
+        rows.append(
+            _figure(
+                f"drain, no limit, {messages} msgs held, {capacity['workers']} workers",
+                "harness capacity (Azurite, fakes, workers on this machine)",
+                capacity["messages_per_second"],
+                f"{capacity['messages_per_second']:.1f} msgs/s; per message"
+                f" {capacity['app_seconds_per_message'] * 1000:.0f} ms in the queue function,"
+                f" {capacity['delete_seconds_per_message'] * 1000:.0f} ms deleting it;"
+                f" {capacity['receive_seconds_per_call'] * 1000:.0f} ms per receive",
+            )
+        )
+    baseline = runs.get("R=20")
+    for label, run in runs.items():
+        if run["rate_per_second"] is None:
+            continue
+        rows += _drain_rows(label, run, capacities.get(run["messages"]), baseline)
+    return rows
+
+
+def _drain_rows(
+    label: str, run: dict[str, Any], capacity: dict[str, Any] | None, baseline: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    section = f"drain {label}/s, {run['messages']} msgs, {run['workers']} workers"
+    top = max(run["rate_per_second"], run.get("rate_after_half_way") or 0)
+    harness = capacity["messages_per_second"] if capacity else None
+    shown = f"{run['drain_ratio']:.2f}x ({run['drain_seconds']:.1f} s vs {run['ideal_seconds']:.0f} s)"
+    if harness is not None and harness >= 2 * top:
+        rows = [_row(section, "drain time vs ideal", run["drain_ratio"], 1.15, shown + f"; harness {harness:.0f}/s")]
+    else:
+        why = f"harness {harness:.0f} msgs/s < 2R: the harness sets the pace" if harness else "no harness figure"
+        rows = [_figure(section, "drain time vs ideal", run["drain_ratio"], f"{shown}; {why}")]
+    rows.append(
+        _row(
+            section,
+            "throttled calls / all calls, after the first 10 s",
+            run["throttled_fraction_after_10s"],
+            0.03,
+            f"{run['throttled_fraction_after_10s']:.1%}"
+            f" ({run['throttled_calls_after_10s']} of {run['calls_after_10s']});"
+            f" in all {run['throttled_fraction']:.1%} ({run['throttled_calls']} of {run['partner_center_calls']})",
+        )
+    )
+    lost = run["messages_without_result"]
+    doubled = run["messages_with_two_results"] + run["duplicate_upgrades"]
+    rows.append(_row(section, "messages lost / doubled", lost + doubled, 0, f"{lost} / {doubled}"))
+    rows.append(
+        _row(
+            section,
+            "token requests (one per process)",
+            run["token_requests"],
+            run["workers"],
+            str(run["token_requests"]),
+        )
+    )
+    if run.get("throttled_customer") and baseline:
+        ratio = run["drain_seconds_without_held_customer"] / baseline["drain_seconds"]
+        rows.append(
+            _row(
+                section,
+                "drain time vs the same run without the held customer",
+                ratio,
+                1.15,
+                f"{ratio:.2f}x ({run['drain_seconds_without_held_customer']:.1f} s"
+                f" vs {baseline['drain_seconds']:.1f} s; {run['customer_throttled_calls']} calls for it throttled)",
+            )
+        )
+    rows.append(
+        _figure(
+            section,
+            "shared pace: storage requests per second, all workers",
+            run["pace_storage_requests_per_second"],
+            f"{run['pace_storage_requests_per_second']:.1f}",
+        )
+    )
     return rows
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -71,8 +73,12 @@ def calls_and_memory(services: Services, *, quick: bool) -> dict[str, Any]:
         return statistics.median(r["max_rss_kib"] for r in runs if r["n"] == n)
 
     def per_create(pair: list[dict[str, Any]], key: str) -> float:
+        """Per create, between two N; storage requests without the pace's own (counted apart, per second)."""
         a, b = pair[0], pair[-1]
-        return float(b["counts"][key] - a["counts"][key]) / (b["n"] - a["n"])
+        count = float(b["counts"][key] - a["counts"][key])
+        if key == "storage_requests":
+            count -= b.get("pace", 0) - a.get("pace", 0)
+        return count / (b["n"] - a["n"])
 
     last_small = next(r for r in reversed(runs) if r["n"] == small)
     last_large = next(r for r in reversed(runs) if r["n"] == large)
@@ -84,6 +90,7 @@ def calls_and_memory(services: Services, *, quick: bool) -> dict[str, Any]:
         "calls_at_small_n": last_small["counts"],
         "storage_requests_per_create": per_create([last_small, last_large], "storage_requests"),
         "storage_requests_per_keyed_create": per_create(keyed, "storage_requests"),
+        "pace_storage_requests_at_large_n": last_large.get("pace", 0),
         "keyed_calls": [r["counts"] for r in keyed],
     }
 
@@ -132,113 +139,229 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 # -- campaign drain ------------------------------------------------------------------------------------------
 
+#: The sandbox's always-throttled customer (every call 429, Retry-After 30 s), hidden in one drain's messages.
+THROTTLED_CUSTOMER = "00000000-0000-0000-0000-000000000005"
+
 
 def drain(services: Services, *, quick: bool) -> dict[str, Any]:
+    """Four worker processes drain a campaign's queue against Partner Center admitting R calls per second for the
+    partner. Each run beside the harness's own pace with as many messages held and no limit at all (a drain cannot
+    beat it): a MISS on drain time is the app's only where that capacity is at least 2R."""
     if quick:
-        return {"R=50": drain_once(services, messages=100, rate=50, workers=2)}
-    runs = {f"R={rate}": drain_once(services, messages=2000, rate=rate, workers=4) for rate in (20, 100)}
-    # The harness's own pace (Azurite, the fakes, four workers on this machine) with no throttle at all: a
-    # drain cannot beat it, so a MISS on drain time is read against it.
-    runs["capacity"] = drain_once(services, messages=300, rate=None, workers=4)
+        return {
+            "capacity 100": drain_once(services, messages=100, rate=None, workers=2),
+            "R=50": drain_once(services, messages=100, rate=50, workers=2),
+        }
+    runs: dict[str, Any] = {
+        "capacity 500": drain_once(services, messages=500, rate=None, workers=4),
+        "capacity 2000": drain_once(services, messages=2000, rate=None, workers=4),
+        "R=5": drain_once(services, messages=500, rate=5, workers=4),
+        "R=20": drain_once(services, messages=2000, rate=20, workers=4),
+        "R=100": drain_once(services, messages=2000, rate=100, workers=4),
+        "R=20 then 10": drain_once(services, messages=2000, rate=20, then=10, workers=4),
+        "R=20 then 40": drain_once(services, messages=2000, rate=20, then=40, workers=4),
+        "R=20, one customer always throttled": drain_once(
+            services, messages=2000, rate=20, workers=4, throttled_customer=True
+        ),
+    }
     return runs
 
 
+def ideal_seconds(messages: int, rate: float, then: float | None) -> float:
+    """N/R; with a change of rate half-way (at the time the first half would take), each half at its rate."""
+    if then is None:
+        return messages / rate
+    return messages / 2 / rate + messages / 2 / then
+
+
 def drain_once(
-    services: Services, *, messages: int, rate: float | None, workers: int, service_seconds: float = 0.0
+    services: Services,
+    *,
+    messages: int,
+    rate: float | None,
+    workers: int,
+    then: float | None = None,
+    throttled_customer: bool = False,
+    service_seconds: float = 0.0,
 ) -> dict[str, Any]:
     from sandbox.azurite import Azurite
 
     # An Azurite of its own: the earlier sections leave thousands of messages in theirs, and Azurite's queue
     # service slows down with every message it holds.
     with Azurite() as azurite:
-        return _drain_on(services, azurite.connection_string, messages, rate, workers, service_seconds)
+        run = _Drain(services, azurite.connection_string, messages, rate, workers, then, throttled_customer)
+        return run.measure(service_seconds)
 
 
-def _drain_on(
-    services: Services, connection: str, messages: int, rate: float | None, workers: int, service_seconds: float
-) -> dict[str, Any]:
-    from azure.storage.queue import QueueClient
+class _Drain:
+    def __init__(
+        self,
+        services: Services,
+        connection: str,
+        messages: int,
+        rate: float | None,
+        workers: int,
+        then: float | None,
+        throttled_customer: bool,
+    ) -> None:
+        self.services, self.connection, self.messages = services, connection, messages
+        self.rate, self.workers, self.then, self.throttled_customer = rate, workers, then, throttled_customer
+        suffix = uuid.uuid4().hex[:8]
+        self.names = {
+            "PRODUCT_UPGRADE_REQUESTS_QUEUE": f"drain-requests-{suffix}",
+            "PRODUCT_UPGRADE_RESULTS_QUEUE": f"drain-results-{suffix}",
+        }
+        self.customers = [str(uuid.uuid4()) for _ in range(messages)]
+        if throttled_customer:
+            self.customers[messages // 3] = THROTTLED_CUSTOMER
 
-    suffix = uuid.uuid4().hex[:8]
-    names = {
-        "PRODUCT_UPGRADE_REQUESTS_QUEUE": f"drain-requests-{suffix}",
-        "PRODUCT_UPGRADE_RESULTS_QUEUE": f"drain-results-{suffix}",
-    }
-    requests_queue = QueueClient.from_connection_string(connection, names["PRODUCT_UPGRADE_REQUESTS_QUEUE"])
-    results_queue = QueueClient.from_connection_string(connection, names["PRODUCT_UPGRADE_RESULTS_QUEUE"])
-    requests_queue.create_queue()
-    results_queue.create_queue()
-    customers = [str(uuid.uuid4()) for _ in range(messages)]
-    send: Callable[[int], object] = lambda n: requests_queue.send_message(  # noqa: E731
-        json.dumps({"customerId": customers[n], "correlationId": f"drain-{n}"})
-    )
-    with ThreadPoolExecutor(32) as pool:
-        list(pool.map(send, range(messages)))
+    def enqueue(self) -> None:
+        from azure.storage.queue import QueueClient
 
-    services.command("reset")
-    services.command("admit", rate=rate)
-    services.command("service_time", seconds=service_seconds)
-    env = services.app_env(storage=connection, table=_table())
-    env.update(names)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.worker"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        requests_queue = QueueClient.from_connection_string(
+            self.connection, self.names["PRODUCT_UPGRADE_REQUESTS_QUEUE"]
         )
-        for _ in range(workers)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError("a drain worker did not start")
-        started = time.time()
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        figures = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=1800)
-            figures.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-        services.command("admit", rate=None)
-        services.command("service_time", seconds=0.0)
-    elapsed = max(f["last_result_at"] for f in figures) - started
-    counts = services.counts()
+        requests_queue.create_queue()
+        QueueClient.from_connection_string(self.connection, self.names["PRODUCT_UPGRADE_RESULTS_QUEUE"]).create_queue()
+        send: Callable[[int], object] = lambda n: requests_queue.send_message(  # noqa: E731
+            json.dumps({"customerId": self.customers[n], "correlationId": f"drain-{n}"})
+        )
+        with ThreadPoolExecutor(32) as pool:
+            list(pool.map(send, range(self.messages)))
 
-    results = [json.loads(message) for f in figures for message in f.pop("result_messages")]
-    per_message = Counter(r["correlationId"] for r in results)
-    statuses = Counter(r["status"] for r in results)
-    ideal = messages / rate if rate else None
-    return {
-        "messages": messages,
-        "rate_per_second": rate,
-        "partner_center_service_seconds": service_seconds,
-        "workers": workers,
-        "drain_seconds": elapsed,
-        "ideal_seconds": ideal,
-        "drain_ratio": elapsed / ideal if ideal else None,
-        "messages_per_second": messages / elapsed,
-        "partner_center_calls": counts["partner_center_calls"],
-        "throttled_calls": counts["partner_center_rate_limited"],
-        "throttled_fraction": counts["partner_center_rate_limited"] / max(1, counts["partner_center_calls"]),
-        "results": len(results),
-        "statuses": dict(statuses),
-        "messages_without_result": messages - len(per_message),
-        "messages_with_two_results": sum(1 for n in per_message.values() if n > 1),
-        "customers_upgraded": counts["distinct_customers_upgraded"],
-        "duplicate_upgrades": counts["created_upgrades"] - counts["distinct_customers_upgraded"],
-        "token_requests": counts["token_requests"],
-        "workers_figures": figures,
-    }
+    def measure(self, service_seconds: float) -> dict[str, Any]:
+        self.enqueue()
+        services = self.services
+        services.command("reset")
+        services.command("admit", rate=self.rate)
+        services.command("service_time", seconds=service_seconds)
+        if self.throttled_customer:
+            services.command("throttle_customer", customer=THROTTLED_CUSTOMER, retry_after="30")
+        table = _table()
+        env = services.app_env(storage=self.connection, table=table)
+        env.update(self.names)
+        if self.rate is None:
+            self.seed_pace(table)
+        if self.throttled_customer:
+            env["PRODUCT_UPGRADE_MAX_DEFERRALS"] = "2"  # its result within the run: after two deferrals of 30 s
+        load = os.getloadavg()[0]
+        figures, started = self._run_workers(env)
+        return self._report(figures, started, load, service_seconds)
+
+    def seed_pace(self, table: str) -> None:
+        """With no limit at Partner Center, the harness's own pace is measured: the shared pace starts as if a
+        high rate had been learnt already, so slow start from 10 calls/s does not count as the harness's."""
+        import time as clock
+
+        from shared.partner_center.pace_rules import Pace
+        from shared.settings import StorageConnection
+        from shared.store.pace_state import TablePaceState
+
+        learnt = Pace(rate=1000.0, base=1000.0, slow_start=False, changed_at=clock.time())
+        TablePaceState(StorageConnection(connection_string=self.connection), table).replace(learnt.to_record(), None)
+
+    def _run_workers(self, env: dict[str, str]) -> tuple[list[dict[str, Any]], float]:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.worker"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(self.workers)
+        ]
+        change: threading.Timer | None = None
+        try:
+            for proc in procs:
+                assert proc.stdout is not None
+                if proc.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a drain worker did not start")
+            self.services.command("mark")
+            started = time.time()
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            if self.then is not None and self.rate is not None:
+                # Partner Center changes its mind half-way: at the time the first half of the messages would take.
+                change = threading.Timer(
+                    self.messages / 2 / self.rate, self.services.command, ("admit",), {"rate": self.then}
+                )
+                change.start()
+            figures = []
+            for proc in procs:
+                out, _ = proc.communicate(timeout=1800)
+                figures.append(json.loads(out.strip().splitlines()[-1]))
+        finally:
+            if change is not None:
+                change.cancel()
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+            self.services.command("admit", rate=None)
+            self.services.command("service_time", seconds=0.0)
+        return figures, started
+
+    def _report(
+        self, figures: list[dict[str, Any]], started: float, load: float, service_seconds: float
+    ) -> dict[str, Any]:
+        counts = self.services.counts()
+        timed = [(r["at"], json.loads(r["message"])) for f in figures for r in f.pop("result_messages")]
+        results = [result for _, result in timed]
+        per_message = Counter(r["correlationId"] for r in results)
+        statuses = Counter(r["status"] for r in results)
+        held = {f"drain-{n}" for n, customer in enumerate(self.customers) if customer == THROTTLED_CUSTOMER}
+        elapsed = max(at for at, _ in timed) - started
+        # The campaign without its held customer: when every other message had its result.
+        others = max((at for at, result in timed if result["correlationId"] not in held), default=started) - started
+        ideal = ideal_seconds(self.messages, self.rate, self.then) if self.rate else None
+        calls = counts["partner_center_calls"]
+        settled_calls = counts["partner_center_calls_after_10s"]
+        pace = [f.pop("pace") for f in figures]
+        app = sum(f["app_seconds"] for f in figures)
+        return {
+            "messages": self.messages,
+            "rate_per_second": self.rate,
+            "rate_after_half_way": self.then,
+            "throttled_customer": self.throttled_customer,
+            "partner_center_service_seconds": service_seconds,
+            "workers": self.workers,
+            "load_average_at_start": round(load, 2),
+            "drain_seconds": elapsed,
+            "drain_seconds_without_held_customer": others,
+            "held_customer_results": [result for result in results if result["correlationId"] in held],
+            "ideal_seconds": ideal,
+            "drain_ratio": elapsed / ideal if ideal else None,
+            "messages_per_second": self.messages / elapsed,
+            "partner_center_calls": calls,
+            "throttled_calls": counts["partner_center_rate_limited"],
+            "throttled_fraction": counts["partner_center_rate_limited"] / max(1, calls),
+            "throttled_calls_after_10s": counts["partner_center_rate_limited_after_10s"],
+            "calls_after_10s": settled_calls,
+            "throttled_fraction_after_10s": counts["partner_center_rate_limited_after_10s"] / max(1, settled_calls),
+            "customer_throttled_calls": counts["partner_center_customer_throttled"],
+            # Each second since the start: [second, Partner Center calls, answered 429 by the partner's limit].
+            "timeline": counts["partner_center_timeline"],
+            "results": len(results),
+            "statuses": dict(statuses),
+            "messages_without_result": self.messages - len(per_message),
+            "messages_with_two_results": sum(1 for n in per_message.values() if n > 1),
+            "customers_upgraded": counts["distinct_customers_upgraded"],
+            "duplicate_upgrades": counts["created_upgrades"] - counts["distinct_customers_upgraded"],
+            "token_requests": counts["token_requests"],
+            # Where the workers' time went: inside the queue function, or in the harness's queue calls.
+            "app_seconds_per_message": app / max(1, sum(f["deliveries"] for f in figures)),
+            "receive_seconds_per_call": sum(f["receive_seconds"] for f in figures)
+            / max(1, sum(f["receives"] for f in figures)),
+            "delete_seconds_per_message": sum(f["delete_seconds"] for f in figures)
+            / max(1, sum(f["deliveries"] for f in figures)),
+            "worker_cpu_seconds": sum(f["cpu_seconds"] for f in figures),
+            "pace_storage_requests_per_second": sum(p.get("storage_requests", 0) for p in pace) / max(elapsed, 1e-9),
+            "pace": pace,
+            "workers_figures": figures,
+        }
 
 
 # -- a campaign's summary at size ------------------------------------------------------------------------------

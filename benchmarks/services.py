@@ -3,8 +3,9 @@ Center, managed identity, Key Vault) and a recording proxy in front of Azurite i
 (``python -m benchmarks.services``), Azurite in its own two.
 
 The fakes process prints one JSON line with its addresses, then answers JSON commands on stdin, one a line
-(``counts``, ``reset``, ``admit``, ``service_time``, ``vault_delay``, ``quit``). The recording proxy counts the
-storage requests the app sends (method and path), outside our code and outside the SDKs.
+(``counts``, ``reset``, ``mark``, ``admit``, ``throttle_customer``, ``service_time``, ``vault_delay``, ``quit``).
+The recording proxy counts the storage requests the app sends (method and path), outside our code and outside
+the SDKs.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def serve(args: argparse.Namespace) -> int:
     storage_proxy = CountingStorageProxy(ports).__enter__()  # type: ignore[arg-type]  # Azurite's two ports
 
     vault_state = {"delay": 0.0, "in_flight": 0, "max_in_flight": 0}
+    #: When the run being measured started (``mark``): Partner Center's figures are also given from 10 s after it.
+    marked = {"at": 0.0}
     vault_lock = threading.Lock()
     vault_inner = vault.handle
 
@@ -67,7 +70,22 @@ def serve(args: argparse.Namespace) -> int:
     def counts() -> dict[str, Any]:
         with storage_proxy._lock:
             storage = {f"{service} {method}": n for (service, method), n in storage_proxy.counts.items()}
+        settled = marked["at"] + 10.0  # past the first 10 s, when the pace is still being learnt
+        timeline: dict[int, list[int]] = {}
+        if marked["at"]:  # calls and 429s in each second since the mark
+            for r in list(partner_center.requests):
+                if r.received_at >= marked["at"]:
+                    timeline.setdefault(int(r.received_at - marked["at"]), [0, 0])[0] += 1
+            for t in list(partner_center.rate_limited_at):
+                if t >= marked["at"]:
+                    timeline.setdefault(int(t - marked["at"]), [0, 0])[1] += 1
         return {
+            "partner_center_timeline": [[second, *timeline[second]] for second in sorted(timeline)],
+            "partner_center_calls_after_10s": sum(1 for r in list(partner_center.requests) if r.received_at >= settled),
+            "partner_center_rate_limited_after_10s": sum(
+                1 for t in list(partner_center.rate_limited_at) if t >= settled
+            ),
+            "partner_center_customer_throttled": partner_center.customer_throttled,
             "token_requests": len(entra.requests_to("/oauth2/v2.0/token", "POST"))
             + len(entra.requests_to("/oauth2/token", "POST")),
             "key_vault_reads": sum(vault.gets.values()),
@@ -113,8 +131,12 @@ def serve(args: argparse.Namespace) -> int:
             reply = counts()
         elif name == "reset":
             reset()
+        elif name == "mark":
+            marked["at"] = time.time()
         elif name == "admit":
             partner_center.admit_per_second(command.get("rate"))
+        elif name == "throttle_customer":
+            partner_center.throttle_customer(str(command["customer"]), str(command["retry_after"]))
         elif name == "service_time":
             partner_center.service_time(float(command["seconds"]))
         elif name == "vault_delay":

@@ -109,6 +109,9 @@ param publicUrl string = ''
 @description('PRODUCT_UPGRADE_CONTINUATION_KEY; default: random at each deployment.')
 param continuationKey string = '${newGuid()}${newGuid()}' // checkov:skip=CKV_AZURE_131: Not a hard-coded value: newGuid() draws a new random one at each deployment; none is ever written in the template or its parameters.
 
+@description('The partner\'s known limit on Partner Center calls per minute, all instances together; empty: learned from Partner Center\'s 429s.')
+param maxCallsPerMinute string = ''
+
 // Python version of the Functions runtime; the same 3.11 as the README, CI and requirements.
 var pythonVersion = '3.11'
 
@@ -296,6 +299,7 @@ module api 'app/api.bicep' = {
     publicUrl: publicUrl
     tokenKeepAliveDays: tokenKeepAliveDays
     continuationKey: continuationKey
+    maxCallsPerMinute: maxCallsPerMinute
   }
 }
 

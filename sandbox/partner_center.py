@@ -132,7 +132,8 @@ class FakePartnerCenter(FakeHTTPServer):
     Records: ``requests`` (all, with headers), ``create_posts`` (every POST to the create path, whatever the
     outcome, injected faults included), ``created_upgrades`` (one dict per upgrade really created: upgrade_id,
     customer_id, product_family, request_id, correlation_id), ``status_polls`` (count of status calls answered
-    200), ``upgrades`` (lower-cased id -> Upgrade) and ``rate_limited`` (429s of :meth:`admit_per_second`);
+    200), ``upgrades`` (lower-cased id -> Upgrade), ``rate_limited`` and ``rate_limited_at`` (429s of
+    :meth:`admit_per_second`, and when) and ``customer_throttled`` (429s of :meth:`throttle_customer`);
     ``in_flight``/``max_in_flight`` and ``requests_per_path`` come with the base server. ``directory`` holds the
     customers ``GET /v1/customers`` lists and their subscriptions (empty until a population is installed).
     """
@@ -159,8 +160,11 @@ class FakePartnerCenter(FakeHTTPServer):
         self._refusals: dict[str, Response] = {}
         self._replay_refusals = False
         self.server_id = str(secrets.randbelow(900_000_000) + 100_000_000)
-        #: Calls answered 429 by :meth:`admit_per_second`'s rate limit.
+        #: Calls answered 429 by :meth:`admit_per_second`'s rate limit, and when (``time.time()``).
         self.rate_limited = 0
+        self.rate_limited_at: list[float] = []
+        #: Calls answered 429 by :meth:`throttle_customer` (one customer's limit, not the partner's).
+        self.customer_throttled = 0
         self._rate: float | None = None
         self._tokens = 0.0
         self._refilled_at = 0.0
@@ -293,12 +297,18 @@ class FakePartnerCenter(FakeHTTPServer):
         return upgrade.upgrade_id
 
     def admit_per_second(self, rate: float | None) -> None:
-        """Admit at most ``rate`` calls per second in all, as a token bucket holding one second's worth; beyond
-        it, answer 429 with the gateway's body and ``Retry-After`` in whole seconds. None lifts the limit."""
+        """Admit at most ``rate`` calls per second for the partner, all callers together, as a token bucket holding
+        one second's worth; beyond it, answer 429 with the gateway's body and ``Retry-After`` in whole seconds (the
+        time until the next token). None lifts the limit. Changing the rate of a limit in force (Partner Center
+        tightening or easing mid-campaign) keeps the tokens in hand, up to the new second's worth."""
         with self._lock:
+            if self._rate is not None and rate is not None:
+                self._refill(time.monotonic())
+                self._tokens = min(self._tokens, max(1.0, rate))
+            else:
+                self._tokens = max(1.0, rate or 0.0)
+                self._refilled_at = time.monotonic()
             self._rate = rate
-            self._tokens = max(1.0, rate or 0.0)
-            self._refilled_at = time.monotonic()
 
     def service_time(self, seconds: float) -> None:
         """Every call admitted takes ``seconds`` before it is answered (the real service is not instant)."""
@@ -322,6 +332,8 @@ class FakePartnerCenter(FakeHTTPServer):
             self._refusals.clear()
             self._replay_refusals = False
             self.rate_limited = 0
+            self.rate_limited_at.clear()
+            self.customer_throttled = 0
         self.directory.clear()
 
     # -- wire ------------------------------------------------------------------------------------------
@@ -365,18 +377,21 @@ class FakePartnerCenter(FakeHTTPServer):
             self._stop_event.wait(self._service_seconds)
         return self._answer(req)
 
+    def _refill(self, now: float) -> None:
+        assert self._rate is not None
+        self._tokens = min(max(1.0, self._rate), self._tokens + (now - self._refilled_at) * self._rate)
+        self._refilled_at = now
+
     def _rate_limit(self, req: RecordedRequest) -> Response | None:
         with self._lock:
             if self._rate is None:
                 return None
-            now = time.monotonic()
-            capacity = max(1.0, self._rate)
-            self._tokens = min(capacity, self._tokens + (now - self._refilled_at) * self._rate)
-            self._refilled_at = now
+            self._refill(time.monotonic())
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
                 return None
             self.rate_limited += 1
+            self.rate_limited_at.append(time.time())
             retry_after = max(1, math.ceil((1.0 - self._tokens) / self._rate))
         return self._json(
             req,
@@ -505,6 +520,8 @@ class FakePartnerCenter(FakeHTTPServer):
             return retry_after
 
     def _throttled_response(self, req: RecordedRequest, retry_after: str) -> Response:
+        with self._lock:
+            self.customer_throttled += 1
         body = {"statusCode": 429, "message": f"Rate limit is exceeded. Try again in {retry_after} seconds."}
         return self._json(req, 429, body, {"Retry-After": retry_after})
 

@@ -223,6 +223,7 @@ class PartnerCenterError(ProductUpgradeError):
         request_id: str | None = None,
         data: list[object] | None = None,
         source: str | None = None,
+        customer_throttled: bool = False,
     ) -> None:
         detail = f"Partner Center answered {status}"
         if error_code:
@@ -245,6 +246,9 @@ class PartnerCenterError(ProductUpgradeError):
         self.title = self.kind.title
         self.http_status = self.kind.http_status
         self.transient = self.kind.transient
+        #: A 429 Partner Center keeps giving for this one customer (its per-partner-and-customer limit) while
+        #: other customers go through: the customer is held until Retry-After, the rest of a campaign goes on.
+        self.customer_throttled = customer_throttled
 
     @property
     def partner_center_error_code(self) -> str | None:

@@ -10,6 +10,7 @@ import functools
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -40,6 +41,7 @@ MAX_DEFERRALS_SETTING = "PRODUCT_UPGRADE_MAX_DEFERRALS"
 PUBLIC_URL_SETTING = "PRODUCT_UPGRADE_PUBLIC_URL"
 TOKEN_KEEPALIVE_DAYS_SETTING = "PRODUCT_UPGRADE_TOKEN_KEEPALIVE_DAYS"
 CONTINUATION_KEY_SETTING = "PRODUCT_UPGRADE_CONTINUATION_KEY"
+MAX_CALLS_PER_MINUTE_SETTING = "PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE"
 STORAGE_SETTING = "AzureWebJobsStorage"
 
 #: host.json's ``extensions.queues.maxDequeueCount``: a message's attempts beyond it go to the poison queue
@@ -93,6 +95,7 @@ ALL_SETTINGS: tuple[str, ...] = (
     PUBLIC_URL_SETTING,
     TOKEN_KEEPALIVE_DAYS_SETTING,
     CONTINUATION_KEY_SETTING,
+    MAX_CALLS_PER_MINUTE_SETTING,
     STORAGE_SETTING,
 )
 
@@ -155,6 +158,10 @@ class Settings:
     token_keepalive_days: float = float(DEFAULTS[TOKEN_KEEPALIVE_DAYS_SETTING])
     #: Signs the list route's continuation tokens (HMAC-SHA256); None: tokens are not signed.
     continuation_key: str | None = field(default=None, repr=False)
+    #: The partner's known limit on Partner Center calls, all instances together; None: learned from 429s alone.
+    max_calls_per_minute: float | None = None
+    #: ``AZURE_CLIENT_ID``: the user-assigned managed identity to sign in with (azure-identity's own variable).
+    azure_client_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,7 +192,33 @@ class Settings:
             public_url=read_public_url(env),
             token_keepalive_days=reader.keepalive_days(TOKEN_KEEPALIVE_DAYS_SETTING),
             continuation_key=reader.secret(CONTINUATION_KEY_SETTING, min_length=MIN_CONTINUATION_KEY_LENGTH),
+            max_calls_per_minute=reader.optional_positive_float(MAX_CALLS_PER_MINUTE_SETTING),
+            azure_client_id=reader.optional(AZURE_CLIENT_ID_VARIABLE),
         )
+
+
+#: azure-identity's ``AZURE_CLIENT_ID``: which user-assigned managed identity signs in (not an app setting of ours).
+AZURE_CLIENT_ID_VARIABLE = "AZURE_CLIENT_ID"
+#: The platform's ``WEBSITE_INSTANCE_ID``: the instance this process runs on.
+INSTANCE_ID_VARIABLE = "WEBSITE_INSTANCE_ID"
+
+
+def instance_name(environ: Mapping[str, str] | None = None) -> str:
+    """This instance's name, for records an operator reads: ``WEBSITE_INSTANCE_ID`` in Azure, else the host name."""
+    env = os.environ if environ is None else environ
+    return (env.get(INSTANCE_ID_VARIABLE) or "").strip() or socket.gethostname()
+
+
+def max_attempts_alone(environ: Mapping[str, str] | None = None) -> int:
+    """``PRODUCT_UPGRADE_MAX_ATTEMPTS`` read on its own, for when the other settings are broken (the failure being
+    reported): the setting, else its default, never beyond host.json's ``maxDequeueCount``, so that the last
+    attempt still writes a result."""
+    env = os.environ if environ is None else environ
+    try:
+        attempts = int(env.get(MAX_ATTEMPTS_SETTING) or DEFAULTS[MAX_ATTEMPTS_SETTING])
+    except ValueError:
+        attempts = int(DEFAULTS[MAX_ATTEMPTS_SETTING])
+    return min(MAX_DEQUEUE_COUNT, max(1, attempts))
 
 
 #: The platform's ``WEBSITE_HOSTNAME``: a host name, optionally with a port (Core Tools sets localhost:7071).
@@ -294,6 +327,9 @@ class _Reader:
         if value < 1 or (maximum is not None and value > maximum):
             raise InvalidSettingError(name, expected)
         return value
+
+    def optional_positive_float(self, name: str) -> float | None:
+        return self.positive_float(name) if self.optional(name) is not None else None
 
     def positive_float(self, name: str) -> float:
         raw = self.required(name)

@@ -26,6 +26,12 @@ def test_defaults_are_the_contracts():
     assert settings.storage is None
 
 
+def test_the_ceiling_on_partner_center_calls_is_unset_by_default_and_read_when_set():
+    assert s.Settings.from_env(MINIMAL).max_calls_per_minute is None
+    assert s.Settings.from_env({**MINIMAL, s.MAX_CALLS_PER_MINUTE_SETTING: ""}).max_calls_per_minute is None
+    assert s.Settings.from_env({**MINIMAL, s.MAX_CALLS_PER_MINUTE_SETTING: "300"}).max_calls_per_minute == 300.0
+
+
 def test_missing_tenant_is_named():
     with pytest.raises(MissingSettingError) as info:
         s.Settings.from_env({})
@@ -49,6 +55,8 @@ def test_blank_value_counts_as_missing_and_falls_back_to_default():
         (s.MAX_ATTEMPTS_SETTING, "0"),
         (s.TENANT_ID_SETTING, "contoso/../x"),
         (s.TENANT_ID_SETTING, "a b"),
+        (s.MAX_CALLS_PER_MINUTE_SETTING, "lots"),
+        (s.MAX_CALLS_PER_MINUTE_SETTING, "-60"),
     ],
 )
 def test_malformed_values_are_named_without_echoing_the_value(name, value):
@@ -166,3 +174,24 @@ def test_tracking_follows_an_upgrade_for_a_week_and_checks_at_most_hourly_by_def
     assert custom.max_poll_seconds == 900.5
     with pytest.raises(InvalidSettingError, match=s.MAX_POLL_SECONDS_SETTING):
         s.Settings.from_env({**MINIMAL, s.MAX_POLL_SECONDS_SETTING: "0"})
+
+
+def test_the_user_assigned_identity_is_read_from_azure_client_id():
+    assert s.Settings.from_env(MINIMAL).azure_client_id is None
+    client_id = "00000000-0000-0000-0000-0000000000aa"
+    assert s.Settings.from_env({**MINIMAL, s.AZURE_CLIENT_ID_VARIABLE: f" {client_id} "}).azure_client_id == client_id
+
+
+def test_the_instance_is_named_by_the_platform_else_by_the_host_name():
+    assert s.instance_name({s.INSTANCE_ID_VARIABLE: "a1b2c3"}) == "a1b2c3"
+    assert s.instance_name({s.INSTANCE_ID_VARIABLE: " "}) == s.socket.gethostname()
+    assert s.instance_name({}) == s.socket.gethostname()
+
+
+@pytest.mark.parametrize(
+    ("value", "attempts"),
+    [(None, 5), ("3", 3), ("1", 1), ("0", 1), ("-2", 1), ("99", s.MAX_DEQUEUE_COUNT), ("three", 5)],
+)
+def test_max_attempts_read_alone_stays_within_the_hosts_dequeue_count(value, attempts):
+    env = {} if value is None else {s.MAX_ATTEMPTS_SETTING: value}
+    assert s.max_attempts_alone(env) == attempts

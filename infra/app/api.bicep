@@ -56,6 +56,8 @@ param tokenKeepAliveDays string
 @secure()
 @description('PRODUCT_UPGRADE_CONTINUATION_KEY: signs the list route\'s continuation tokens (at least 32 characters).')
 param continuationKey string
+@description('PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE: the partner\'s known limit on Partner Center calls (all instances); empty to learn it from 429s.')
+param maxCallsPerMinute string = ''
 
 resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -245,6 +247,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'PRODUCT_UPGRADE_CONTINUATION_KEY'
           value: continuationKey
+        }
+        {
+          name: 'PRODUCT_UPGRADE_MAX_CALLS_PER_MINUTE'
+          value: maxCallsPerMinute
         }
       ]
     }

@@ -23,7 +23,7 @@ from .context import Context
 from .follow import check_through_tracker, outcome_of, tracked
 from .html_report import not_upgraded
 from .pool import Done, Fatal, RowPool, stops_the_run
-from .progress import CampaignProgress
+from .progress import CampaignProgress, pace_waits
 
 
 class DirectChannel:
@@ -118,8 +118,10 @@ class DirectChannel:
 
     @contextlib.contextmanager
     def watching(self, progress: CampaignProgress) -> Iterator[None]:
-        """Count Partner Center's 429 answers on the shared session (the retry policy honours them)."""
+        """Count Partner Center's 429 answers on the shared session (the retry policy honours them), and say when
+        and why calls wait for Partner Center."""
         session = self.context.runtime.session
+        progress.show_waiting(pace_waits(self.context.runtime.pace))
 
         def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
             if response.status_code == 429:

@@ -35,7 +35,7 @@ from shared.upgrades.discovery import KEPT, NOT_LEGACY, SUSPENDED_ONLY, candidac
 from .candidates import UNREADABLE, CandidatesFile, CandidatesFileError, Finding, Previous
 from .context import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, PROG, Context, UsageError
 from .pool import WORKER_PREFIX, Fatal, stops_the_run
-from .progress import CampaignProgress, print_tables
+from .progress import CampaignProgress, pace_waits, print_tables
 
 #: Counters shown beside the bar.
 SHOWN = ("kept", "suspendedOnly", "unreadable", "throttled")
@@ -112,6 +112,7 @@ class Discovery:
                 to_ask = [c for c in customers if c.id.lower() not in self.previous.done]
                 progress = CampaignProgress(len(customers), "discover", stream=self.context.output.stderr)
                 progress.shown = SHOWN
+                progress.show_waiting(pace_waits(runtime.pace))
                 with _counting_throttled(runtime.session, progress), progress:
                     notes = {note["customerId"].lower(): note["verdict"] for note in self.previous.journal}
                     progress.carry([notes[c.id.lower()] for c in customers if c.id.lower() in notes])

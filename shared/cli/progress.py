@@ -7,11 +7,12 @@ is not a terminal.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -29,18 +30,42 @@ from rich.text import Text
 #: Seconds between plain progress lines when stderr is not a terminal.
 PLAIN_INTERVAL_SECONDS = 5.0
 
+if TYPE_CHECKING:
+    from shared.partner_center.pace import PaceLimiter, PaceWait
+
 #: The counters shown beside the bar, in order.
 SHOWN = ("accepted", "rejected", "failed", "throttled")
 
 
+def waiting_text(wait: PaceWait) -> str | None:
+    """Why calls wait now, in words, or None when they do not: a partner-wide pause, or customers held."""
+    if wait.paused_for >= 0.5:
+        return f"throttled by Partner Center, resuming in {math.ceil(wait.paused_for)} s"
+    if wait.customers_held:
+        held = "1 customer held" if wait.customers_held == 1 else f"{wait.customers_held} customers held"
+        return f"throttled by Partner Center: {held}, retrying in {math.ceil(wait.held_for)} s"
+    return None
+
+
+def pace_waits(pace: PaceLimiter) -> Callable[[], str | None]:
+    """What :meth:`CampaignProgress.show_waiting` shows for the runtime's pace of Partner Center calls."""
+    return lambda: waiting_text(pace.waiting())
+
+
 class _TwoLineProgress(Progress):
     """Each task on two lines, so that 80 columns hold it: the bar with done/total, rate and ETA, then the
-    counters (which grow with the campaign) on a line of their own."""
+    counters (which grow with the campaign) on a line of their own; while calls wait for Partner Center, a
+    third line says why and for how long (asked at each refresh, so it counts down)."""
+
+    waiting: Callable[[], str | None] = staticmethod(lambda: None)
 
     def get_renderables(self) -> Iterable[RenderableType]:
         for task in self.tasks:
             yield self.make_tasks_table([task])
             yield Text(f"  {task.fields.get('counts', '')}", no_wrap=True, overflow="ellipsis")
+        note = self.waiting()
+        if note:
+            yield Text(f"  {note}", no_wrap=True, overflow="ellipsis")
 
 
 class _RateColumn(ProgressColumn):
@@ -75,9 +100,10 @@ class CampaignProgress:
         self._stopped = threading.Event()
         self._console = Console(file=stream, force_terminal=force_terminal, stderr=True)
         self.live = self._console.is_terminal
-        self._progress: Progress | None = None
+        self._progress: _TwoLineProgress | None = None
         self._task: Any = None
         self._thread: threading.Thread | None = None
+        self._waiting: Callable[[], str | None] = lambda: None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> CampaignProgress:
@@ -95,6 +121,7 @@ class CampaignProgress:
                 refresh_per_second=4,
                 expand=True,
             )
+            self._progress.waiting = self._waiting
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=self.total, counts=self._counts_text())
         else:
@@ -112,6 +139,12 @@ class CampaignProgress:
             if self._thread is not None:
                 self._thread.join(1.0)
             self._print_line()
+
+    def show_waiting(self, waiting: Callable[[], str | None]) -> None:
+        """Say when and why calls wait (``waiting`` answers the words, or None), e.g. :func:`pace_waits`."""
+        self._waiting = waiting
+        if self._progress is not None:
+            self._progress.waiting = waiting
 
     # -- counting --------------------------------------------------------------------------------------
     def finished(self, status: str) -> None:
@@ -166,7 +199,9 @@ class CampaignProgress:
             worked = done - self._carried
         rate = worked / elapsed if elapsed > 0 else 0.0
         eta = f"{(total - done) / rate:.0f} s" if rate > 0 and done < total else "-"
-        return f"{self.description}: {done}/{total} done, {rate:.1f}/s, ETA {eta}; {self._counts_text()}"
+        line = f"{self.description}: {done}/{total} done, {rate:.1f}/s, ETA {eta}; {self._counts_text()}"
+        note = self._waiting()
+        return f"{line}; {note}" if note else line
 
     def _counts_text(self) -> str:
         with self._lock:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import uuid
 
 import azure.functions as func
@@ -14,6 +12,7 @@ from shared import logs
 from shared.errors import SettingError
 from shared.partner_center.state import NoSharedState
 from shared.retry import time_budget
+from shared.settings import instance_name
 from shared.upgrades.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -50,5 +49,5 @@ def handle(timer: func.TimerRequest) -> None:
 
 def _holder() -> str:
     """Who holds the lease: this instance and run (names only, for an operator reading the table)."""
-    instance = os.environ.get("WEBSITE_INSTANCE_ID") or socket.gethostname()
+    instance = instance_name()
     return f"{instance[:64]}/{uuid.uuid4().hex[:8]}"

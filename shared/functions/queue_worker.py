@@ -3,15 +3,16 @@
 Permanent problems (a bad message, a Partner Center refusal about the customer) give a ``rejected``
 result at once. Transient ones (outages, our own configuration) raise so the host retries the message, until
 the last allowed attempt, which writes a ``failed`` result with ``retryable: true``. Partner Center's "not
-now" (a 429 outlasting the invocation's budget, 403 900130) defers the request instead: the message goes
-back on the requests queue, visible after the wait, keeping its identity, and no result is written yet.
+now" (a 429 outlasting the invocation's budget, a customer Partner Center throttles on its own for longer than
+:data:`HOLD_PATIENCE_SECONDS`, 403 900130) defers the request instead: the message goes back on the requests
+queue, visible after the wait, keeping its identity, and no result is written yet. A held customer so costs
+its worker nothing while the rest of the campaign goes on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -22,8 +23,9 @@ from shared import logs, signals
 from shared.errors import PartnerCenterError, ProductUpgradeError, SettingError, ValidationError
 from shared.functions.messages import decode_json_message
 from shared.models import Campaign, ProductUpgradeRequest, optional_str, parse_caller_id
+from shared.partner_center.pace import customer_hold_patience
 from shared.retry import remaining_budget, time_budget
-from shared.settings import DEFAULTS, MAX_ATTEMPTS_SETTING, MAX_DEQUEUE_COUNT, get_settings
+from shared.settings import get_settings, max_attempts_alone
 from shared.upgrades.campaigns import optional_campaign
 from shared.upgrades.runtime import Runtime, get_runtime
 from shared.upgrades.workflow import OperationIds, UpgradeOrder, request_id_for
@@ -39,6 +41,8 @@ _MESSAGE_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa
 QUEUE_TIME_BUDGET_SECONDS = 120.0
 #: Delay before a throttled request is tried again when Partner Center named no Retry-After.
 DEFAULT_THROTTLE_DEFER_SECONDS = 60.0
+#: A customer Partner Center holds (throttles on its own) for longer than this is deferred, not waited for.
+HOLD_PATIENCE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,11 @@ class QueueRequest:
 def handle(msg: func.QueueMessage) -> str | None:
     """Process one request message: the JSON result message to write, None when the request was deferred,
     or raise to have the host retry."""
-    with logs.operation(messageId=msg.id or None), time_budget(QUEUE_TIME_BUDGET_SECONDS):
+    with (
+        logs.operation(messageId=msg.id or None),
+        time_budget(QUEUE_TIME_BUDGET_SECONDS),
+        customer_hold_patience(HOLD_PATIENCE_SECONDS),
+    ):
         return _handle(msg)
 
 
@@ -164,9 +172,10 @@ def _failed(
 
 
 def _not_now(exc: PartnerCenterError) -> bool:
-    """Partner Center said "later": 900130, or a 429 whose Retry-After this invocation could not wait for (a
-    429 that merely used up the attempts goes back to the host's retries instead)."""
-    if exc.try_again_later:
+    """Partner Center said "later": 900130, a customer it holds longer than this function waits, or a 429 whose
+    Retry-After this invocation could not wait for (a 429 that merely used up the attempts goes back to the
+    host's retries instead)."""
+    if exc.try_again_later or (exc.status == 429 and exc.customer_throttled):
         return True
     if exc.status != 429 or exc.retry_after is None:
         return False
@@ -298,13 +307,7 @@ def _max_attempts() -> int:
     try:
         return get_settings().max_attempts
     except SettingError:
-        # Settings are broken (the failure being reported); count attempts against the setting alone, else
-        # host.json's maxDequeueCount (never beyond it), so the last attempt still writes a result.
-        try:
-            attempts = int(os.environ.get(MAX_ATTEMPTS_SETTING) or DEFAULTS[MAX_ATTEMPTS_SETTING])
-        except ValueError:
-            attempts = int(DEFAULTS[MAX_ATTEMPTS_SETTING])
-        return min(MAX_DEQUEUE_COUNT, max(1, attempts))
+        return max_attempts_alone()
 
 
 def _echo_fields(raw: bytes) -> dict[str, Any]:

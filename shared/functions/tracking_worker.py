@@ -13,6 +13,7 @@ import azure.functions as func
 from shared import logs
 from shared.errors import ProductUpgradeError, StorageUnavailableError, ValidationError
 from shared.functions.messages import decode_json_message
+from shared.partner_center.pace import customer_hold_patience
 from shared.retry import time_budget
 from shared.upgrades.checks import TrackingCheck
 from shared.upgrades.runtime import get_runtime
@@ -21,11 +22,17 @@ log = logging.getLogger(__name__)
 
 #: One check gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
 TRACKING_TIME_BUDGET_SECONDS = 120.0
+#: A customer Partner Center holds for longer than this has its check scheduled after the hold, not waited for.
+HOLD_PATIENCE_SECONDS = 5.0
 
 
 def handle(msg: func.QueueMessage) -> None:
     """Perform the status check a tracking message asks for."""
-    with logs.operation(messageId=msg.id or None), time_budget(TRACKING_TIME_BUDGET_SECONDS):
+    with (
+        logs.operation(messageId=msg.id or None),
+        time_budget(TRACKING_TIME_BUDGET_SECONDS),
+        customer_hold_patience(HOLD_PATIENCE_SECONDS),
+    ):
         try:
             check = TrackingCheck.from_json(decode_json_message(msg.get_body() or b""))
         except ValidationError as exc:

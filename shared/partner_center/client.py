@@ -29,7 +29,7 @@ from shared.models import (
     ProductUpgradesStatus,
     Subscription,
 )
-from shared.partner_center.throttle import AdaptiveConcurrencyLimit
+from shared.partner_center.pace import PaceLimiter
 from shared.retry import RetryPolicy, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -78,11 +78,11 @@ class PartnerCenterClient:
         policy: RetryPolicy,
         application_name: str = APPLICATION_NAME,
         locale: str = LOCALE,
-        limit: AdaptiveConcurrencyLimit | None = None,
+        pace: PaceLimiter | None = None,
     ) -> None:
         self._base_url = base_url.rstrip("/")
-        # One per client, and the runtime builds one client per process: the process's share of the throttle.
-        self._limit = limit or AdaptiveConcurrencyLimit()
+        # The runtime builds one client per process, and one pace limiter, shared with the other instances.
+        self.pace = pace or PaceLimiter()
         self._session = session
         self._tokens = tokens
         self._policy = policy
@@ -160,11 +160,14 @@ class PartnerCenterClient:
 
     def _send(self, path: str, body: dict[str, Any], request_id: str, correlation_id: str) -> requests.Response:
         """POST ``body`` as JSON to ``path``."""
-        return self._call("POST", self._base_url + path, json.dumps(body).encode(), {}, request_id, correlation_id)
+        data = json.dumps(body).encode()
+        customer = _customer_of(path, body)
+        return self._call("POST", self._base_url + path, data, {}, request_id, correlation_id, customer)
 
     def _send_get(self, target: str, extra: dict[str, str], request_id: str, correlation_id: str) -> requests.Response:
         """GET ``target`` (a path and query under the base URL) with ``extra`` headers (a continuation token)."""
-        return self._call("GET", self._base_url + target, None, extra, request_id, correlation_id)
+        customer = _customer_of(target, None)
+        return self._call("GET", self._base_url + target, None, extra, request_id, correlation_id, customer)
 
     def _call(
         self,
@@ -174,6 +177,7 @@ class PartnerCenterClient:
         extra: dict[str, str],
         request_id: str,
         correlation_id: str,
+        customer: str | None,
     ) -> requests.Response:
         """One call with every documented header; one retry with a fresh token when our token is refused."""
         token = self._tokens.get_token()
@@ -190,7 +194,7 @@ class PartnerCenterClient:
             }
             if data is not None:
                 headers["Content-Type"] = "application/json"
-            response = self._attempt(method, url, data, headers)
+            response = self._attempt(method, url, data, headers, customer, request_id, correlation_id)
             if 300 <= response.status_code < 400:
                 # Never followed: a redirect would carry our token (and the request) to wherever it points.
                 raise UpstreamUnavailableError(
@@ -207,11 +211,27 @@ class PartnerCenterClient:
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(self, method: str, url: str, data: bytes | None, headers: dict[str, str]) -> requests.Response:
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        customer: str | None,
+        request_id: str,
+        correlation_id: str,
+    ) -> requests.Response:
+        """One request with the retry policy's attempts, each at the pace of Partner Center calls."""
         operation = operation_of(url)
 
         def attempt(timeout: tuple[float, float]) -> requests.Response:
-            return self._limit.call(lambda: self._timed(operation, method, url, data, headers, timeout))
+            response = self.pace.call(customer, lambda: self._timed(operation, method, url, data, headers, timeout))
+            if response.status_code == 429 and self.pace.surfaces(customer):
+                # Partner Center holds this customer longer than the caller will wait: say so now, no retry.
+                error = error_from_response(response, request_id=request_id, correlation_id=correlation_id)
+                error.customer_throttled = True
+                raise error
+            return response
 
         return self._policy.send(attempt, service="Partner Center")
 
@@ -248,6 +268,20 @@ def operation_of(url: str) -> str:
     if "customers" in segments:
         return "subscriptions" if segments[-1] == "subscriptions" else "customers"
     return "other"
+
+
+def _customer_of(path: str, body: dict[str, Any] | None) -> str | None:
+    """The customer a call is about, for the pace's per-customer holds: the body's ``customerId``, else the
+    ``/v1/customers/{id}/...`` segment of the path; None for a call about no customer (the customer list)."""
+    if body is not None:
+        customer = body.get("customerId")
+        if isinstance(customer, str) and customer:
+            return customer
+    segments = [segment for segment in path.split("?", 1)[0].split("/") if segment]
+    for index, segment in enumerate(segments[:-1]):
+        if segment.lower() == "customers":
+            return segments[index + 1]
+    return None
 
 
 def parse_location(location: str | None) -> str | None:

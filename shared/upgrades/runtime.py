@@ -6,7 +6,6 @@ Importing this module needs no settings. :func:`get_runtime` builds everything o
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
     from shared.partner_center.client import PartnerCenterClient
+    from shared.partner_center.pace import PaceLimiter
     from shared.partner_center.secrets import SecretStore
     from shared.partner_center.state import SharedState
     from shared.partner_center.tokens import TokenProvider
@@ -52,6 +52,8 @@ class Runtime:
     ledger: Ledger
     scheduler: Scheduler
     tracker: UpgradeTracker | None
+    #: The pace of every Partner Center call of this process, shared with the other instances through storage.
+    pace: PaceLimiter
     poll_interval_seconds: int = DEFAULT_POLL_INTERVAL_SECONDS
     #: Records every instance shares (the App+User token's state, leases), in the ledger's table.
     shared_state: SharedState | None = None
@@ -89,7 +91,10 @@ class Runtime:
             state=shared_state,
             clock=clock,
         )
-        client = PartnerCenterClient(base_url=settings.base_url, session=session, tokens=tokens, policy=policy)
+        pace = _pace(settings, credential)
+        client = PartnerCenterClient(
+            base_url=settings.base_url, session=session, tokens=tokens, policy=policy, pace=pace
+        )
         ledger = _ledger(settings, credential)
         scheduler = _scheduler(settings, credential)
         tracker = (
@@ -115,6 +120,7 @@ class Runtime:
             ledger=ledger,
             scheduler=scheduler,
             tracker=tracker,
+            pace=pace,
             poll_interval_seconds=poll_interval_seconds,
             shared_state=shared_state,
             clock=clock,
@@ -142,7 +148,7 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
     from azure.identity import DefaultAzureCredential
 
     # A user-assigned identity is picked by AZURE_CLIENT_ID, else by the storage connection's client id.
-    client_id = os.environ.get("AZURE_CLIENT_ID") or (storage.managed_identity_client_id if storage else None)
+    client_id = settings.azure_client_id or (storage.managed_identity_client_id if storage else None)
     from shared.azure_limits import credential_options
 
     # The managed-identity request takes no per-call limits: its pipeline keeps to the invocation's budget.
@@ -150,6 +156,22 @@ def _credential(settings: Settings, policy: RetryPolicy) -> TokenCredential | No
     if client_id:
         options["managed_identity_client_id"] = client_id
     return DefaultAzureCredential(**options)
+
+
+def _pace(settings: Settings, credential: TokenCredential | None) -> PaceLimiter:
+    """The pace limiter, its rate shared with the other instances through the ledger's table when there is one
+    (store and partner_center never import each other: this is where they meet)."""
+    from shared.partner_center.pace import PaceLimiter
+    from shared.partner_center.pace_rules import PaceRules
+    from shared.partner_center.pace_sharing import PaceSharing
+    from shared.store.pace_state import TablePaceState
+
+    rules = PaceRules.with_ceiling(settings.max_calls_per_minute)
+    storage = settings.storage
+    if storage is None or not (storage.connection_string or (storage.table_service_uri and credential)):
+        return PaceLimiter(rules)
+    state = TablePaceState(storage, settings.table_name, credential)
+    return PaceLimiter(rules, sharing=PaceSharing(state, rules))
 
 
 def _ledger(settings: Settings, credential: TokenCredential | None) -> Ledger:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from shared.cli.progress import CampaignProgress, summary_tables
-from tests.cli.helpers import Cli, customers, write_csv
+from tests.cli.helpers import Cli, customers, read_report, write_csv
 from tests.cli.terminal import Terminal
 
 # -- progress and summary ------------------------------------------------------------------------------------
@@ -76,3 +76,55 @@ def test_the_live_bar_fits_an_80_column_terminal(cli: Cli) -> None:
     assert bars and all(re.search(r" \d+/24 (\d+\.\d/s|-/s) ETA (\d+:\d\d:\d\d|-:--:--)$", line) for line in bars), bars
     assert any("24/24" in line for line in bars)
     assert "  accepted 24 rejected 0 failed 0 throttled 0" in drawn
+
+
+# -- when and why the campaign waits for Partner Center ----------------------------------------------------------
+
+
+def test_the_waiting_text_says_why_and_for_how_long() -> None:
+    from shared.cli.progress import waiting_text
+    from shared.partner_center.pace import PaceWait
+
+    assert waiting_text(PaceWait(0.0, 0, 0.0)) is None
+    assert waiting_text(PaceWait(24.2, 0, 0.0)) == "throttled by Partner Center, resuming in 25 s"
+    assert waiting_text(PaceWait(0.0, 1, 29.5)) == "throttled by Partner Center: 1 customer held, retrying in 30 s"
+    assert waiting_text(PaceWait(0.0, 3, 2.0)) == "throttled by Partner Center: 3 customers held, retrying in 2 s"
+
+
+def test_the_bar_and_the_plain_line_say_when_and_why_calls_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    note = ["throttled by Partner Center, resuming in 25 s"]
+    stream = io.StringIO()
+    with CampaignProgress(10, "bulk wave", stream=stream, force_terminal=True) as progress:
+        progress.show_waiting(lambda: note[0])
+        progress.finished("accepted")
+        time.sleep(0.4)  # a refresh of the live display (4 a second)
+    assert "throttled by Partner Center, resuming in 25 s" in stream.getvalue()
+    plain = CampaignProgress(10, "bulk", stream=io.StringIO())
+    plain.show_waiting(lambda: note[0])
+    assert plain.line().endswith("throttled 0; throttled by Partner Center, resuming in 25 s")
+    note[0] = None
+    assert plain.line().endswith("throttled 0")
+
+
+def test_one_always_throttled_customer_does_not_pause_a_200_row_campaign(cli: Cli) -> None:
+    from sandbox.customers import THROTTLED, THROTTLED_RETRY_AFTER
+
+    cli.partner_center.throttle_customer(THROTTLED, THROTTLED_RETRY_AFTER)  # every call 429, Retry-After 30
+    ids = customers(199)
+    ids.insert(7, THROTTLED)
+    path = write_csv(cli.folder / "wave.csv", [{"customerId": c} for c in ids])
+    proc = cli.spawn("bulk", str(path), "--report", "report.csv", "--json")
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line.rstrip())
+    proc.wait(timeout=120)
+    # While the held customer waits its Retry-After, the others finished: the campaign was never paused.
+    held = [line for line in lines if "1 customer held" in line]
+    assert held and any(line.startswith("bulk wave.csv: 199/200 done") for line in held), lines
+    assert not any("resuming in" in line for line in lines)  # no partner-wide pause
+    report = {r["customerId"]: r for r in read_report(cli.folder / "report.csv")}
+    assert report[THROTTLED]["status"] == "failed" and report[THROTTLED]["errorCode"] == "throttled"
+    assert sum(r["status"] == "accepted" for r in report.values()) == 199
+    assert len(cli.partner_center.requests_to("/v1/productupgrades", "POST")) == 199 + 2  # it was asked twice

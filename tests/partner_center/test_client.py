@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from shared.errors import PartnerCenterError, UpstreamUnavailableError
 from shared.partner_center.client import PartnerCenterClient, error_from_response, next_page, parse_location
-from shared.partner_center.throttle import AdaptiveConcurrencyLimit
+from shared.partner_center.pace import PaceLimiter
+from shared.partner_center.pace_rules import PaceRules
 from shared.retry import RetryPolicy
 from shared.upgrades import runtime
 
@@ -254,22 +255,29 @@ def test_a_customer_partner_center_refuses_is_its_error(app_env, partner_center)
 
 def test_collection_reads_go_through_the_same_pace_limiter(app_env, partner_center):
     [customer_id] = listed(partner_center, 1)
-    limit = AdaptiveConcurrencyLimit(initial=4, maximum=4)
+    pace = PaceLimiter(PaceRules(initial=50.0, maximum=50.0))
     client = PartnerCenterClient(
         base_url=partner_center.url,
         session=requests.Session(),
         tokens=runtime.get_runtime().tokens,
         policy=RetryPolicy(max_attempts=1),
-        limit=limit,
+        pace=pace,
     )
     partner_center.directory.fail_subscriptions(customer_id, 429, retry_after="1")
 
     with pytest.raises(PartnerCenterError):
         client.get_subscriptions(customer_id, correlation_id=str(uuid.uuid4()))
-    assert limit.limit == 2 and limit.paused_for > 0  # the 429 cut this process's pace, as any call's does
+    # A read about a customer: that customer is held for Retry-After, and the rate cut gently, as any call's 429.
+    assert pace.hold_left(customer_id) > 0 and pace.rate < 50.0 and pace.waiting().paused_for == 0
     client.get_subscriptions(customer_id, correlation_id=str(uuid.uuid4()))
     throttled, admitted = partner_center.requests_to("subscriptions", "GET")
     assert admitted.received_at - throttled.received_at >= 1.0  # held back for Retry-After
+
+    # The customer list is about no customer: its 429 is the partner's limit, and every call waits.
+    partner_center.throttle_next(1, retry_after="2", match="/v1/customers")
+    with pytest.raises(PartnerCenterError):
+        list(client.list_customers(correlation_id=str(uuid.uuid4())))
+    assert pace.waiting().paused_for > 1.0
 
 
 def test_a_refused_token_on_a_read_is_retried_once_with_a_fresh_one(app_env, partner_center, entra):

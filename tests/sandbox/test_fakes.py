@@ -461,6 +461,39 @@ def test_pc_throttling(partner_center: FakePartnerCenter, pc_token: str) -> None
     assert len(partner_center.created_upgrades) == 1
 
 
+def test_pc_partner_wide_rate_limit_answers_429_with_retry_after_beyond_the_rate(
+    partner_center: FakePartnerCenter, pc_token: str
+) -> None:
+    partner_center.admit_per_second(3)  # a token bucket holding one second's worth
+    answers = [
+        _pc_post(partner_center, "/v1/productupgrades", {**BODY, "customerId": str(uuid.uuid4())}, pc_token)
+        for _ in range(6)
+    ]
+    refused = [r for r in answers if r.status_code == 429]
+    assert len(refused) >= 2 and partner_center.rate_limited == len(refused) == len(partner_center.rate_limited_at)
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert refused[0].json()["statusCode"] == 429 and refused[0].headers["MS-CorrelationId"]
+    assert partner_center.customer_throttled == 0  # the partner's limit, not a customer's
+
+
+def test_pc_rate_change_keeps_the_tokens_in_hand(partner_center: FakePartnerCenter, pc_token: str) -> None:
+    partner_center.admit_per_second(3)
+    for _ in range(3):  # the second's worth, spent
+        _pc_post(partner_center, "/v1/productupgrades", {**BODY, "customerId": str(uuid.uuid4())}, pc_token)
+    partner_center.admit_per_second(1)  # Partner Center tightening must not hand out a fresh second
+    assert _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token).status_code == 429
+    partner_center.admit_per_second(None)
+    assert _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token).status_code == 202
+
+
+def test_pc_customer_throttle_is_counted_apart(partner_center: FakePartnerCenter, pc_token: str) -> None:
+    partner_center.throttle_customer(CUSTOMER_ID, "30")
+    assert _pc_post(partner_center, "/v1/productupgrades", BODY, pc_token).status_code == 429
+    other = {**BODY, "customerId": str(uuid.uuid4())}
+    assert _pc_post(partner_center, "/v1/productupgrades", other, pc_token).status_code == 202
+    assert (partner_center.customer_throttled, partner_center.rate_limited) == (1, 0)
+
+
 def test_pc_eligibility(partner_center: FakePartnerCenter, pc_token: str) -> None:
     r = _pc_post(partner_center, "/v1/productUpgrades/eligibility", BODY, pc_token)
     assert r.status_code == 200

@@ -28,6 +28,8 @@ from shared.upgrades.tracking import MAX_WRITES
 from tests.harness import FAST_POLICY, Host, run_tracking_function, use_unreachable_storage
 
 OTHER_CUSTOMER = "00000000-0000-0000-0000-0000000000d2"
+#: The contract's budget (45 s per call with its retries), fast backoff: a Retry-After of 30 s fits in it.
+PRODUCTION_LIKE_POLICY = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
 
 
 def ledger_of(azurite) -> TableLedger:
@@ -360,6 +362,37 @@ def test_throttled_past_the_budget_defers_then_ends_accepted(monkeypatch, stored
     sent = {r.header("MS-RequestId") for r in stored_app.partner_center.requests_to("/v1/productupgrades", "POST")}
     assert len(sent) == 1  # the same MS-RequestId before and after the deferral
     assert len(stored_app.partner_center.created_upgrades) == 1
+
+
+def test_a_customer_partner_center_throttles_on_its_own_is_deferred_not_waited_for(monkeypatch, stored_app, azurite):
+    _deferring_runtime(monkeypatch, policy=PRODUCTION_LIKE_POLICY)  # 30 s would fit its budget: it must not wait
+    held = "00000000-0000-0000-0000-0000000000e5"
+    stored_app.partner_center.throttle_customer(held, "30")
+    host = Host(azurite.connection_string)
+    held_message = host.send_request({"customerId": held, "correlationId": "held"})
+    others = [host.send_request({"customerId": str(uuid.uuid4())}) for _ in range(6)]
+    started = time.monotonic()
+    host.run_once()
+    assert time.monotonic() - started < 20  # nobody slept through the held customer's 30 s
+    assert sorted(r["messageId"] for r in host.results) == sorted(others)  # the rest of the campaign went on
+    assert all(r["status"] == "accepted" for r in host.results) and host.raised == 0
+    # The held customer's request is back on the queue, out of sight until its Retry-After, keeping its identity.
+    assert host.requests.get_queue_properties().approximate_message_count == 1
+    assert list(host.requests.peek_messages()) == []
+    assert len(stored_app.partner_center.requests_to("/v1/productupgrades", "POST")) == 7  # one call for it
+    assert held_message not in {r["messageId"] for r in host.results}
+
+
+def test_a_status_check_of_a_held_customer_is_scheduled_after_the_hold(monkeypatch, stored_app, azurite):
+    _deferring_runtime(monkeypatch, policy=PRODUCTION_LIKE_POLICY)
+    host, message = _one_check(stored_app, azurite)
+    stored_app.partner_center.throttle_customer(CUSTOMER_ID, "30")
+    started = time.monotonic()
+    run_tracking_function(message)
+    assert time.monotonic() - started < 20  # the check was not waited for
+    assert len(stored_app.partner_center.requests_to("/status", "POST")) == 1
+    assert host.tracking.get_queue_properties().approximate_message_count == 2  # in flight + the next check
+    assert list(host.tracking.peek_messages()) == []  # out of sight: after Retry-After
 
 
 def test_throttling_that_only_used_up_the_attempts_goes_back_to_the_host(stored_app, azurite):
