@@ -195,3 +195,36 @@ def test_the_instance_is_named_by_the_platform_else_by_the_host_name():
 def test_max_attempts_read_alone_stays_within_the_hosts_dequeue_count(value, attempts):
     env = {} if value is None else {s.MAX_ATTEMPTS_SETTING: value}
     assert s.max_attempts_alone(env) == attempts
+
+
+#: Modules that read the environment on purpose, besides shared/settings.py: requests' own proxy and CA variables,
+#: the command line's settings sources and consent (which writes settings), local secrets, and the health route
+#: (names of present settings only).
+ENVIRONMENT_READERS = {
+    "shared/http_session.py",
+    "shared/cli/environment.py",
+    "shared/cli/consent.py",
+    "shared/partner_center/secrets.py",
+    "shared/functions/health.py",
+}
+
+
+def environment_readers(root):
+    return {
+        path.relative_to(root).as_posix()
+        for path in (root / "shared").rglob("*.py")
+        if "os.environ" in path.read_text(encoding="utf-8") or "os.getenv" in path.read_text(encoding="utf-8")
+    } - {"shared/settings.py"}
+
+
+def test_settings_are_read_through_the_settings_module_only():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert environment_readers(root) == ENVIRONMENT_READERS
+
+
+def test_the_environment_check_names_a_new_reader(tmp_path):
+    (tmp_path / "shared" / "functions").mkdir(parents=True)
+    (tmp_path / "shared" / "functions" / "new_route.py").write_text('import os\nos.environ.get("X")\n')
+    assert environment_readers(tmp_path) == {"shared/functions/new_route.py"}
