@@ -37,6 +37,16 @@ def test_every_setting_is_in_the_settings_table_with_its_default():
             assert f"`{DEFAULTS[name]}`" in row, name
 
 
+def test_every_platform_variable_the_code_reads_is_on_the_settings_page():
+    from shared import settings
+
+    variables = [value for name, value in vars(settings).items() if name.endswith("_VARIABLE")]
+    assert len(variables) >= 4
+    rows = [line for line in SETTINGS_PAGE.splitlines() if line.startswith("| `")]
+    for variable in variables:
+        assert [row for row in rows if row.split("|")[1].strip() == f"`{variable}`"], variable
+
+
 def test_sample_settings_list_every_setting_with_the_defaults():
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     for name in ALL_SETTINGS:
