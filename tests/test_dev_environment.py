@@ -166,6 +166,31 @@ def test_pre_commit_runs_the_pinned_ruff_and_the_file_checks() -> None:
     assert hooks == {"check-yaml", "end-of-file-fixer", "trailing-whitespace"}
 
 
+def test_pre_commit_checks_commit_subjects_at_the_commit_msg_stage(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    assert "commit-msg" in config["default_install_hook_types"]
+    [local] = [repo for repo in config["repos"] if repo["repo"] == "local"]
+    [hook] = local["hooks"]
+    assert hook["stages"] == ["commit-msg"]
+    assert hook["entry"] == "python scripts/commit_subject.py"
+
+    def check(message: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "COMMIT_EDITMSG"
+        path.write_text(message, encoding="utf-8")
+        script = ROOT / "scripts" / "commit_subject.py"
+        return subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=60)
+
+    fine = "Pace Partner Center calls at a learned rate" + "x" * 29  # 72 characters
+    comment = "# a comment git strips, however long it is, is not a subject"
+    assert check(f"{fine}\n\nWhy it matters.\n{comment}\n").returncode == 0
+    too_long = check(fine + "y\n")
+    assert too_long.returncode == 1
+    assert "73 characters, at most 72" in too_long.stderr
+    assert "a blank line must follow" in check("Add a thing\nThe why, too close.\n").stderr
+    assert "full stop" in check("Add a thing.\n").stderr
+    assert "empty" in check("# only a comment\n\n").stderr
+
+
 def test_setup_puts_the_console_script_in_the_venv() -> None:
     # scripts/check setup installs the project itself (editable) into .venv: `. .venv/bin/activate` puts
     # product-upgrades on PATH, whatever Python comes first there otherwise.
