@@ -105,6 +105,30 @@ def test_throttling_without_storage_to_defer_to_raises_until_the_last_attempt(ap
     assert sent == {request_id_for("queue-request", "r-7")}
 
 
+def could_not_defer(caplog):
+    return [r for r in caplog.records if r.getMessage().startswith("Could not defer message")]
+
+
+def test_try_again_later_without_storage_to_defer_to_ends_rejected_but_retryable(app_env, caplog):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 403, 900130, "Try again later.")
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1))
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "try_again_later" and result["error"]["retryable"] is True
+    assert result["error"]["partnerCenterErrorCode"] == "900130"
+    assert could_not_defer(caplog)
+
+
+def test_a_long_retry_after_without_storage_to_defer_to_goes_back_to_the_host(app_env, caplog):
+    app_env.partner_center.throttle_next(100, retry_after="600")
+    with pytest.raises(PartnerCenterError) as info:
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1)
+    assert (info.value.status, info.value.retry_after) == (429, 600)
+    assert could_not_defer(caplog)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=5))
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "throttled" and result["error"]["retryable"] is True
+
+
 def test_connection_failures_raise_then_fail(app_env):
     app_env.partner_center.reset_next(100, match="/v1/productupgrades")
     with pytest.raises(UpstreamUnavailableError):
