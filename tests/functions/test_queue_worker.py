@@ -228,7 +228,7 @@ def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env
         assert app_env.partner_center.create_posts == 0
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- the caller's ids and the attempts ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -241,7 +241,7 @@ def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env
         {"requestId": "r" * 257},
     ],
 )
-def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
+def test_queue_ids_must_be_printable_and_bounded(app_env, ids):
     result = result_of(app_env.queue({"customerId": CUSTOMER_ID, **ids}, message_id="m-forge"))
     assert result["status"] == "rejected"
     assert result["error"]["code"] == "invalid_request" and result["error"]["retryable"] is False
@@ -249,7 +249,7 @@ def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
     assert app_env.partner_center.requests == []
 
 
-def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
+def test_printable_queue_ids_are_quoted_in_log_lines_and_whole_in_signals(app_env, caplog):
     body = {"customerId": CUSTOMER_ID, "correlationId": "c-1] [requestId=forged"}
     assert result_of(app_env.queue(body))["status"] == "accepted"
     records = [r for r in caplog.records if r.name.startswith("shared.")]
@@ -263,10 +263,10 @@ def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
         assert json.loads(line.partition(" ")[2])["correlationId"] == "c-1] [requestId=forged"
 
 
-def test_point8_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
+def test_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
     from shared.upgrades import runtime
 
-    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "10")  # the review's reproduction
+    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "10")  # above host.json's maxDequeueCount of 5
     runtime.install(None)
     with pytest.raises(Exception, match="PRODUCT_UPGRADE_MAX_ATTEMPTS"):
         app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=4)
