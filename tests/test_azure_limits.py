@@ -1,4 +1,4 @@
-"""Issue 10 point 9: every outbound call ends inside the invocation's time budget.
+"""Every outbound call ends inside the invocation's time budget.
 
 For each of the four services a fake accepts the connection, reads the request and never answers in time
 (``delay_next``); the objects are the ones ``Runtime.build`` wires, with the contract's real limits

@@ -56,7 +56,7 @@ def test_sample_settings_list_every_setting_with_the_defaults():
 
 
 def test_the_repository_stands_alone_without_the_leads_documents():
-    # Issue 12 point 7: the leads' folder beside the repository is not part of it; no file may send a reader
+    # The leads' folder beside the repository is not part of it; no file may send a reader
     # there for the contract, the Partner Center facts or the design (CI's tools there are another matter).
     leads_docs = [f"../shared/{name}.md" for name in ("contract", "partner-center", "design", "style")]
     listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
@@ -89,7 +89,7 @@ def test_docs_queue_snippet_works_on_a_fresh_azurite(azurite):
     assert len(list(client.receive_messages(max_messages=10))) == 2
 
 
-# The front page and the links between the pages (issue 19 point 4).
+# The front page and the links between the pages.
 
 FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")

@@ -190,7 +190,7 @@ def test_the_plan_is_flex_consumption() -> None:
 
 
 def test_the_scale_out_limit_is_a_described_parameter_passed_to_the_app() -> None:
-    # Issue 13: maximumInstanceCount caps a burst's cost and Partner Center's parallel calls.
+    # maximumInstanceCount caps a burst's cost and Partner Center's parallel calls.
     parameter = parse("main.bicep")["parameters"]["maximumInstanceCount"]
     decorators = {decorator["type"]: decorator["argument"] for decorator in parameter["decorators"]}
     assert "description" in decorators and "Partner Center" in decorators["description"]
@@ -672,7 +672,7 @@ def test_checkov_suppressions_carry_a_reason() -> None:
                 assert re.search(r"checkov:skip=CKV_\w+: \S.{20,}", line), f"{path.name}: {line.strip()}"
 
 
-# Types (issue 10 point 19)
+# Types: every resource as Azure publishes it
 
 BICEP_TYPES = REPO.parent / "shared" / "tools" / "bicep-types" / "check.py"
 
@@ -696,7 +696,7 @@ def test_ci_runs_the_type_check_and_skips_it_only_without_shared() -> None:
     assert "SKIP bicep-types" in script
 
 
-# infra/README.md (issue 10 point 17, issue 12 point 8)
+# infra/README.md: what is public, network isolation, cost, app registration, clean up
 
 INFRA_README = INFRA / "README.md"
 

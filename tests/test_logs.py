@@ -58,7 +58,7 @@ def test_installed_factory_adds_ids_and_redacts_args_and_tracebacks(caplog):
     assert logs.current_ids() == {}
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- a log call that cannot format -------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_sdk_loggers_quiet_at_info_our_own_not(caplog):
     assert logging.getLogger("shared.upgrades.workflow").isEnabledFor(logging.INFO)
 
 
-# -- signals (issue 22) ------------------------------------------------------------------------------------------
+# -- signals -----------------------------------------------------------------------------------------------------
 
 
 def test_signal_records_are_redacted_in_their_message_and_their_dimensions(caplog):

@@ -85,7 +85,7 @@ def test_status_document_round_trip_and_running_states():
     assert ProductUpgradesStatus.from_json({"status": "Failed", "lineItems": "junk"}, "u9").to_json()["id"] == "u9"
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- error details, status documents and the product family's spelling -------------------------------------
 
 
 def test_error_details_keep_message_or_description():

@@ -1,8 +1,8 @@
 """What Azure installs and what it is given: the hashed dependency locks and the deployment package.
 
-Issue 10 point 10: ``requirements.txt`` and ``requirements-dev.txt`` are full locks compiled by ``scripts/lock``
+``requirements.txt`` and ``requirements-dev.txt`` are full locks compiled by ``scripts/lock``
 from the human lists ``requirements.in`` and ``requirements-dev.in``: every package pinned with ``==`` and its
-sha256 hashes. Point 18: ``.funcignore`` leaves everything that is not the app out of the deployment package.
+sha256 hashes. ``.funcignore`` leaves everything that is not the app out of the deployment package.
 """
 
 from __future__ import annotations

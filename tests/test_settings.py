@@ -130,7 +130,7 @@ def test_get_settings_reads_on_first_use_and_caches(monkeypatch):
     s.get_settings.cache_clear()
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- max attempts and host.json's max dequeue count --------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", ["6", "10", "100"])
@@ -151,7 +151,7 @@ def test_host_json_max_dequeue_count_and_the_default_agree():
     assert max_dequeue_count == s.MAX_DEQUEUE_COUNT == int(s.DEFAULTS[s.MAX_ATTEMPTS_SETTING])
 
 
-# -- the token keep-alive (issue 22) ---------------------------------------------------------------------------
+# -- the token keep-alive --------------------------------------------------------------------------------------
 
 
 def test_token_keepalive_days_default_to_seven_and_accept_fractions():

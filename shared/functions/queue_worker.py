@@ -1,12 +1,11 @@
 """The queue adapter: one request message in, exactly one result message out (or a raise, for a retry).
 
 Permanent problems (a bad message, a Partner Center refusal about the customer) give a ``rejected``
-result at once. Transient ones (outages, our own configuration) raise so the host retries the message, until
-the last allowed attempt, which writes a ``failed`` result with ``retryable: true``. Partner Center's "not
-now" (a 429 outlasting the invocation's budget, a customer Partner Center throttles on its own for longer than
-:data:`HOLD_PATIENCE_SECONDS`, 403 900130) defers the request instead: the message goes back on the requests
-queue, visible after the wait, keeping its identity, and no result is written yet. A held customer so costs
-its worker nothing while the rest of the campaign goes on.
+result at once. After a failed attempt, :func:`shared.upgrades.after_failure.after_failure` decides (the rule)
+and this module carries it out: raise so the host retries the message, defer it (back on the requests queue,
+visible after the wait, keeping its identity, no result written yet), or write the final ``failed`` or
+``rejected`` result. A customer Partner Center holds for longer than :data:`HOLD_PATIENCE_SECONDS` is deferred,
+so it costs its worker nothing while the rest of the campaign goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from shared.models import Campaign, ProductUpgradeRequest, optional_str, parse_c
 from shared.partner_center.pace import customer_hold_patience
 from shared.retry import remaining_budget, time_budget
 from shared.settings import get_settings, max_attempts_alone
+from shared.upgrades.after_failure import Defer, DeferralLimits, Failure, Progress, Retry, after_failure
 from shared.upgrades.campaigns import optional_campaign
 from shared.upgrades.runtime import Runtime, get_runtime
 from shared.upgrades.workflow import OperationIds, UpgradeOrder, request_id_for
@@ -39,8 +39,6 @@ _MESSAGE_ID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa
 
 #: One queue invocation gives up within this many seconds in all, well inside host.json's functionTimeout (5 min).
 QUEUE_TIME_BUDGET_SECONDS = 120.0
-#: Delay before a throttled request is tried again when Partner Center named no Retry-After.
-DEFAULT_THROTTLE_DEFER_SECONDS = 60.0
 #: A customer Partner Center holds (throttles on its own) for longer than this is deferred, not waited for.
 HOLD_PATIENCE_SECONDS = 5.0
 
@@ -136,79 +134,69 @@ def _handle(msg: func.QueueMessage) -> str | None:
 def _failed(
     msg: func.QueueMessage, parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError, fields: dict[str, Any]
 ) -> str | None:
+    """Carry out the decision :func:`after_failure` takes: raise, defer (None) or the final result message."""
     # The ids the failed attempt used (the ledger may have counted more business answers than the message).
     ids = ids.counting(exc.business_answers)
-    if isinstance(exc, PartnerCenterError) and _not_now(exc):
+    message_id = fields["message_id"]
+    progress = Progress(_dequeue_count(msg), _max_attempts(), parsed.deferrals, ids.business_answers)
+    decision = after_failure(Failure.of(exc), progress, _deferral_limits(exc))
+    if isinstance(decision, Defer):
         try:
-            deferred = _defer(parsed, ids, exc, fields["message_id"])
+            _defer(parsed, exc, message_id, decision)
+            return None
         except ProductUpgradeError as defer_error:
             # No queue to defer to: the host's own retries (429) or a result now (900130) instead.
-            log.warning("Could not defer message %s: %s", fields["message_id"], defer_error.message)
-            deferred = None
-        if deferred:
-            return None
-        if deferred is False:
-            # Deferrals used up: the request ends here, with "try again later" still true of it.
-            _record(parsed, ids, exc)
-            return result_message(exc.ending, error=exc, retryable=True, **fields)
-    if not exc.transient:
-        log.info("Rejecting queue message %s: %s", fields["message_id"], exc.message)
-        _record(parsed, ids, exc)
-        return result_message("rejected", error=exc, retryable=exc.retryable, **fields)
-    attempt = _dequeue_count(msg)
-    max_attempts = _max_attempts()
-    if attempt < max_attempts:
+            log.warning("Could not defer message %s: %s", message_id, defer_error.message)
+            decision = decision.otherwise
+    if isinstance(decision, Retry):
         log.warning(
             "Queue message %s attempt %d of %d failed, the host will retry it: %s",
-            fields["message_id"],
-            attempt,
-            max_attempts,
+            message_id,
+            progress.attempt,
+            progress.max_attempts,
             exc.message,
         )
         raise exc
-    log.error("Queue message %s failed on its last attempt (%d): %s", fields["message_id"], attempt, exc.message)
-    _record(parsed, ids, exc)
-    return result_message("failed", error=exc, retryable=True, **fields)
-
-
-def _not_now(exc: PartnerCenterError) -> bool:
-    """Partner Center said "later": 900130, a customer it holds longer than this function waits, or a 429 whose
-    Retry-After this invocation could not wait for (a 429 that merely used up the attempts goes back to the
-    host's retries instead)."""
-    if exc.try_again_later or (exc.status == 429 and exc.customer_throttled):
-        return True
-    if exc.status != 429 or exc.retry_after is None:
-        return False
-    policy = get_runtime().policy
-    left = min(policy.total_budget, remaining_budget() or policy.total_budget)
-    return exc.retry_after + policy.min_attempt_time > left
-
-
-def _defer(parsed: QueueRequest, ids: OperationIds, exc: PartnerCenterError, message_id: str) -> bool:
-    """Put the request back on the queue for later; False when its deferrals are used up. Raises
-    :class:`ProductUpgradeError` when the queue cannot be written."""
-    runtime: Runtime = get_runtime()
-    settings = runtime.settings
-    if parsed.deferrals >= settings.max_deferrals:
+    if decision.reason == "deferrals_used_up":
         log.warning("Request of message %s deferred %d times already; giving up", message_id, parsed.deferrals)
-        return False
-    if exc.try_again_later:
-        delay = settings.defer_seconds
+    elif decision.reason == "refused":
+        log.info("Rejecting queue message %s: %s", message_id, exc.message)
     else:
-        delay = float(exc.retry_after) if exc.retry_after is not None else DEFAULT_THROTTLE_DEFER_SECONDS
-    # "Try again later" is a business answer: the next attempt takes the next MS-RequestId; a 429 got none.
-    answers = ids.business_answers + 1 if exc.try_again_later else ids.business_answers
-    runtime.scheduler.defer_request(parsed.deferred(message_id, answers), delay)
+        log.error("Queue message %s failed on its last attempt (%d): %s", message_id, progress.attempt, exc.message)
+    _record(parsed, ids, exc)
+    return result_message(decision.status, error=exc, retryable=decision.retryable, **fields)
+
+
+def _deferral_limits(exc: ProductUpgradeError) -> DeferralLimits | None:
+    """How this invocation may defer. Only Partner Center's answers are deferred, and one means the runtime was
+    built (the failure may be that it could not be)."""
+    if not isinstance(exc, PartnerCenterError):
+        return None
+    runtime = get_runtime()
+    return DeferralLimits(
+        max_deferrals=runtime.settings.max_deferrals,
+        defer_seconds=runtime.settings.defer_seconds,
+        budget_left=remaining_budget(),
+        total_budget=runtime.policy.total_budget,
+        min_attempt_time=runtime.policy.min_attempt_time,
+    )
+
+
+def _defer(parsed: QueueRequest, exc: ProductUpgradeError, message_id: str, decision: Defer) -> None:
+    """Put the request back on the queue for later. Raises :class:`ProductUpgradeError` when the queue cannot be
+    written."""
+    runtime: Runtime = get_runtime()
+    delay = decision.delay_seconds
+    runtime.scheduler.defer_request(parsed.deferred(message_id, decision.next_business_answers), delay)
     log.info(
         "Partner Center said not now (%s) for message %s; deferred %d of %d, back in %.0f s",
         exc.code,
         message_id,
         parsed.deferrals + 1,
-        settings.max_deferrals,
+        runtime.settings.max_deferrals,
         delay,
     )
     signals.upgrade_deferred(parsed.request, exc, deferrals=parsed.deferrals + 1, delay_seconds=delay)
-    return True
 
 
 def _record(parsed: QueueRequest, ids: OperationIds, exc: ProductUpgradeError) -> None:

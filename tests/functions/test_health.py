@@ -65,7 +65,7 @@ def test_answer_is_cached_so_it_cannot_hammer_entra(monkeypatch, app_env, caplog
     assert len(app_env.entra.requests_to("/oauth2/v2.0/token", "POST")) == 1
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- anonymous callers, and callers at once ----------------------------------------------------------------
 
 
 def test_anonymous_health_says_healthy_or_unhealthy_only(monkeypatch, app_env):
@@ -130,7 +130,7 @@ def test_a_stale_answer_is_served_while_one_caller_refreshes(monkeypatch, app_en
     assert len(app_env.entra.requests_to("/oauth2/v2.0/token", "POST")) == 2
 
 
-# -- issue 22: the consent's state -----------------------------------------------------------------------------
+# -- the consent's state ---------------------------------------------------------------------------------------
 
 
 def test_details_report_the_consent_by_dates_and_flags_only(monkeypatch, app_env):

@@ -305,7 +305,7 @@ def test_logic_apps_poller_follows_location_until_completed(app_env):
     assert polls == 3 and waited >= 2  # the create's 202 has no Retry-After; two running polls asked for 1 s each
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- Location, product family, upgrade ids, status documents, redirects, error bodies ----------------------
 
 
 def _reinstall_runtime():
@@ -316,7 +316,7 @@ def _reinstall_runtime():
     runtime.install(runtime.Runtime.build(Settings.from_env(), policy=FAST_POLICY, poll_interval_seconds=1))
 
 
-def test_point1_location_ignores_forged_host(monkeypatch, app_env):
+def test_location_is_the_website_hostname_not_a_forged_host_header(monkeypatch, app_env):
     monkeypatch.setenv("WEBSITE_HOSTNAME", "upgrades-prod.azurewebsites.net")
     app_env.base_url = "http://attacker.example:8080"
     response = app_env.create({"customerId": CUSTOMER_ID}, params={"code": "K"}, headers={"Host": "evil.example"})
@@ -333,7 +333,7 @@ def test_point1_location_ignores_forged_host(monkeypatch, app_env):
     assert "attacker.example" not in running.headers["Location"]
 
 
-def test_point1_location_uses_the_public_url_first(monkeypatch, app_env):
+def test_location_uses_the_public_url_before_the_website_hostname(monkeypatch, app_env):
     monkeypatch.setenv("WEBSITE_HOSTNAME", "upgrades-prod.azurewebsites.net")
     monkeypatch.setenv("PRODUCT_UPGRADE_PUBLIC_URL", "https://apim.contoso.com/upgrades/")
     _reinstall_runtime()
@@ -346,7 +346,7 @@ def test_point1_location_uses_the_public_url_first(monkeypatch, app_env):
 
 
 @pytest.mark.parametrize("website_hostname", [None, "localhost:7071"])
-def test_point1_local_runs_use_the_requests_own_host(monkeypatch, app_env, website_hostname):
+def test_location_in_local_runs_uses_the_requests_own_host(monkeypatch, app_env, website_hostname):
     if website_hostname is None:
         monkeypatch.delenv("WEBSITE_HOSTNAME", raising=False)
     else:
@@ -356,7 +356,7 @@ def test_point1_local_runs_use_the_requests_own_host(monkeypatch, app_env, websi
     assert response.headers["Location"].startswith("http://localhost:7071/api/productupgrades/")
 
 
-def test_point1_route_prefix_is_host_jsons():
+def test_route_prefix_is_the_one_host_json_sets():
     from pathlib import Path
 
     from shared.functions.http_api import ROUTE_PREFIX
@@ -366,7 +366,7 @@ def test_point1_route_prefix_is_host_jsons():
 
 
 @pytest.mark.parametrize("family", ["azure", "AZURE", " Azure "])
-def test_point13_product_family_is_sent_in_partner_centers_spelling(app_env, family):
+def test_product_family_is_sent_in_partner_centers_spelling(app_env, family):
     response = app_env.create({"customerId": CUSTOMER_ID, "productFamily": family}, params={"code": "K"})
     assert response.status_code == 202
     assert json.loads(response.get_body())["productFamily"] == "Azure"
@@ -375,7 +375,7 @@ def test_point13_product_family_is_sent_in_partner_centers_spelling(app_env, fam
     assert post.json() == {"customerId": CUSTOMER_ID, "productFamily": "Azure"}
 
 
-def test_point13_same_key_with_another_spelling_is_the_same_upgrade(stored_app):
+def test_same_idempotency_key_with_another_product_family_spelling_is_the_same_upgrade(stored_app):
     first = stored_app.create({"customerId": CUSTOMER_ID, "productFamily": "azure"}, headers={"Idempotency-Key": "k"})
     second = stored_app.create({"customerId": CUSTOMER_ID, "productFamily": "Azure"}, headers={"Idempotency-Key": "k"})
     assert first.status_code == second.status_code == 202
@@ -384,7 +384,7 @@ def test_point13_same_key_with_another_spelling_is_the_same_upgrade(stored_app):
 
 
 @pytest.mark.parametrize("family", ["Ａzure", "Azüre", "Azure\u200b"])
-def test_point13_non_ascii_product_family_is_400(app_env, family):
+def test_non_ascii_product_family_is_400(app_env, family):
     response = app_env.create({"customerId": CUSTOMER_ID, "productFamily": family})
     assert response.status_code == 400
     assert "ASCII" in problem_of(response)["detail"]
@@ -394,20 +394,20 @@ def test_point13_non_ascii_product_family_is_400(app_env, family):
 @pytest.mark.parametrize(
     "upgrade_id", ["upgrade-1", "42d075a4-bfe7-43e7-af6d", "42d075a4bfe743e7af6d7c68a57edcb4x", "..%2F..", "%00"]
 )
-def test_point14_status_accepts_only_guid_upgrade_ids(app_env, upgrade_id):
+def test_status_accepts_only_guid_upgrade_ids(app_env, upgrade_id):
     response = app_env.status(upgrade_id, {"customerId": CUSTOMER_ID})
     assert response.status_code == 400
     assert "upgradeId must be a GUID" in problem_of(response)["detail"]
     assert app_env.partner_center.requests == [] and app_env.entra.requests == []
 
 
-def test_point14_partner_centers_guid_upgrade_ids_are_accepted(app_env):
+def test_status_accepts_partner_centers_guid_upgrade_ids_in_upper_case(app_env):
     created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
     assert str(uuid.UUID(created)) == created  # the fake issues GUIDs, as Partner Center does
     assert app_env.status(created.upper(), {"customerId": CUSTOMER_ID}).status_code == 202
 
 
-def test_point12_status_document_without_status_is_502(app_env):
+def test_status_document_without_a_status_is_502(app_env):
     created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
     app_env.partner_center.fail_next(1, 200, {"id": created, "productFamily": "Azure", "lineItems": []}, match="status")
     response = app_env.status(created, {"customerId": CUSTOMER_ID})
@@ -415,7 +415,7 @@ def test_point12_status_document_without_status_is_502(app_env):
     assert "has no status" in problem_of(response)["detail"]
 
 
-def test_point11_status_route_passes_message_and_description(app_env):
+def test_status_passes_error_message_and_description_cut_to_1024_characters(app_env):
     created = json.loads(app_env.create({"customerId": CUSTOMER_ID}).get_body())["upgradeId"]
     app_env.partner_center.set_upgrade_status(
         created,
@@ -429,7 +429,7 @@ def test_point11_status_route_passes_message_and_description(app_env):
 
 
 @pytest.mark.parametrize("status", [302, 307, 308])
-def test_point2_partner_center_redirect_is_not_followed(app_env, status):
+def test_partner_center_redirect_is_not_followed_and_the_token_stays_home(app_env, status):
     from sandbox import FakeHTTPServer
 
     with FakeHTTPServer(use_tls=False) as elsewhere:
@@ -442,7 +442,7 @@ def test_point2_partner_center_redirect_is_not_followed(app_env, status):
     assert app_env.partner_center.created_upgrades == []
 
 
-def test_point2_token_redirect_through_the_app_is_502(app_env):
+def test_a_token_endpoint_redirect_is_a_502_token_error_for_the_caller(app_env):
     from sandbox import FakeHTTPServer
 
     with FakeHTTPServer(use_tls=False) as elsewhere:
@@ -457,7 +457,7 @@ def test_point2_token_redirect_through_the_app_is_502(app_env):
 HTML_PAGE = "<html><body><h1>502 Bad Gateway</h1>pc-int-07.corp.local 10.20.30.40 refresh_token=abcdefgh</body></html>"
 
 
-def test_point6_a_non_json_error_body_never_reaches_the_caller(app_env, caplog):
+def test_a_non_json_error_body_never_reaches_the_caller(app_env, caplog):
     headers = {"Content-Type": "text/html"}
     app_env.partner_center.fail_next(1, 400, HTML_PAGE, headers, match="/v1/productupgrades")
     response = app_env.create({"customerId": CUSTOMER_ID})
@@ -471,7 +471,7 @@ def test_point6_a_non_json_error_body_never_reaches_the_caller(app_env, caplog):
     assert "10.20.30.40" in logged and "abcdefgh" not in logged
 
 
-def test_point6_partner_centers_description_is_passed_up_to_1024_characters(app_env):
+def test_partner_centers_error_description_is_passed_up_to_1024_characters(app_env):
     app_env.partner_center.set_customer_error(CUSTOMER_ID, 400, 900118, "d" * 1500)
     detail = problem_of(app_env.create({"customerId": CUSTOMER_ID}))["detail"]
     assert "d" * 1024 in detail and "d" * 1025 not in detail

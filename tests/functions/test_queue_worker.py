@@ -105,6 +105,30 @@ def test_throttling_without_storage_to_defer_to_raises_until_the_last_attempt(ap
     assert sent == {request_id_for("queue-request", "r-7")}
 
 
+def could_not_defer(caplog):
+    return [r for r in caplog.records if r.getMessage().startswith("Could not defer message")]
+
+
+def test_try_again_later_without_storage_to_defer_to_ends_rejected_but_retryable(app_env, caplog):
+    app_env.partner_center.set_customer_error(CUSTOMER_ID, 403, 900130, "Try again later.")
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1))
+    assert result["status"] == "rejected"
+    assert result["error"]["code"] == "try_again_later" and result["error"]["retryable"] is True
+    assert result["error"]["partnerCenterErrorCode"] == "900130"
+    assert could_not_defer(caplog)
+
+
+def test_a_long_retry_after_without_storage_to_defer_to_goes_back_to_the_host(app_env, caplog):
+    app_env.partner_center.throttle_next(100, retry_after="600")
+    with pytest.raises(PartnerCenterError) as info:
+        app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=1)
+    assert (info.value.status, info.value.retry_after) == (429, 600)
+    assert could_not_defer(caplog)
+    result = result_of(app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=5))
+    assert result["status"] == "failed"
+    assert result["error"]["code"] == "throttled" and result["error"]["retryable"] is True
+
+
 def test_connection_failures_raise_then_fail(app_env):
     app_env.partner_center.reset_next(100, match="/v1/productupgrades")
     with pytest.raises(UpstreamUnavailableError):
@@ -204,7 +228,7 @@ def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env
         assert app_env.partner_center.create_posts == 0
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- the caller's ids and the attempts ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -217,7 +241,7 @@ def test_any_invalid_message_gets_a_rejected_result_through_the_function(app_env
         {"requestId": "r" * 257},
     ],
 )
-def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
+def test_queue_ids_must_be_printable_and_bounded(app_env, ids):
     result = result_of(app_env.queue({"customerId": CUSTOMER_ID, **ids}, message_id="m-forge"))
     assert result["status"] == "rejected"
     assert result["error"]["code"] == "invalid_request" and result["error"]["retryable"] is False
@@ -225,7 +249,7 @@ def test_point4_queue_ids_must_be_printable_and_bounded(app_env, ids):
     assert app_env.partner_center.requests == []
 
 
-def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
+def test_printable_queue_ids_are_quoted_in_log_lines_and_whole_in_signals(app_env, caplog):
     body = {"customerId": CUSTOMER_ID, "correlationId": "c-1] [requestId=forged"}
     assert result_of(app_env.queue(body))["status"] == "accepted"
     records = [r for r in caplog.records if r.name.startswith("shared.")]
@@ -239,10 +263,10 @@ def test_point4_printable_ids_are_escaped_in_log_lines(app_env, caplog):
         assert json.loads(line.partition(" ")[2])["correlationId"] == "c-1] [requestId=forged"
 
 
-def test_point8_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
+def test_max_attempts_above_max_dequeue_count_still_ends_in_a_result(monkeypatch, app_env):
     from shared.upgrades import runtime
 
-    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "10")  # the review's reproduction
+    monkeypatch.setenv("PRODUCT_UPGRADE_MAX_ATTEMPTS", "10")  # above host.json's maxDequeueCount of 5
     runtime.install(None)
     with pytest.raises(Exception, match="PRODUCT_UPGRADE_MAX_ATTEMPTS"):
         app_env.queue({"customerId": CUSTOMER_ID}, dequeue_count=4)

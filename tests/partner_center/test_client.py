@@ -106,7 +106,7 @@ def test_any_upgrade_id_round_trips_through_location(upgrade_id, prefix):
     assert parse_location(prefix + upgrade_id) == upgrade_id
 
 
-def test_point6_non_json_body_is_logged_not_described(caplog):
+def test_non_json_error_body_is_logged_at_debug_not_described(caplog):
     error = error_from_response(response(502, b"<html>internal 10.1.2.3 " + b"x" * 5000), request_id="r-1")
     assert error.description == "" and "10.1.2.3" not in error.message
     assert error.http_status == 502 and error.transient
@@ -115,7 +115,7 @@ def test_point6_non_json_body_is_logged_not_described(caplog):
 
 
 @pytest.mark.parametrize("body", [{"code": "1", "description": {"nested": "x"}}, ["a"], "just a string"])
-def test_point6_json_without_a_text_description_gives_none(body):
+def test_json_error_without_a_text_description_gives_an_empty_one(body):
     assert error_from_response(response(400, body)).description == ""
 
 

@@ -160,7 +160,7 @@ def test_token_endpoint_failing_once_is_retried(entra):
     assert len(token_posts(entra)) == 2
 
 
-# -- issue 10 ----------------------------------------------------------------------------------------------
+# -- redirects from the token endpoint ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -174,7 +174,7 @@ def test_token_endpoint_redirect_is_not_followed(entra, status):
     assert len(token_posts(entra)) == 1
 
 
-# -- issue 22: MFA and the shared record -------------------------------------------------------------------------
+# -- MFA and the shared record -----------------------------------------------------------------------------------
 
 
 def test_mfa_is_read_from_the_access_tokens_amr_claim(entra):
