@@ -214,7 +214,13 @@ def drain_targets(drains: dict[str, Any]) -> list[dict[str, Any]]:
 def _drain_rows(
     label: str, run: dict[str, Any], capacity: dict[str, Any] | None, baseline: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
-    section = f"drain {label}/s, {run['messages']} msgs, {run['workers']} workers"
+    del label
+    rate = f"R={run['rate_per_second']:g}/s"
+    if run.get("rate_after_half_way"):
+        rate += f" then {run['rate_after_half_way']:g}/s"
+    if run.get("throttled_customer"):
+        rate += ", one customer always throttled"
+    section = f"drain {rate}, {run['messages']} msgs, {run['workers']} workers"
     top = max(run["rate_per_second"], run.get("rate_after_half_way") or 0)
     harness = capacity["messages_per_second"] if capacity else None
     shown = f"{run['drain_ratio']:.2f}x ({run['drain_seconds']:.1f} s vs {run['ideal_seconds']:.0f} s)"
