@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 
+def ending_of(transient: bool) -> Literal["failed", "rejected"]:
+    """How a request that ends on an error is recorded and reported: ``failed`` when the error is transient (trying
+    it again later may succeed), else ``rejected``. The one place this rule is written."""
+    return "failed" if transient else "rejected"
+
+
 class ProductUpgradeError(Exception):
     """Base of all errors of this package."""
 
@@ -47,7 +53,7 @@ class ProductUpgradeError(Exception):
     def ending(self) -> Literal["failed", "rejected"]:
         """How a request that ends on this error is recorded and reported: ``failed`` when trying it again later
         may succeed, else ``rejected``."""
-        return "failed" if self.transient else "rejected"
+        return ending_of(self.transient)
 
 
 class SettingError(ProductUpgradeError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.errors import PartnerCenterError, ProductUpgradeError
+from shared.errors import PartnerCenterError, ProductUpgradeError, ending_of
 
 #: Delay before a throttled request is tried again when Partner Center named no Retry-After.
 DEFAULT_THROTTLE_DEFER_SECONDS = 60.0
@@ -115,7 +115,7 @@ def after_failure(failure: Failure, progress: Progress, limits: DeferralLimits |
     if limits is None or not not_now(failure, limits):
         return without_deferral(failure, progress)
     if progress.deferrals >= limits.max_deferrals:
-        return Final("failed" if failure.transient else "rejected", retryable=True, reason="deferrals_used_up")
+        return Final(ending_of(failure.transient), retryable=True, reason="deferrals_used_up")
     if failure.try_again_later:
         delay = limits.defer_seconds
     else:
