@@ -120,9 +120,10 @@ def test_one_always_throttled_customer_does_not_pause_a_200_row_campaign(cli: Cl
     for line in proc.stderr:
         lines.append(line.rstrip())
     proc.wait(timeout=120)
-    # While the held customer waits its Retry-After, the others finished: the campaign was never paused.
+    # While the held customer waits its Retry-After, the others finished: the campaign (named after the CSV,
+    # "wave") was never paused.
     held = [line for line in lines if "1 customer held" in line]
-    assert held and any(line.startswith("bulk wave.csv: 199/200 done") for line in held), lines
+    assert held and any(line.startswith("bulk wave: 199/200 done") for line in held), lines
     assert not any("resuming in" in line for line in lines)  # no partner-wide pause
     report = {r["customerId"]: r for r in read_report(cli.folder / "report.csv")}
     assert report[THROTTLED]["status"] == "failed" and report[THROTTLED]["errorCode"] == "throttled"

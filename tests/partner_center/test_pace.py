@@ -198,7 +198,9 @@ def test_callers_already_waiting_for_their_slots_go_faster_when_the_rate_grows()
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(lambda n: pace.call(f"customer-{n}", lambda: Answer(202)), range(12)))
     assert time.monotonic() - started < 8.0  # at the first plan, 1 a second, the last would have left at 11 s
-    assert pace.rate >= 4.0
+    # It grew while they waited. How often depends on how soon the limiter's thread runs on a busy machine (once
+    # is enough to pass under 8 s; an idle machine reaches 4 or 8).
+    assert pace.rate >= 2.0
 
 
 # -- the shared pace --------------------------------------------------------------------------------------------
