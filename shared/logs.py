@@ -17,7 +17,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from traceback import format_exception_only
-from typing import Any
+from typing import Any, NamedTuple
 
 REDACTED = "[REDACTED]"
 
@@ -39,37 +39,52 @@ _SECRET_KEYS = "|".join(_SECRET_NAMES)
 #: Where such a name starts: a word boundary, or right after a percent-encoded byte (``%3Fcode%3D...``).
 _KEY_START = r"(?:\b|(?<=%[0-9A-Fa-f]{2}))"
 
-#: (pattern, replacement, hints): a pattern runs only when the lower-cased text holds one of its hints (or
-#: it has none), so the common log line, holding none of these names, costs a few substring searches.
-_PATTERNS: list[tuple[re.Pattern[str], str, tuple[str, ...]]] = [
+
+class _Redaction(NamedTuple):
+    """A secret-shaped part of a log line and what replaces it. The pattern runs only when the text holds the
+    ``gate`` character (or there is none), one of the ``hints`` once lower-cased (or there are none), and is at
+    least ``min_length`` long: each a necessary condition, so the common line costs a few substring searches."""
+
+    pattern: re.Pattern[str]
+    replacement: str
+    hints: tuple[str, ...] = ()
+    gate: str | None = None
+    min_length: int = 0
+
+
+_QUOTED = (*_SECRET_NAMES, "value")
+
+_PATTERNS: tuple[_Redaction, ...] = (
     # Authorization: Bearer <token>
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED, ("bearer",)),
+    _Redaction(re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-_.~+/]+=*"), r"\1" + REDACTED, ("bearer",)),
     # JWTs (access and id tokens) wherever they appear
-    (re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED, ("eyj",)),
+    _Redaction(re.compile(r"eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), REDACTED, ("eyj",)),
     # form fields, query parameters and connection-string parts that carry secrets
-    (re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})=([^&\s;\"',]+)"), r"\1=" + REDACTED, _SECRET_NAMES),
+    _Redaction(
+        re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})=([^&\s;\"',]+)"), r"\1=" + REDACTED, _SECRET_NAMES, gate="="
+    ),
     # the same, URL-encoded inside another URL or parameter (code%3D..., up to the next %26)
-    (
-        re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})%3D((?:(?!%26)[^&\s;\"',])+)"),
-        r"\1%3D" + REDACTED,
-        ("%3d",),
+    _Redaction(
+        re.compile(rf"(?i){_KEY_START}({_SECRET_KEYS})%3D((?:(?!%26)[^&\s;\"',])+)"), r"\1%3D" + REDACTED, ("%3d",)
     ),
     # the function key as a header line: "x-functions-key: ..."
-    (re.compile(r"(?i)(x-functions-key\s*:\s*)[^\s,;'\"}]+"), r"\1" + REDACTED, ("x-functions-key",)),
+    _Redaction(re.compile(r"(?i)(x-functions-key\s*:\s*)[^\s,;'\"}]+"), r"\1" + REDACTED, ("x-functions-key",)),
     # JSON members and single-quoted dict reprs that carry secrets
-    (
+    _Redaction(
         re.compile(rf"(?i)(\"(?:{_SECRET_KEYS}|value)\"\s*:\s*\")(?:[^\"\\]|\\.)*"),
         r"\1" + REDACTED,
-        (*_SECRET_NAMES, "value"),
+        tuple(f'"{name}"' for name in _QUOTED),
+        gate='"',
     ),
-    (
+    _Redaction(
         re.compile(rf"(?i)('(?:{_SECRET_KEYS}|value)'\s*:\s*['\"])(?:[^'\"\\]|\\.)*"),
         r"\1" + REDACTED,
-        (*_SECRET_NAMES, "value"),
+        tuple(f"'{name}'" for name in _QUOTED),
+        gate="'",
     ),
     # long opaque strings (refresh tokens are hundreds of characters of base64url and dots)
-    (re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED, ()),
-]
+    _Redaction(re.compile(r"(?<![A-Za-z0-9_\-.])[A-Za-z0-9_\-.~+/]{120,}={0,2}"), REDACTED, min_length=120),
+)
 
 #: Longest value of an id field appended to a log line.
 MAX_FIELD_LENGTH = 256
@@ -108,9 +123,11 @@ def redact(text: str) -> str:
         if value in text:
             text = text.replace(value, REDACTED)
     lowered = text.lower()
-    for pattern, replacement, hints in _PATTERNS:
-        if not hints or any(hint in lowered for hint in hints):
-            text = pattern.sub(replacement, text)
+    for redaction in _PATTERNS:
+        if len(text) < redaction.min_length or (redaction.gate is not None and redaction.gate not in text):
+            continue
+        if not redaction.hints or any(hint in lowered for hint in redaction.hints):
+            text = redaction.pattern.sub(redaction.replacement, text)
     return text
 
 

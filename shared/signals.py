@@ -304,6 +304,8 @@ def _value(value: Any) -> object:
         return value if math.isfinite(value) else str(value)  # JSON has no NaN nor Infinity
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    text = "".join(character for character in " ".join(str(value).split()) if character.isprintable())
+    text = " ".join(str(value).split())
+    if not text.isprintable():  # rare: a character at a time only then
+        text = "".join(character for character in text if character.isprintable())
     text = redact(text)
     return text if len(text) <= MAX_FIELD_LENGTH else text[: MAX_FIELD_LENGTH - 3] + "..."
