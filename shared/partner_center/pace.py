@@ -135,6 +135,8 @@ class PaceLimiter:
         self._peak = 0
         #: When a call last waited for the rate: the rate grows only while calls wait for it.
         self._limited_at = -math.inf
+        #: Callers asleep until a slot planned for them: calls waiting for the rate, even when none has asked lately.
+        self._waiting = 0
         self._pending: list[CutEvent] = []
         #: A write of cuts lost to another instance's write: the next exchange (which reads again) folds them in.
         self._push_lost = False
@@ -235,8 +237,12 @@ class PaceLimiter:
             epoch = self._epoch
             if slot > now:
                 self._limited_at = now
-            while self._epoch == epoch and (left := slot - self._clock()) > 0:
-                self._sleep(self._cond, left)
+            self._waiting += 1
+            try:
+                while self._epoch == epoch and (left := slot - self._clock()) > 0:
+                    self._sleep(self._cond, left)
+            finally:
+                self._waiting -= 1
             if self._epoch == epoch:
                 self._last_start = slot
                 known = self._pace.cuts if self._alone else self._partner_cuts
@@ -316,8 +322,10 @@ class PaceLimiter:
             )
 
     def _limited(self, now: float) -> bool:
-        """Under the lock: whether calls waited for the rate within the last interval."""
-        return now - self._limited_at <= self.rules.interval
+        """Under the lock: whether calls wait for the rate now, or waited within the last interval. Callers that
+        planned their slots a while ago and sleep until them count: all of a queue worker's invocations may be
+        waiting at once, and none asks again until the rate changes."""
+        return self._waiting > 0 or now - self._limited_at <= self.rules.interval
 
     def _set(self, pace: Pace, now: float) -> None:
         """Under the lock: adopt ``pace`` (this process's own, or the partner's at this process's share). Callers
