@@ -215,31 +215,40 @@ def drain_targets(drains: dict[str, Any]) -> list[dict[str, Any]]:
             )
         )
     baseline = runs.get("R=20")
-    for label, run in runs.items():
+    for run in runs.values():
         if run["rate_per_second"] is None:
             continue
-        rows += _drain_rows(label, run, capacities.get(run["messages"]), baseline)
+        rows += _drain_rows(run, capacities.get(run["messages"]), baseline)
     return rows
 
 
-def _drain_rows(
-    label: str, run: dict[str, Any], capacity: dict[str, Any] | None, baseline: dict[str, Any] | None
-) -> list[dict[str, Any]]:
-    del label
+def _drain_section(run: dict[str, Any]) -> str:
+    """The section's name: the rate (and how it changed), the messages held, the workers."""
     rate = f"R={run['rate_per_second']:g}/s"
     if run.get("rate_after_half_way"):
         rate += f" then {run['rate_after_half_way']:g}/s"
     if run.get("throttled_customer"):
         rate += ", one customer always throttled"
-    section = f"drain {rate}, {run['messages']} msgs, {run['workers']} workers"
+    return f"drain {rate}, {run['messages']} msgs, {run['workers']} workers"
+
+
+def _drain_time_row(section: str, run: dict[str, Any], capacity: dict[str, Any] | None) -> dict[str, Any]:
+    """Drain time against N/R: a target only where the harness runs at least twice as fast as the top rate."""
     top = max(run["rate_per_second"], run.get("rate_after_half_way") or 0)
     harness = capacity["messages_per_second"] if capacity else None
     shown = f"{run['drain_ratio']:.2f}x ({run['drain_seconds']:.1f} s vs {run['ideal_seconds']:.0f} s)"
     if harness is not None and harness >= 2 * top:
-        rows = [_row(section, "drain time vs ideal", run["drain_ratio"], 1.15, shown + f"; harness {harness:.0f}/s")]
-    else:
-        why = f"harness {harness:.0f} msgs/s < 2R: the harness sets the pace" if harness else "no harness figure"
-        rows = [_figure(section, "drain time vs ideal", run["drain_ratio"], f"{shown}; {why}")]
+        return _row(section, "drain time vs ideal", run["drain_ratio"], 1.15, shown + f"; harness {harness:.0f}/s")
+    why = f"harness {harness:.0f} msgs/s < 2R: the harness sets the pace" if harness else "no harness figure"
+    return _figure(section, "drain time vs ideal", run["drain_ratio"], f"{shown}; {why}")
+
+
+def _drain_rows(
+    run: dict[str, Any], capacity: dict[str, Any] | None, baseline: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """One limited drain run's rows; ``baseline`` (R=20) is what the held customer's run is measured against."""
+    section = _drain_section(run)
+    rows = [_drain_time_row(section, run, capacity)]
     rows.append(
         _row(
             section,
