@@ -26,71 +26,125 @@ READY = "benchmark services ready"
 
 def serve(args: argparse.Namespace) -> int:
     """The fakes process."""
-    from sandbox import DEFAULT_SECRETS
-    from sandbox.entra import FakeEntra
-    from sandbox.key_vault import FakeKeyVault
-    from sandbox.managed_identity import FakeManagedIdentity
-    from sandbox.partner_center import FakePartnerCenter
-    from sandbox.storage_proxy import CountingStorageProxy
-    from sandbox.tls import make_tls_material
+    fakes = _Fakes(args)
+    print(json.dumps(fakes.addresses()), flush=True)
+    print(READY, flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("cmd") == "quit":
+            break
+        print(json.dumps(fakes.answer(command)), flush=True)
+    fakes.stop()
+    return 0
 
-    tls = make_tls_material(Path(args.dir))
-    entra = FakeEntra(tls=tls).start()
-    partner_center = FakePartnerCenter(entra, tls=tls).start()
-    identity = FakeManagedIdentity().start()
-    vault = FakeKeyVault(DEFAULT_SECRETS, managed_identity=identity, tls=tls).start()
-    ports = argparse.Namespace(queue_port=args.queue_port, table_port=args.table_port)
-    storage_proxy = CountingStorageProxy(ports).__enter__()  # type: ignore[arg-type]  # Azurite's two ports
 
-    vault_state = {"delay": 0.0, "in_flight": 0, "max_in_flight": 0}
-    #: When the run being measured started (``mark``): Partner Center's figures are also given from 10 s after it.
-    marked = {"at": 0.0}
-    vault_lock = threading.Lock()
-    vault_inner = vault.handle
+class _Fakes:
+    """The fakes and the recording proxy of the fakes process, and what its commands set and count."""
 
-    def vault_handle(req: Any) -> Any:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from sandbox import DEFAULT_SECRETS
+        from sandbox.entra import FakeEntra
+        from sandbox.key_vault import FakeKeyVault
+        from sandbox.managed_identity import FakeManagedIdentity
+        from sandbox.partner_center import FakePartnerCenter
+        from sandbox.storage_proxy import CountingStorageProxy
+        from sandbox.tls import make_tls_material
+
+        self.tls = make_tls_material(Path(args.dir))
+        self.entra = FakeEntra(tls=self.tls).start()
+        self.partner_center = FakePartnerCenter(self.entra, tls=self.tls).start()
+        self.identity = FakeManagedIdentity().start()
+        self.vault = FakeKeyVault(DEFAULT_SECRETS, managed_identity=self.identity, tls=self.tls).start()
+        ports = argparse.Namespace(queue_port=args.queue_port, table_port=args.table_port)
+        self.storage_proxy = CountingStorageProxy(ports).__enter__()  # type: ignore[arg-type]  # Azurite's two ports
+        self.vault_state = {"delay": 0.0, "in_flight": 0, "max_in_flight": 0}
+        #: When the run being measured started (``mark``): Partner Center's figures are also given from 10 s after it.
+        self.marked_at = 0.0
+        self._vault_lock = threading.Lock()
+        self._vault_inner = self.vault.handle
+        self.vault.handle = self._vault_handle  # type: ignore[method-assign]
+
+    def _vault_handle(self, req: Any) -> Any:
         # Authenticated secret reads take `delay` (a real vault is a network round trip away) and are
         # counted while in flight: three reads side by side show max_in_flight 3.
         counted = req.method == "GET" and bool(req.headers.get("Authorization"))
         if counted:
-            with vault_lock:
-                vault_state["in_flight"] += 1
-                vault_state["max_in_flight"] = max(vault_state["max_in_flight"], vault_state["in_flight"])
+            with self._vault_lock:
+                self.vault_state["in_flight"] += 1
+                self.vault_state["max_in_flight"] = max(
+                    self.vault_state["max_in_flight"], self.vault_state["in_flight"]
+                )
         try:
-            if counted and vault_state["delay"]:
-                time.sleep(vault_state["delay"])
-            return vault_inner(req)
+            if counted and self.vault_state["delay"]:
+                time.sleep(self.vault_state["delay"])
+            return self._vault_inner(req)
         finally:
             if counted:
-                with vault_lock:
-                    vault_state["in_flight"] -= 1
+                with self._vault_lock:
+                    self.vault_state["in_flight"] -= 1
 
-    vault.handle = vault_handle  # type: ignore[method-assign]
+    def addresses(self) -> dict[str, Any]:
+        """The first line the process prints: where each fake answers, and how to reach them."""
+        return {
+            "entra": self.entra.url,
+            "partner_center": self.partner_center.url,
+            "key_vault": self.vault.url,
+            "identity_env": self.identity.env(),
+            "ca_bundle": self.tls.ca_bundle,
+            "storage_proxy": self.storage_proxy.connection_string,
+        }
 
-    def counts() -> dict[str, Any]:
+    def answer(self, command: dict[str, Any]) -> Any:
+        """The reply to one command (``quit`` is the caller's)."""
+        name = command.get("cmd")
+        reply: Any = {"ok": True}
+        if name == "counts":
+            reply = self.counts()
+        elif name == "reset":
+            self.reset()
+        elif name == "mark":
+            self.marked_at = time.time()
+        elif name == "admit":
+            self.partner_center.admit_per_second(command.get("rate"))
+        elif name == "throttle_customer":
+            self.partner_center.throttle_customer(str(command["customer"]), str(command["retry_after"]))
+        elif name == "service_time":
+            self.partner_center.service_time(float(command["seconds"]))
+        elif name == "vault_delay":
+            self.vault_state["delay"] = float(command["seconds"])
+        else:
+            reply = {"error": f"unknown command {name!r}"}
+        return reply
+
+    def _partner_center_timeline(self) -> list[list[int]]:
+        """Partner Center's calls and 429s in each second since the mark, as ``[second, calls, 429s]``."""
+        timeline: dict[int, list[int]] = {}
+        if self.marked_at:
+            for r in list(self.partner_center.requests):
+                if r.received_at >= self.marked_at:
+                    timeline.setdefault(int(r.received_at - self.marked_at), [0, 0])[0] += 1
+            for t in list(self.partner_center.rate_limited_at):
+                if t >= self.marked_at:
+                    timeline.setdefault(int(t - self.marked_at), [0, 0])[1] += 1
+        return [[second, *timeline[second]] for second in sorted(timeline)]
+
+    def counts(self) -> dict[str, Any]:
+        partner_center, storage_proxy = self.partner_center, self.storage_proxy
         with storage_proxy._lock:
             storage = {f"{service} {method}": n for (service, method), n in storage_proxy.counts.items()}
-        settled = marked["at"] + 10.0  # past the first 10 s, when the pace is still being learnt
-        timeline: dict[int, list[int]] = {}
-        if marked["at"]:  # calls and 429s in each second since the mark
-            for r in list(partner_center.requests):
-                if r.received_at >= marked["at"]:
-                    timeline.setdefault(int(r.received_at - marked["at"]), [0, 0])[0] += 1
-            for t in list(partner_center.rate_limited_at):
-                if t >= marked["at"]:
-                    timeline.setdefault(int(t - marked["at"]), [0, 0])[1] += 1
+        settled = self.marked_at + 10.0  # past the first 10 s, when the pace is still being learnt
         return {
-            "partner_center_timeline": [[second, *timeline[second]] for second in sorted(timeline)],
+            "partner_center_timeline": self._partner_center_timeline(),
             "partner_center_calls_after_10s": sum(1 for r in list(partner_center.requests) if r.received_at >= settled),
             "partner_center_rate_limited_after_10s": sum(
                 1 for t in list(partner_center.rate_limited_at) if t >= settled
             ),
             "partner_center_customer_throttled": partner_center.customer_throttled,
-            "token_requests": len(entra.requests_to("/oauth2/v2.0/token", "POST"))
-            + len(entra.requests_to("/oauth2/token", "POST")),
-            "key_vault_reads": sum(vault.gets.values()),
-            "key_vault_max_in_flight": vault_state["max_in_flight"],
-            "identity_requests": len(identity.requests),
+            "token_requests": len(self.entra.requests_to("/oauth2/v2.0/token", "POST"))
+            + len(self.entra.requests_to("/oauth2/token", "POST")),
+            "key_vault_reads": sum(self.vault.gets.values()),
+            "key_vault_max_in_flight": self.vault_state["max_in_flight"],
+            "identity_requests": len(self.identity.requests),
             "partner_center_calls": len(partner_center.requests),
             "partner_center_creates": partner_center.create_posts,
             "partner_center_rate_limited": partner_center.rate_limited,
@@ -101,55 +155,18 @@ def serve(args: argparse.Namespace) -> int:
             "storage": storage,
         }
 
-    def reset() -> None:
-        for fake in (entra, partner_center, identity, vault):
+    def reset(self) -> None:
+        for fake in (self.entra, self.partner_center, self.identity, self.vault):
             fake.requests.clear()
-        storage_proxy.reset()
-        partner_center.reset()
-        vault.gets.clear()
-        vault_state["max_in_flight"] = 0
+        self.storage_proxy.reset()
+        self.partner_center.reset()
+        self.vault.gets.clear()
+        self.vault_state["max_in_flight"] = 0
 
-    print(
-        json.dumps(
-            {
-                "entra": entra.url,
-                "partner_center": partner_center.url,
-                "key_vault": vault.url,
-                "identity_env": identity.env(),
-                "ca_bundle": tls.ca_bundle,
-                "storage_proxy": storage_proxy.connection_string,
-            }
-        ),
-        flush=True,
-    )
-    print(READY, flush=True)
-    for line in sys.stdin:
-        command = json.loads(line)
-        name = command.get("cmd")
-        reply: Any = {"ok": True}
-        if name == "counts":
-            reply = counts()
-        elif name == "reset":
-            reset()
-        elif name == "mark":
-            marked["at"] = time.time()
-        elif name == "admit":
-            partner_center.admit_per_second(command.get("rate"))
-        elif name == "throttle_customer":
-            partner_center.throttle_customer(str(command["customer"]), str(command["retry_after"]))
-        elif name == "service_time":
-            partner_center.service_time(float(command["seconds"]))
-        elif name == "vault_delay":
-            vault_state["delay"] = float(command["seconds"])
-        elif name == "quit":
-            break
-        else:
-            reply = {"error": f"unknown command {name!r}"}
-        print(json.dumps(reply), flush=True)
-    storage_proxy.__exit__()
-    for fake in (vault, identity, partner_center, entra):
-        fake.stop()
-    return 0
+    def stop(self) -> None:
+        self.storage_proxy.__exit__()
+        for fake in (self.vault, self.identity, self.partner_center, self.entra):
+            fake.stop()
 
 
 class Services:

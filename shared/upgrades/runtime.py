@@ -72,9 +72,6 @@ class Runtime:
         """Wire every object for ``settings``; no network call happens here."""
         from shared.partner_center.client import PartnerCenterClient
         from shared.partner_center.tokens import TokenProvider
-        from shared.store.scheduler import QueueScheduler
-        from shared.store.table_ledger import TableLedger
-        from shared.upgrades.tracking import UpgradeTracker
         from shared.upgrades.workflow import ProductUpgradeWorkflow
 
         policy = policy or RetryPolicy()
@@ -97,18 +94,7 @@ class Runtime:
         )
         ledger = _ledger(settings, credential)
         scheduler = _scheduler(settings, credential)
-        tracker = (
-            UpgradeTracker(
-                client,
-                ledger,
-                scheduler,
-                poll_seconds=settings.poll_seconds,
-                tracking_hours=settings.tracking_hours,
-                max_poll_seconds=settings.max_poll_seconds,
-            )
-            if isinstance(scheduler, QueueScheduler) and isinstance(ledger, TableLedger)
-            else None
-        )
+        tracker = _tracker(settings, client, ledger, scheduler)
         return cls(
             settings=settings,
             session=session,
@@ -125,6 +111,26 @@ class Runtime:
             shared_state=shared_state,
             clock=clock,
         )
+
+
+def _tracker(
+    settings: Settings, client: PartnerCenterClient, ledger: Ledger, scheduler: Scheduler
+) -> UpgradeTracker | None:
+    """The tracker, when there is one to have: it needs the ledger's table and the queues."""
+    from shared.store.scheduler import QueueScheduler
+    from shared.store.table_ledger import TableLedger
+    from shared.upgrades.tracking import UpgradeTracker
+
+    if not (isinstance(scheduler, QueueScheduler) and isinstance(ledger, TableLedger)):
+        return None
+    return UpgradeTracker(
+        client,
+        ledger,
+        scheduler,
+        poll_seconds=settings.poll_seconds,
+        tracking_hours=settings.tracking_hours,
+        max_poll_seconds=settings.max_poll_seconds,
+    )
 
 
 def _session() -> requests.Session:
