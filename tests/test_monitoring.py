@@ -428,3 +428,11 @@ def test_queries_are_files_an_operator_can_paste() -> None:
         assert text.startswith("//"), path.name
         runbook_entry = re.search(r'Runbook: "([^"]+)"', text)
         assert runbook_entry and runbook_entry[1] in names, path.name
+
+
+def test_no_trace_record_an_alert_reads_is_sampled_away() -> None:
+    # The token alerts fire on one record; Application Insights' adaptive sampling would drop some of them.
+    host = json.loads((REPO / "host.json").read_text(encoding="utf-8"))
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    excluded = set(sampling["excludedTypes"].split(";")) if sampling.get("isEnabled", True) else {"Trace"}
+    assert {"Trace", "Exception", "Request"} <= excluded
