@@ -100,7 +100,7 @@ class Pace:
 
 @dataclass(frozen=True)
 class PaceRules:
-    """AIMD on the rate of Partner Center calls. The defaults are argued in README ("Draining a campaign at
+    """AIMD on the rate of Partner Center calls. The defaults are argued in docs/performance.md ("Draining a campaign at
     Partner Center's pace") and measured by ``python -m benchmarks --only drain``."""
 
     #: Calls per second before anything is learned, and the bounds of what may be learned.
