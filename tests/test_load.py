@@ -163,9 +163,9 @@ def test_thousand_messages_none_lost_none_duplicated(stored_app, azurite, caplog
     assert set(created) == set(customers) and max(created.values()) == 1
     assert {r["customerId"] for r in results} == set(customers)
     assert figures["results lost to a simulated crash"] == MESSAGES // CRASH_EVERY
-    assert (
-        throttler.throttled > 8 * (MESSAGES // THROTTLE_BURST_EVERY - 1) and stored_app.partner_center.rate_limited > 0
-    )
+    # The bursts always come; the rate limit answers 429 only when this machine outruns it (a loaded CI machine
+    # may not), so its count is printed, not held.
+    assert throttler.throttled > 8 * (MESSAGES // THROTTLE_BURST_EVERY - 1)
     assert figures["token requests"] == 1
 
 
