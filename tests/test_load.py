@@ -238,14 +238,20 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     # one outcomeId per upgrade, none lost, each the name-based id of its upgrade
     assert {json.loads(texts[0])["upgradeId"] for texts in copies.values()} == upgrade_ids
     assert set(copies) == {outcome_id_for(upgrade_id) for upgrade_id in upgrade_ids}
-    # every copy byte-identical to its first; every extra copy reported, and every report a copy
+    # every copy byte-identical to its first; every extra copy reported. A report is a copy unless the attempt
+    # before it never got carried out (Azurite closed the connection on it): the app cannot tell the two apart,
+    # which is why the warning says "may"
     assert identical
-    assert extra_copies == len(resend_warnings) >= lost.hits
+    unanswered = len(outcome_sends) - carried_out
+    assert len(resend_warnings) == extra_copies + unanswered
+    assert extra_copies >= lost.hits
     # each outcome POST carried out left one copy; the app sent each outcome once (the SDK the rest)
     assert carried_out == len(host.outcome_texts)
     assert _app_sends(outcome_sends, copies) == n
     flagged = {r.outcome_id for r in figures["rows"] if r.outcome_resent}
-    assert flagged == {outcome_id for outcome_id, texts in copies.items() if len(texts) > 1}
+    doubled = {outcome_id for outcome_id, texts in copies.items() if len(texts) > 1}
+    assert doubled <= flagged
+    assert len(flagged - doubled) <= unanswered
     # per upgrade: reservation, transaction, first check (create); read, next check, update (running);
     # read, claim, outcome, marked sent (ended); plus creating the table and the queues once; plus the outcome
     # sends the SDK made again; plus, once per process, the token's record (when it was renewed, when it lapses:
