@@ -166,7 +166,9 @@ class TableLedger:
                 raise
             return replace(upgrade, etag=results[-1].get("etag"), stored_state=upgrade.state) if with_upgrade else None
 
-        recorded = self._best_effort("record accepted upgrade", created.upgrade_id, call)
+        # Tried even while the ledger is paused: without this record no status check follows the upgrade and its
+        # outcome is never sent. A pause after one slow answer had left a minute of upgrades unfollowed.
+        recorded = self._best_effort("record accepted upgrade", created.upgrade_id, call, essential=True)
         return self._count(recorded) if recorded is not None else None
 
     def record_refused(
@@ -362,11 +364,14 @@ class TableLedger:
         return replace(record, counted_state=record.state) if counted else record
 
     # -- plumbing ------------------------------------------------------------------------------------------
-    def _best_effort(self, what: str, subject: str, call: Callable[[TableClient], T]) -> T | None:
-        """Run a table call beside the upgrade: when storage fails, log a warning, pause, and answer None."""
+    def _best_effort(
+        self, what: str, subject: str, call: Callable[[TableClient], T], *, essential: bool = False
+    ) -> T | None:
+        """Run a table call beside the upgrade: when storage fails, log a warning, pause the calls that are not
+        ``essential``, and answer None."""
         from azure.core.exceptions import AzureError
 
-        if time.monotonic() < self._paused_until:
+        if not essential and time.monotonic() < self._paused_until:
             log.warning("Ledger paused after a storage failure: could not %s (%s)", what, subject)
             return None
         try:

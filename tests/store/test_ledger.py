@@ -9,7 +9,7 @@ import uuid
 from azure.data.tables import TableServiceClient
 
 from sandbox import CUSTOMER_ID
-from shared.models import ProductUpgradeCreated
+from shared.models import ProductUpgradeCreated, ProductUpgradeRequest
 from shared.settings import StorageConnection
 from shared.store.table_ledger import TableLedger
 from tests.harness import use_unreachable_storage
@@ -64,7 +64,10 @@ def test_unreachable_storage_never_blocks_the_upgrade(monkeypatch, app_env, capl
         second = json.loads(app_env.queue({"customerId": "00000000-0000-0000-0000-0000000000d2"}, message_id="m-2"))
     assert first["status"] == second["status"] == "accepted"
     assert len(app_env.partner_center.created_upgrades) == 2
-    assert caplog.text.count("Ledger could not") == 1  # then paused, not retried per message
+    # the record each upgrade's tracking needs is tried for every upgrade; nothing else is tried again while paused
+    assert caplog.text.count("Ledger could not record accepted upgrade") == 2
+    assert caplog.text.count("Ledger could not reserve request") == 1  # the second message's: paused, not tried
+    assert caplog.text.count("Ledger paused after a storage failure: could not reserve request") == 1
     assert "a2V5" not in caplog.text
 
 
@@ -159,3 +162,23 @@ def test_http_and_queue_keys_are_apart_for_guid_keys_too(stored_app):
     assert result["status"] == "accepted"
     sent = [r.header("MS-RequestId") for r in stored_app.partner_center.requests_to("/v1/productupgrades", "POST")]
     assert len(set(sent)) == 2 and key not in sent
+
+
+def test_a_storage_failure_pauses_the_ledger_but_never_the_record_tracking_needs(storage_proxy, caplog):
+    # One refused reservation paused every write for a minute: the upgrades accepted meanwhile had no record, so no
+    # status check followed them and their outcomes were never sent (seen in a busy-machine run of 1,000).
+    ledger = TableLedger(StorageConnection(connection_string=storage_proxy.connection_string), "pausedledger")
+    request = ProductUpgradeRequest(CUSTOMER_ID)
+    assert ledger.reserve("req-0", request, "corr-0") is None  # creates the table: the next POST is the reservation
+    storage_proxy.forbid("table", "POST", "/pausedledger", times=1)
+    with caplog.at_level(logging.WARNING):
+        assert ledger.reserve("req-1", request, "corr-1") is None
+        assert ledger.get_request("req-2") is None  # paused: not asked
+        record = ledger.record_accepted(
+            "req-1", ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure"), caller_request_id=None, correlation_id="corr-1"
+        )
+    assert "Ledger could not reserve request (req-1): HttpResponseError" in caplog.text
+    assert "Ledger paused after a storage failure: could not read the request record (req-2)" in caplog.text
+    assert record is not None and record.upgrade_id == "u-1" and record.state == "running"
+    stored = ledger.get_upgrade("req-1")
+    assert stored is not None and stored.upgrade_id == "u-1"
