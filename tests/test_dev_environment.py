@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.repository import tracked_files
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 CHECK_JSONSCHEMA = Path(sys.executable).parent / "check-jsonschema"
@@ -196,9 +198,8 @@ def test_pre_commit_checks_commit_subjects_at_the_commit_msg_stage(tmp_path: Pat
 def test_setup_on_a_fresh_checkout_puts_the_console_script_in_its_venv(tmp_path: Path) -> None:
     # What a new operator does: a checkout with no .venv, `scripts/check setup`, `. .venv/bin/activate`, and
     # product-upgrades is on PATH, whatever Python comes first there otherwise. Needs the package index.
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     checkout = tmp_path / "checkout"
-    for name in filter(None, tracked.decode().split("\0")):
+    for name in tracked_files():
         if (ROOT / name).is_file():  # a file deleted in the working tree is not the checkout's either
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, checkout / name)

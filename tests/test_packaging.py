@@ -24,6 +24,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pathspec import GitIgnoreSpec
 
+from tests.repository import tracked_files
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Dependency locks
@@ -342,13 +344,6 @@ def deployed(paths: list[str], spec: GitIgnoreSpec) -> set[str]:
 def is_app(path: str) -> bool:
     # Everything tracked under shared/ is the app, data files the code reads included.
     return path in APP_FILES or path.startswith(APP_PACKAGE)
-
-
-def tracked_files() -> list[str]:
-    if not (REPO / ".git").exists():
-        pytest.skip("not a git checkout: no tracked files to package")
-    listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True, text=True)
-    return [path for path in listing.stdout.split("\0") if path]
 
 
 def working_tree_files(spec: GitIgnoreSpec) -> list[str]:
