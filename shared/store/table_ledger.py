@@ -69,6 +69,36 @@ def _refused_position(position: Mapping[str, str] | None) -> Iterator[None]:
         raise ValidationError("continuationToken is not one this app issued; start again without it") from None
 
 
+def _submit_record(
+    table: TableClient, operations: list[Any], ledger_key: str, write_id: str
+) -> tuple[bool, str | None]:
+    """Submit a transaction that records an upgrade (when it creates the upgrade's row, its last operation, the
+    row is marked with ``write_id``): whether this write recorded it, and the row's ETag; False when the row was
+    there already, written by another.
+
+    The SDK never sends a POST again once it is sent, so an answer that does not come would leave the upgrade
+    unrecorded, and so unfollowed. It is sent again here: sent again after it landed, it fails on its own
+    first copy, which its write id tells from a twin's."""
+    from azure.core.exceptions import ServiceResponseError
+    from azure.data.tables import TableTransactionError
+
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            results = table.submit_transaction(operations, **_table_call_limits())
+        except ServiceResponseError:
+            if attempt == ATTEMPTS:
+                raise
+            log.warning("Storage's answer to the record of request %s did not come; writing it again", ledger_key)
+            continue
+        except TableTransactionError as exc:
+            if getattr(exc, "error_code", None) != "EntityAlreadyExists":
+                raise
+            current = table.get_entity(ledger_key, UPGRADE_ROW, **_table_call_limits())
+            return current.get("WriteId") == write_id, current.metadata.get("etag")
+        return True, results[-1].get("etag")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class TableLedger:
     """The ledger in the table ``PRODUCT_UPGRADE_TABLE`` of the host's storage account; created on first use."""
 
@@ -124,7 +154,7 @@ class TableLedger:
         with_upgrade: bool = True,
         campaign: Campaign | None = None,
     ) -> UpgradeRecord | None:
-        from azure.data.tables import TableTransactionError, UpdateMode
+        from azure.data.tables import UpdateMode
 
         now = utc_now()
         request = RequestRecord(
@@ -152,19 +182,17 @@ class TableLedger:
         )
         # The request record replaces a reservation when there is one; the upgrade record is an insert, so
         # of two racing twins of one request (one MS-RequestId, one upgrade) the first to record it wins.
+        write_id = uuid.uuid4().hex
         operations: list[Any] = [("upsert", request_entity(request, correlation_id), {"mode": UpdateMode.REPLACE})]
         if with_upgrade:
-            operations.append(("create", upgrade_entity(upgrade)))
+            operations.append(("create", {**upgrade_entity(upgrade), "WriteId": write_id}))
 
         def call(table: TableClient) -> UpgradeRecord | None:
-            try:
-                results = table.submit_transaction(operations, **_table_call_limits())
-            except TableTransactionError as exc:
-                if getattr(exc, "error_code", None) == "EntityAlreadyExists":
-                    log.info("Upgrade %s was already recorded for request %s", created.upgrade_id, request_id)
-                    return None
-                raise
-            return replace(upgrade, etag=results[-1].get("etag"), stored_state=upgrade.state) if with_upgrade else None
+            mine, etag = _submit_record(table, operations, request_id, write_id)
+            if not mine:
+                log.info("Upgrade %s was already recorded for request %s", created.upgrade_id, request_id)
+                return None
+            return replace(upgrade, etag=etag, stored_state=upgrade.state) if with_upgrade else None
 
         # Tried even while the ledger is paused: without this record no status check follows the upgrade and its
         # outcome is never sent. A pause after one slow answer had left a minute of upgrades unfollowed.

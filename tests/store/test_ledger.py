@@ -5,14 +5,18 @@ import logging
 import os
 import threading
 import uuid
+from dataclasses import replace
 
 from azure.data.tables import TableServiceClient
 
 from sandbox import CUSTOMER_ID
+from sandbox.storage_proxy import CountingStorageProxy
 from shared.models import ProductUpgradeCreated, ProductUpgradeRequest
 from shared.settings import StorageConnection
 from shared.store.table_ledger import TableLedger
 from tests.harness import use_unreachable_storage
+
+NO_IDS = {"caller_request_id": None, "correlation_id": "c"}
 
 
 def _ledger(azurite) -> TableLedger:
@@ -36,6 +40,30 @@ def test_round_trip_creates_the_table_on_first_use(azurite):
     assert sorted(e["RowKey"] for e in entities) == ["request", "upgrade"]
     assert {e["PartitionKey"] for e in entities} == {"req-1"}
     assert ledger.get_request("req-2") is None and ledger.get_upgrade("req-2") is None
+
+
+def test_a_twin_finds_the_upgrade_recorded_and_leaves_it_to_the_first(azurite):
+    ledger = _ledger(azurite)
+    created = ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure")
+    first = ledger.record_accepted("req-1", created, caller_request_id=None, correlation_id="c")
+    twin = ledger.record_accepted("req-1", created, caller_request_id=None, correlation_id="c")
+    assert first is not None and twin is None  # one follows the upgrade
+
+
+def test_a_record_whose_answer_was_lost_is_written_again_and_known_as_its_own(azurite, caplog):
+    # The SDK never resends a POST once sent: the ledger does, and the resend meets the row its first copy wrote.
+    with CountingStorageProxy(azurite) as proxy:
+        ledger = _ledger(proxy)
+        lost = proxy.lose_answer("table", "POST", "$batch")
+        record = ledger.record_accepted("req-1", ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure"), **NO_IDS)
+        assert lost.hits == 1 and record is not None and record.etag
+        assert "did not come; writing it again" in caplog.text
+        assert ledger.update_upgrade(replace(record, state="completed")) is not None  # its ETag is the row's
+        assert [s.carried_out for s in proxy.requests_to("table", "POST", "$batch")] == [True, True]
+        # no answer to any of its tries: not recorded, and said so
+        lost = proxy.lose_answer("table", "POST", "$batch", times=3)
+        assert ledger.record_accepted("req-2", ProductUpgradeCreated("u-2", CUSTOMER_ID, "Azure"), **NO_IDS) is None
+        assert lost.hits == 3 and "Ledger could not record accepted upgrade (u-2)" in caplog.text
 
 
 def test_replay_after_a_crash_does_not_post_again(stored_app):

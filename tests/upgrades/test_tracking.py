@@ -253,6 +253,18 @@ def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azu
     assert record.state == "completed" and record.outcome_sent
 
 
+def test_a_lost_answer_to_the_first_record_of_an_upgrade_still_follows_it(stored_app, azurite, storage_proxy, caplog):
+    # The transaction recording the accepted upgrade lands, its answer never comes: the SDK sends it again and it
+    # fails on its own first copy. That is not a twin of the request having recorded the upgrade first.
+    lost = storage_proxy.lose_answer("table", "POST", "$batch")
+    host = _accepted(stored_app, azurite, 0)
+    assert lost.hits == 1
+    assert "was already recorded" not in caplog.text
+    assert _outcomes(host) == ["completed"]
+    [record] = ledger_of(azurite).list_upgrades().items
+    assert record.state == "completed" and record.outcome_sent
+
+
 def test_a_lost_answer_to_a_running_check_keeps_the_chain_of_checks(stored_app, azurite, storage_proxy):
     host = _accepted(stored_app, azurite, 1)
     lost = storage_proxy.lose_answer("table", "PUT", UPGRADE_ROW_PATH)  # the first: check 1 recorded running
