@@ -213,7 +213,11 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     # The pace's exchanges (its shared rate, once a second while calls are made) name its partition in their path;
     # they follow the clock, not the upgrades: counted apart, and bounded by the run's length.
     pace = Counter((s.service, s.method) for s in storage_proxy.seen if _is_pace(s) and s.carried_out)
-    storage = dict(storage_proxy.counts - pace)
+    # On a busy machine an answer may come after the client stopped waiting: the table write or read is sent
+    # again under its client request id, and a write that meets its own first copy reads the row once to know it.
+    resent = _tries_again(storage_proxy.seen)
+    storage = dict(storage_proxy.counts - pace - resent)
+    reads_after_resends = storage.get(("table", "GET"), 0) - 2 * n
     copies = _outcome_copies(host)
     resend_warnings = [r.getMessage() for r in caplog.records if RESEND_WARNING in r.getMessage()]
     extra_copies = len(host.outcome_texts) - len(copies)
@@ -230,6 +234,9 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     print(f"  the pace's exchanges: {dict(pace)} in {figures['seconds']:.0f} s")
     print(f"  storage requests per upgrade: {sum(storage.values()) / n:.2f}")
     print(f"  requests Azurite dropped unanswered (sent again by the SDK): {dict(storage_proxy.unanswered)}")
+    print(
+        f"  table requests carried out again (answer too late): {dict(resent)}; reads after them: {reads_after_resends}"
+    )
 
     upgrade_ids = {r["upgradeId"] for r in host.results}
     assert len(upgrade_ids) == n
@@ -257,6 +264,8 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     # sends the SDK made again; plus, once per process, the token's record (when it was renewed, when it lapses:
     # the keep-alive's), which makes sure of its table and merges the record; plus the pace's two whose path does
     # not name its partition (making sure of the table, creating the partner's record)
+    assert 0 <= reads_after_resends <= resent[("table", "PUT")] + resent[("table", "POST")]
+    storage[("table", "GET")] -= reads_after_resends
     assert storage == {
         ("table", "POST"): 2 * n + 4,
         ("table", "GET"): 2 * n,
@@ -270,6 +279,20 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
 def _is_pace(request: SeenRequest) -> bool:
     """A request about the pace's partition in the ledger's table (shared.store.pace_state)."""
     return request.service == "table" and f"'{PACE_PARTITION}'" in unquote(request.path)
+
+
+def _tries_again(seen: list[SeenRequest]) -> Counter[tuple[str, str]]:
+    """The app's table requests (the pace's aside) carried out again under a client request id whose earlier
+    try was carried out already: one request, not two."""
+    carried: set[str] = set()
+    again: Counter[tuple[str, str]] = Counter()
+    for request in seen:
+        if request.service != "table" or not request.carried_out or _is_pace(request) or not request.client_request_id:
+            continue
+        if request.client_request_id in carried:
+            again[(request.service, request.method)] += 1
+        carried.add(request.client_request_id)
+    return again
 
 
 def _outcome_copies(host: Host) -> dict[str, list[str]]:

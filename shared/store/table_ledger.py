@@ -82,9 +82,11 @@ def _submit_record(
     from azure.core.exceptions import ServiceResponseError
     from azure.data.tables import TableTransactionError
 
+    # Every try under one x-ms-client-request-id, as the SDK's own retries are: one write in storage's logs.
+    client_request_id = str(uuid.uuid4())
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            results = table.submit_transaction(operations, **_table_call_limits())
+            results = table.submit_transaction(operations, request_id=client_request_id, **_table_call_limits())
         except ServiceResponseError:
             if attempt == ATTEMPTS:
                 raise

@@ -59,7 +59,9 @@ def test_a_record_whose_answer_was_lost_is_written_again_and_known_as_its_own(az
         assert lost.hits == 1 and record is not None and record.etag
         assert "did not come; writing it again" in caplog.text
         assert ledger.update_upgrade(replace(record, state="completed")) is not None  # its ETag is the row's
-        assert [s.carried_out for s in proxy.requests_to("table", "POST", "$batch")] == [True, True]
+        tries = proxy.requests_to("table", "POST", "$batch")
+        assert [t.carried_out for t in tries] == [True, True]
+        assert tries[0].client_request_id and tries[0].client_request_id == tries[1].client_request_id
         # no answer to any of its tries: not recorded, and said so
         lost = proxy.lose_answer("table", "POST", "$batch", times=3)
         assert ledger.record_accepted("req-2", ProductUpgradeCreated("u-2", CUSTOMER_ID, "Azure"), **NO_IDS) is None

@@ -251,6 +251,9 @@ def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azu
     assert _outcomes(host) == ["completed"] and lost.hits == 1
     [record] = ledger_of(azurite).list_upgrades().items
     assert record.state == "completed" and record.outcome_sent
+    # the SDK sent it again under the same client request id (tests/test_load.py counts such tries as one)
+    first, again = storage_proxy.requests_to("table", "PUT", UPGRADE_ROW_PATH)[:2]
+    assert first.carried_out and again.carried_out and first.client_request_id == again.client_request_id
 
 
 def test_a_lost_answer_to_the_first_record_of_an_upgrade_still_follows_it(stored_app, azurite, storage_proxy, caplog):
