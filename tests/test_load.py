@@ -181,6 +181,8 @@ CPU_BURNERS = int(os.environ.get("LOAD_CPU_BURNERS", "3"))
 #: copies the run must account for even when the machine's load makes none.
 LOST_OUTCOME_ANSWERS_PER_100 = 1
 RESEND_WARNING = "may arrive twice"
+#: The ledger's warning for a reservation it skipped while paused (shared.store.table_ledger).
+RESERVATION_PAUSED = "Ledger paused after a storage failure: could not reserve request"
 
 
 @contextlib.contextmanager
@@ -218,6 +220,8 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     resent = _tries_again(storage_proxy.seen)
     storage = dict(storage_proxy.counts - pace - resent)
     reads_after_resends = storage.get(("table", "GET"), 0) - 2 * n
+    # and when one answer never came, the ledger pauses for a minute: reservations are skipped (the records are not)
+    skipped_reservations = sum(RESERVATION_PAUSED in r.getMessage() for r in caplog.records)
     copies = _outcome_copies(host)
     resend_warnings = [r.getMessage() for r in caplog.records if RESEND_WARNING in r.getMessage()]
     extra_copies = len(host.outcome_texts) - len(copies)
@@ -237,6 +241,7 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     print(
         f"  table requests carried out again (answer too late): {dict(resent)}; reads after them: {reads_after_resends}"
     )
+    print(f"  reservations skipped while the ledger was paused: {skipped_reservations}")
 
     upgrade_ids = {r["upgradeId"] for r in host.results}
     assert len(upgrade_ids) == n
@@ -259,7 +264,7 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     doubled = {outcome_id for outcome_id, texts in copies.items() if len(texts) > 1}
     assert doubled <= flagged
     assert len(flagged - doubled) <= unanswered
-    # per upgrade: reservation, transaction, first check (create); read, next check, update (running);
+    # per upgrade: reservation (unless paused), transaction, first check (create); read, next check, update (running);
     # read, claim, outcome, marked sent (ended); plus creating the table and the queues once; plus the outcome
     # sends the SDK made again; plus, once per process, the token's record (when it was renewed, when it lapses:
     # the keep-alive's), which makes sure of its table and merges the record; plus the pace's two whose path does
@@ -267,7 +272,7 @@ def test_thousand_upgrades_followed_to_their_end(stored_app, azurite, storage_pr
     assert 0 <= reads_after_resends <= resent[("table", "PUT")] + resent[("table", "POST")]
     storage[("table", "GET")] -= reads_after_resends
     assert storage == {
-        ("table", "POST"): 2 * n + 4,
+        ("table", "POST"): 2 * n + 4 - skipped_reservations,
         ("table", "GET"): 2 * n,
         ("table", "PUT"): 3 * n,
         ("table", "PATCH"): 1,
