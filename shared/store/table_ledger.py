@@ -69,6 +69,18 @@ def _refused_position(position: Mapping[str, str] | None) -> Iterator[None]:
         raise ValidationError("continuationToken is not one this app issued; start again without it") from None
 
 
+def _upgrade_row(record: UpgradeRecord, write_id: str) -> dict[str, Any]:
+    """The upgrade's row as this write stores it: marked with its write id, which a resend that meets the row
+    reads back to tell its own first copy from another writer's (:func:`_row_written_by`)."""
+    return {**upgrade_entity(record), "WriteId": write_id}
+
+
+def _row_written_by(table: TableClient, ledger_key: str, write_id: str) -> tuple[bool, str | None]:
+    """Whether the upgrade's row as stored now is the one the write ``write_id`` made, and its ETag."""
+    current = table.get_entity(ledger_key, UPGRADE_ROW, **_table_call_limits())
+    return current.get("WriteId") == write_id, current.metadata.get("etag")
+
+
 def _submit_record(
     table: TableClient, operations: list[Any], ledger_key: str, write_id: str
 ) -> tuple[bool, str | None]:
@@ -95,8 +107,7 @@ def _submit_record(
         except TableTransactionError as exc:
             if getattr(exc, "error_code", None) != "EntityAlreadyExists":
                 raise
-            current = table.get_entity(ledger_key, UPGRADE_ROW, **_table_call_limits())
-            return current.get("WriteId") == write_id, current.metadata.get("etag")
+            return _row_written_by(table, ledger_key, write_id)
         return True, results[-1].get("etag")
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -187,7 +198,7 @@ class TableLedger:
         write_id = uuid.uuid4().hex
         operations: list[Any] = [("upsert", request_entity(request, correlation_id), {"mode": UpdateMode.REPLACE})]
         if with_upgrade:
-            operations.append(("create", {**upgrade_entity(upgrade), "WriteId": write_id}))
+            operations.append(("create", _upgrade_row(upgrade, write_id)))
 
         def call(table: TableClient) -> UpgradeRecord | None:
             mine, etag = _submit_record(table, operations, request_id, write_id)
@@ -281,7 +292,7 @@ class TableLedger:
             table = self._client()
             try:
                 etag = table.update_entity(
-                    {**upgrade_entity(record), "WriteId": write_id},
+                    _upgrade_row(record, write_id),
                     mode=UpdateMode.REPLACE,
                     etag=record.etag,
                     match_condition=MatchConditions.IfNotModified,
@@ -290,10 +301,9 @@ class TableLedger:
             except ResourceModifiedError:
                 # The SDK sends an update again when its answer was lost; if the first copy had landed, the
                 # second finds the record changed by this very write. Its write id tells that from another's.
-                current = table.get_entity(record.ledger_key, UPGRADE_ROW, **_table_call_limits())
-                if current.get("WriteId") != write_id:
+                mine, etag = _row_written_by(table, record.ledger_key, write_id)
+                if not mine:
                     return None
-                etag = current.metadata.get("etag")
         except ResourceNotFoundError:
             return None
         except (AzureError, ValueError) as exc:

@@ -45,8 +45,8 @@ def test_round_trip_creates_the_table_on_first_use(azurite):
 def test_a_twin_finds_the_upgrade_recorded_and_leaves_it_to_the_first(azurite):
     ledger = _ledger(azurite)
     created = ProductUpgradeCreated("u-1", CUSTOMER_ID, "Azure")
-    first = ledger.record_accepted("req-1", created, caller_request_id=None, correlation_id="c")
-    twin = ledger.record_accepted("req-1", created, caller_request_id=None, correlation_id="c")
+    first = ledger.record_accepted("req-1", created, **NO_IDS)
+    twin = ledger.record_accepted("req-1", created, **NO_IDS)
     assert first is not None and twin is None  # one follows the upgrade
 
 

@@ -257,8 +257,8 @@ def test_a_lost_answer_to_the_claim_still_sends_the_outcome_once(stored_app, azu
 
 
 def test_a_lost_answer_to_the_first_record_of_an_upgrade_still_follows_it(stored_app, azurite, storage_proxy, caplog):
-    # The transaction recording the accepted upgrade lands, its answer never comes: the SDK sends it again and it
-    # fails on its own first copy. That is not a twin of the request having recorded the upgrade first.
+    # The transaction recording the accepted upgrade lands, its answer never comes: the ledger sends it again (the
+    # SDK never resends a POST) and it fails on its own first copy. That is not a twin having recorded it first.
     lost = storage_proxy.lose_answer("table", "POST", "$batch")
     host = _accepted(stored_app, azurite, 0)
     assert lost.hits == 1
